@@ -1,0 +1,221 @@
+//! The forwarding stage: route the (translated) destination, check and decrement
+//! the TTL / hop limit, then deliver to a local pod (MAC rewrite), encapsulate
+//! toward a remote node (after the path MTU check), send off-cluster through the
+//! uplink's gateway, or pass to the kernel. ICMP errors (time exceeded, too big)
+//! are built from the untranslated packet.
+
+use super::drop::DropReason;
+use super::icmp_gen::{self, IcmpError};
+use super::nat;
+use super::parse::{rd16, wr16, Ingress, Meta, ETH_LEN};
+use super::service::v4key;
+use super::verdict::Verdict;
+use super::vxlan;
+use super::{Env, Frame, State};
+use crate::state::{RouteTarget, Tables};
+use crate::wire::checksum::update16;
+
+/// A one-entry cache of the last route lookup, reset with the tables.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteCache {
+    valid: bool,
+    family: u8,
+    dst: [u8; 16],
+    target: RouteTarget,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache {
+            valid: false,
+            family: 0,
+            dst: [0; 16],
+            target: RouteTarget::Outside,
+        }
+    }
+}
+
+impl RouteCache {
+    #[inline]
+    pub fn lookup(&mut self, t: &Tables, family: u8, dst: &[u8; 16]) -> RouteTarget {
+        if self.valid && self.family == family && self.dst == *dst {
+            return self.target;
+        }
+        let target = t.route(family, dst);
+        *self = RouteCache {
+            valid: true,
+            family,
+            dst: *dst,
+            target,
+        };
+        target
+    }
+
+    pub fn reset(&mut self) {
+        self.valid = false;
+    }
+}
+
+/// Forwards one frame whose flow stage is done.
+#[inline]
+pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Verdict {
+    let t = env.t;
+    let c = t.config();
+    let route = st.route.lookup(t, m.xkey.family, &m.xkey.dst);
+    match route {
+        RouteTarget::LocalPod(idx) => {
+            let Some(pod) = t.pod(idx) else {
+                return Verdict::Drop(DropReason::UnknownPod);
+            };
+            if let Some(v) = ttl(env, st, frame, m) {
+                return v;
+            }
+            let d = frame.data_mut();
+            d[0..6].copy_from_slice(&pod.mac);
+            d[6..12].copy_from_slice(&c.gateway_mac);
+            Verdict::Tx(pod.port)
+        }
+        RouteTarget::RemoteNode(idx) => {
+            if m.ingress == Ingress::Overlay {
+                return Verdict::Drop(DropReason::DecapNotLocal);
+            }
+            let Some(r) = t.remote(idx) else {
+                return Verdict::Drop(DropReason::UnknownPod);
+            };
+            let Some(outer) = vxlan::outer_family(m.family, c, r) else {
+                return Verdict::Drop(DropReason::NoRemoteUnderlay);
+            };
+            if m.ttl <= 1 {
+                return error(
+                    env,
+                    st,
+                    frame,
+                    m,
+                    IcmpError::TimeExceeded,
+                    DropReason::TtlExceeded,
+                );
+            }
+            let overhead = if outer == 4 {
+                vxlan::OVERHEAD_V4
+            } else {
+                vxlan::OVERHEAD_V6
+            };
+            let room = (c.underlay_mtu as usize).saturating_sub(overhead);
+            if frame.len() - ETH_LEN > room {
+                if m.family == 4 && !m.dont_frag {
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                return error(
+                    env,
+                    st,
+                    frame,
+                    m,
+                    IcmpError::TooBig(room as u16),
+                    DropReason::TooBig,
+                );
+            }
+            dec_ttl(frame, m);
+            st.ident = st.ident.wrapping_add(1);
+            let hash = m.key.hash();
+            match vxlan::encap(frame, c, r, outer, hash, st.ident) {
+                Ok(()) => {
+                    st.cnt.encap += 1;
+                    Verdict::Tx(c.uplink)
+                }
+                Err(e) => Verdict::Drop(e),
+            }
+        }
+        RouteTarget::Outside => {
+            if m.ingress == Ingress::Uplink && !m.nat {
+                return Verdict::Pass;
+            }
+            if let Some(v) = ttl(env, st, frame, m) {
+                return v;
+            }
+            let d = frame.data_mut();
+            d[0..6].copy_from_slice(&c.uplink_gateway_mac);
+            d[6..12].copy_from_slice(&c.uplink_mac);
+            Verdict::Tx(c.uplink)
+        }
+        RouteTarget::Node => {
+            if m.ingress == Ingress::Overlay {
+                Verdict::Drop(DropReason::DecapNotLocal)
+            } else {
+                Verdict::Pass
+            }
+        }
+        RouteTarget::ServiceCidr => Verdict::Drop(DropReason::NoService),
+        RouteTarget::ClusterCidr => Verdict::Drop(DropReason::UnknownPod),
+    }
+}
+
+/// Checks and decrements the TTL / hop limit; `Some` when it expired.
+#[inline]
+fn ttl(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
+    if m.ttl <= 1 {
+        return Some(error(
+            env,
+            st,
+            frame,
+            m,
+            IcmpError::TimeExceeded,
+            DropReason::TtlExceeded,
+        ));
+    }
+    dec_ttl(frame, m);
+    None
+}
+
+/// Decrements the TTL (updating the IPv4 header checksum) or the hop limit.
+#[inline]
+fn dec_ttl(frame: &mut Frame, m: &Meta) {
+    let l3 = m.l3 as usize;
+    let d = frame.data_mut();
+    if m.family == 4 {
+        let old = rd16(d, l3 + 8);
+        let new = old - 0x100;
+        d[l3 + 8] = m.ttl - 1;
+        let c = update16(rd16(d, l3 + 10), old, new);
+        wr16(d, l3 + 10, c);
+    } else {
+        d[l3 + 7] = m.ttl - 1;
+    }
+}
+
+/// Replaces the frame with an ICMP error about the untranslated packet, sent
+/// from the gateway (pods) or the node (uplink); `fallback` when none may be sent.
+fn error(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+    err: IcmpError,
+    fallback: DropReason,
+) -> Verdict {
+    if m.ingress == Ingress::Overlay || !icmp_gen::allowed(m) {
+        return Verdict::Drop(fallback);
+    }
+    let t = env.t;
+    let c = t.config();
+    let (src, mac) = match (m.ingress, m.family) {
+        (Ingress::Pod(_), 4) => (t.gateway_v4().map(v4key), c.gateway_mac),
+        (Ingress::Pod(_), _) => (t.gateway_v6(), c.gateway_mac),
+        (_, 4) => (t.node_v4().map(v4key), c.uplink_mac),
+        _ => (t.node_v6(), c.uplink_mac),
+    };
+    let Some(src) = src else {
+        return Verdict::Drop(fallback);
+    };
+    if m.nat {
+        let (x, k) = (m.xkey, m.key);
+        nat::rewrite(frame.data_mut(), m, &x, &k);
+        m.xkey = k;
+        m.nat = false;
+    }
+    if icmp_gen::build(frame, m, err, &src, mac) {
+        st.cnt.icmp_errors_sent += 1;
+        Verdict::Reply
+    } else {
+        Verdict::Drop(fallback)
+    }
+}
