@@ -107,7 +107,7 @@ fn first_packet(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> O
             Some(Verdict::Pass)
         }
         Ingress::Overlay => match route {
-            RouteTarget::LocalPod(_) => None,
+            RouteTarget::LocalPod(_) | RouteTarget::Node => None,
             _ => Some(Verdict::Drop(DropReason::DecapNotLocal)),
         },
     }

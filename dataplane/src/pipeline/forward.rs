@@ -139,10 +139,11 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
         }
         RouteTarget::Node => {
             if m.ingress == Ingress::Overlay {
-                Verdict::Drop(DropReason::DecapNotLocal)
-            } else {
-                Verdict::Pass
+                // A remote pod reaching this node: the kernel's, addressed to
+                // the uplink so it accepts the decapsulated frame.
+                frame.data_mut()[0..6].copy_from_slice(&c.uplink_mac);
             }
+            Verdict::Pass
         }
         RouteTarget::ServiceCidr => Verdict::Drop(DropReason::NoService),
         RouteTarget::ClusterCidr => Verdict::Drop(DropReason::UnknownPod),

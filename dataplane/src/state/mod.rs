@@ -149,7 +149,7 @@ pub enum PortKind {
 pub enum RouteTarget {
     /// A pod on this node (index into [`Tables::pod`]).
     LocalPod(u32),
-    /// A pod CIDR of another node (index into [`Tables::remote`]).
+    /// A pod CIDR or an address of another node (index into [`Tables::remote`]).
     RemoteNode(u32),
     /// One of this node's own addresses or the pods' gateway address.
     Node,
@@ -368,6 +368,15 @@ impl TablesBuilder {
         for (i, r) in self.remotes.iter().enumerate() {
             for p in &r.pod_cidrs {
                 add(*p, RouteTarget::RemoteNode(i as u32))?;
+            }
+            // The node's own addresses too: a pod reaching another node's address
+            // goes through the overlay unmasqueraded, so that node's replies to
+            // flows this node translated (NodePort SNAT) come back through it.
+            for ip in [r.ipv4.map(IpAddr::V4), r.ipv6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                add(host(ip), RouteTarget::RemoteNode(i as u32))?;
             }
             remotes.push(RemoteNode {
                 ipv4: r.ipv4.map(|a| a.octets()),

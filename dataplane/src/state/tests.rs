@@ -18,6 +18,8 @@ fn demo_tables_route_pods_remote_cidrs_node_and_services() {
     assert_eq!(t.route6(&GATEWAY_V6.octets()), RouteTarget::Node);
     assert_eq!(t.route4([10, 96, 1, 1]), RouteTarget::ServiceCidr);
     assert_eq!(t.route4([8, 8, 8, 8]), RouteTarget::Outside);
+    assert_eq!(t.route4(NODE3_V4.octets()), RouteTarget::RemoteNode(1));
+    assert_eq!(t.route4([192, 168, 50, 9]), RouteTarget::Outside);
 }
 
 #[test]
