@@ -329,23 +329,9 @@ impl ServiceTable {
                 count,
             });
         }
-        let mut tables = [[MaglevRef::default(); 2]; 2];
-        for fam in 0..2 {
-            for scope in [Scope::Cluster, Scope::Local] {
-                let mine = &self.backends[first..];
-                usable_set(mine, scope, fam, &mut s.usable);
-                for &i in &s.usable {
-                    self.backends[first + usize::from(i)].usable |= usable_bit(scope, fam);
-                }
-                if scope == Scope::Local && s.usable == s.previous {
-                    // All usable backends are local: share the cluster table.
-                    tables[1][fam] = tables[0][fam];
-                    continue;
-                }
-                tables[scope as usize][fam] = self.add_maglev(max, s);
-                std::mem::swap(&mut s.previous, &mut s.usable);
-            }
-        }
+        let [c4, l4] = self.scope_tables(first, 0, max, s);
+        let [c6, l6] = self.scope_tables(first, 1, max, s);
+        let tables = [[c4, c6], [l4, l6]];
         for &(ip, kind) in &spec.vips {
             let (bytes, family) = ip_bytes(ip);
             let key = vip_key(&bytes, family, spec.port, spec.proto);
@@ -395,6 +381,32 @@ impl ServiceTable {
             tables,
         });
         Ok(())
+    }
+
+    /// Marks the usable backends of the service starting at `first` and builds its
+    /// Maglev tables for one family: `[cluster, local]`.
+    fn scope_tables(
+        &mut self,
+        first: usize,
+        fam: usize,
+        max: u32,
+        s: &mut Scratch,
+    ) -> [MaglevRef; 2] {
+        let mut out = [MaglevRef::default(); 2];
+        for scope in [Scope::Cluster, Scope::Local] {
+            usable_set(&self.backends[first..], scope, fam, &mut s.usable);
+            for &i in &s.usable {
+                self.backends[first + usize::from(i)].usable |= usable_bit(scope, fam);
+            }
+            if scope == Scope::Local && s.usable == s.previous {
+                // All usable backends are local: share the cluster table.
+                out[1] = out[0];
+                continue;
+            }
+            out[scope as usize] = self.add_maglev(max, s);
+            std::mem::swap(&mut s.previous, &mut s.usable);
+        }
+        out
     }
 
     /// Appends the Maglev table for `s.usable` (already in identity order).
