@@ -120,16 +120,4 @@ pub(crate) fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_error_has_a_distinct_description() {
-        for (i, a) in Error::ALL.iter().enumerate() {
-            assert_eq!(a.to_string(), a.description());
-            for b in &Error::ALL[i + 1..] {
-                assert_ne!(a.description(), b.description());
-            }
-        }
-    }
-}
+mod tests;
