@@ -77,7 +77,7 @@ fn first_packet(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> O
             other => {
                 if has_ports {
                     if let Some((svc, kind)) =
-                        services.lookup_vip(m.key.dst_ip(), m.key.dport, m.proto)
+                        services.lookup_vip_bytes(&m.key.dst, m.family, m.key.dport, m.proto)
                     {
                         return service::new_flow(env, st, frame, m, svc, Via::Vip(kind));
                     }
@@ -101,7 +101,9 @@ fn first_packet(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> O
                 }
                 return Some(Verdict::Pass);
             }
-            if let Some((svc, kind)) = services.lookup_vip(m.key.dst_ip(), m.key.dport, m.proto) {
+            if let Some((svc, kind)) =
+                services.lookup_vip_bytes(&m.key.dst, m.family, m.key.dport, m.proto)
+            {
                 return service::new_flow(env, st, frame, m, svc, Via::Vip(kind));
             }
             Some(Verdict::Pass)

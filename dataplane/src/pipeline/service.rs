@@ -14,7 +14,6 @@ use super::nat;
 use super::parse::{Ingress, Meta};
 use super::verdict::Verdict;
 use super::{Env, Frame, State};
-use crate::conntrack::ip_to_key_bytes;
 use crate::lb::{Scope, SvcId, VipKind};
 
 /// How the Service was reached.
@@ -36,15 +35,18 @@ pub(crate) fn new_flow(
 ) -> Option<Verdict> {
     let t = env.t;
     let services = t.services();
-    let s = services.service(svc);
+    let Some(s) = services.service(svc) else {
+        return Some(Verdict::Drop(DropReason::NoService));
+    };
+    let (ext_local, int_local) = (s.ext_local(), s.int_local());
     let external = m.ingress == Ingress::Uplink;
     let scope = if external {
-        if s.ext_local {
+        if ext_local {
             Scope::Local
         } else {
             Scope::Cluster
         }
-    } else if s.int_local && via == Via::Vip(VipKind::ClusterIp) {
+    } else if int_local && via == Via::Vip(VipKind::ClusterIp) {
         Scope::Local
     } else {
         Scope::Cluster
@@ -53,11 +55,11 @@ pub(crate) fn new_flow(
     let client = m.key.src_ip();
     let backend = services
         .select(svc, scope, hash, client, env.now, env.aff)
-        .map(|b| services.backend(b))
-        .map(|b| (ip_to_key_bytes(b.ip), b.port))
-        .filter(|((_, fam), _)| *fam == m.family);
-    let Some(((bip, _), bport)) = backend else {
-        if external && s.ext_local {
+        .and_then(|b| services.backend(b))
+        .filter(|b| b.family() == m.family)
+        .map(|b| (b.ip_bytes(), b.port()));
+    let Some((bip, bport)) = backend else {
+        if external && ext_local {
             return Some(Verdict::Drop(DropReason::NoLocalEndpoint));
         }
         return Some(port_unreachable(env, st, frame, m));
@@ -66,7 +68,7 @@ pub(crate) fn new_flow(
     xkey.dst = bip;
     xkey.dport = bport;
     let c = t.config();
-    let snat_src = if external && !s.ext_local {
+    let snat_src = if external && !ext_local {
         Some(if m.family == 4 {
             t.node_v4().map(v4key)
         } else {
@@ -96,7 +98,7 @@ pub(crate) fn new_flow(
         snat,
         c.snat_ports,
         hash,
-        svc,
+        svc.0,
         m.tcp_flags,
         env.now,
     ) {

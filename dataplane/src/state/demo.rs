@@ -6,20 +6,19 @@
 //! Pods on ports 1..=3: `client` 10.244.1.2, `web-local` 10.244.1.3, `other` 10.244.1.4
 //! (and fd00:244:1::2.. likewise). Remote nodes `demo-2` (192.168.50.2, 10.244.2.0/24,
 //! fd00:244:2::/64) and `demo-3` (192.168.50.3, 10.244.3.0/24, fd00:244:3::/64).
-//! Services (all TCP unless said; one Service per family, `-v6` the IPv6 twin):
-//! - `web` 10.96.0.10:80 -> 8080 on 10.244.1.3 (local), 10.244.2.2, 10.244.3.2;
-//!   NodePort 30080 (externalTrafficPolicy Cluster); `web-v6` fd00:96::10 likewise
-//!   (fd00:244:1::3, fd00:244:2::2, fd00:244:3::2), no NodePort;
-//! - `api` 10.96.0.20:443 / `api-v6` fd00:96::20 -> 8443 on remote pods only
-//!   (10.244.2.10, 10.244.3.10; fd00:244:2::10, fd00:244:3::10): the
-//!   `service-encap` bench scenario;
+//! Services (all TCP unless said; dual-stack ones have a VIP and backends per family):
+//! - `web` 10.96.0.10:80 / fd00:96::10 -> 8080 on 10.244.1.3 (local), 10.244.2.2,
+//!   10.244.3.2 / fd00:244:1::3 (local), fd00:244:2::2, fd00:244:3::2; NodePort 30080
+//!   (externalTrafficPolicy Cluster);
+//! - `api` 10.96.0.20:443 / fd00:96::20 -> 8443 on remote pods only (10.244.2.10,
+//!   10.244.3.10 / fd00:244:2::10, fd00:244:3::10): the `service-encap` bench scenario;
 //! - `dns` UDP 10.96.0.53:53 -> 10.244.2.53:53, 10.244.3.53:53;
 //! - `lb-local` LoadBalancer 192.168.50.100:80 and externalIP 192.168.50.101:80,
 //!   NodePort 30081, externalTrafficPolicy Local -> 10.244.1.3:8080 (local) and
 //!   10.244.2.2:8080;
 //! - `lb-remote-only` LoadBalancer 192.168.50.102:80, NodePort 30082, eTP Local,
 //!   only a remote backend (so outside traffic has no local endpoint);
-//! - `empty` 10.96.0.99:80 / `empty-v6` fd00:96::99: no endpoints (answers port unreachable).
+//! - `empty` 10.96.0.99:80 / fd00:96::99: no endpoints (answers port unreachable).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -179,48 +178,32 @@ pub fn builder() -> TablesBuilder {
             name: name.to_string(),
         });
     }
-    // One Service per family (as kube-proxy sees them: one ClusterIP and one
-    // EndpointSlice per family).
+    // Dual-stack Services: one VIP and one set of backends per family (lb
+    // selects among the client's family).
     let mut web = service(
         "web",
         proto::TCP,
         80,
-        &[IpAddr::V4(WEB_V4)],
+        &[IpAddr::V4(WEB_V4), IpAddr::V6(WEB_V6)],
         vec![
             backend(v4(10, 244, 1, 3), 8080, true),
             backend(v4(10, 244, 2, 2), 8080, false),
             backend(v4(10, 244, 3, 2), 8080, false),
+            backend(v6(1, 3), 8080, true),
+            backend(v6(2, 2), 8080, false),
+            backend(v6(3, 2), 8080, false),
         ],
     );
     web.node_port = Some(WEB_NODE_PORT);
     b.add_service(web);
     b.add_service(service(
-        "web-v6",
-        proto::TCP,
-        80,
-        &[IpAddr::V6(WEB_V6)],
-        vec![
-            backend(v6(1, 3), 8080, true),
-            backend(v6(2, 2), 8080, false),
-            backend(v6(3, 2), 8080, false),
-        ],
-    ));
-    b.add_service(service(
         "api",
         proto::TCP,
         443,
-        &[IpAddr::V4(API_V4)],
+        &[IpAddr::V4(API_V4), IpAddr::V6(API_V6)],
         vec![
             backend(v4(10, 244, 2, 10), 8443, false),
             backend(v4(10, 244, 3, 10), 8443, false),
-        ],
-    ));
-    b.add_service(service(
-        "api-v6",
-        proto::TCP,
-        443,
-        &[IpAddr::V6(API_V6)],
-        vec![
             backend(v6(2, 0x10), 8443, false),
             backend(v6(3, 0x10), 8443, false),
         ],

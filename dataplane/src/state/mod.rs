@@ -90,7 +90,7 @@ impl Default for NodeConfig {
             nodeport_range: (30000, 32767),
             cluster_cidrs: Vec::new(),
             service_cidrs: Vec::new(),
-            maglev_max_size: 65537,
+            maglev_max_size: crate::lb::DEFAULT_MAGLEV_MAX_SIZE,
             conntrack_capacity: 1 << 16,
             timeouts: Timeouts::default(),
             frag_capacity: 1024,
@@ -279,7 +279,7 @@ impl Tables {
 
     #[inline]
     pub fn route4(&self, dst: [u8; 4]) -> RouteTarget {
-        self.routes4.lookup(dst).unwrap_or(RouteTarget::Outside)
+        self.routes4.lookup(&dst).unwrap_or(RouteTarget::Outside)
     }
 
     #[inline]
@@ -347,11 +347,10 @@ impl TablesBuilder {
         let mut routes6 = Lpm6::new();
         let mut add = |p: Prefix, t: RouteTarget| -> Result<(), BuildError> {
             match p.addr {
-                IpAddr::V4(_) if p.len <= 32 => routes4.insert(p, t),
-                IpAddr::V6(_) if p.len <= 128 => routes6.insert(p, t),
-                _ => return Err(BuildError::BadPrefix(p)),
+                IpAddr::V4(_) => routes4.insert(p, t),
+                IpAddr::V6(_) => routes6.insert(p, t),
             }
-            Ok(())
+            .map_err(|_| BuildError::BadPrefix(p))
         };
         let host = |ip: IpAddr| Prefix {
             addr: ip,

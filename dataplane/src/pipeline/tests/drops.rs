@@ -145,11 +145,23 @@ fn reach(r: DropReason) -> Pipeline {
                 ..node_config()
             };
             p = pipe_with(pods_only(cfg));
-            for sp in 1..=2000u16 {
+            // Replied (assured) flows are not evicted: the table fills up.
+            for sp in 1..=200u16 {
                 let f = udp4(CLIENT_MAC, GATEWAY_MAC, CLIENT_V4, OUTSIDE, sp, 53, b"x");
-                if run(&mut p, &f, c, NOW).0 == Verdict::Drop(DropReason::ConntrackFull) {
+                let (v, out) = run(&mut p, &f, c, NOW);
+                if v == Verdict::Drop(DropReason::ConntrackFull) {
                     break;
                 }
+                let reply = udp4(
+                    UPLINK_GATEWAY_MAC,
+                    UPLINK_MAC,
+                    OUTSIDE,
+                    NODE_V4,
+                    53,
+                    ports(&out).0,
+                    b"y",
+                );
+                run(&mut p, &reply, UPLINK, NOW);
             }
         }
         DropReason::ReplyTupleTaken => {
