@@ -82,7 +82,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             let Some(r) = t.remote(idx) else {
                 return Verdict::Drop(DropReason::UnknownPod);
             };
-            let Some(outer) = vxlan::outer_family(m.family, c, r) else {
+            let Some(outer) = vxlan::outer_family(c, r) else {
                 return Verdict::Drop(DropReason::NoRemoteUnderlay);
             };
             if m.ttl <= 1 {
@@ -95,12 +95,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
                     DropReason::TtlExceeded,
                 );
             }
-            let overhead = if outer == 4 {
-                vxlan::OVERHEAD_V4
-            } else {
-                vxlan::OVERHEAD_V6
-            };
-            let room = (c.underlay_mtu as usize).saturating_sub(overhead);
+            let room = vxlan::inner_limit(c.underlay_mtu, m.family, outer);
             if frame.len() - ETH_LEN > room {
                 if m.family == 4 && !m.dont_frag {
                     return Verdict::Drop(DropReason::TooBig);

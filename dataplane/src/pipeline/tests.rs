@@ -418,8 +418,22 @@ fn pod_to_remote_pod_is_vxlan_encapsulated_flannel_style() {
 }
 
 #[test]
-fn ipv6_pod_to_remote_pod_has_an_ipv6_outer_with_a_udp_checksum() {
+fn ipv6_pod_to_remote_pod_goes_over_the_ipv4_underlay_when_there_is_one() {
     let mut p = pipe();
+    let dst: Ipv6Addr = "fd00:244:3::9".parse().unwrap();
+    let (v, out) = run(&mut p, &from_client6(dst, 1234, 80), CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let ip = ip4(&out);
+    assert_eq!((ip.source, ip.destination), (o4(NODE_V4), o4(NODE3_V4)));
+    let (_, _, inner) = unwrap_vxlan(&out);
+    assert_eq!(ip6(&inner).destination, o6(dst));
+}
+
+#[test]
+fn an_ipv6_only_underlay_has_an_ipv6_outer_with_a_udp_checksum() {
+    let mut b = builder();
+    b.config_mut().node_ipv4 = None;
+    let mut p = pipe_with(b.build().unwrap());
     let dst: Ipv6Addr = "fd00:244:3::9".parse().unwrap();
     let (v, out) = run(&mut p, &from_client6(dst, 1234, 80), CLIENT_PORT, NOW);
     assert_eq!(v, Verdict::Tx(UPLINK));

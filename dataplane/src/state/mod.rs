@@ -321,6 +321,11 @@ impl TablesBuilder {
         }
     }
 
+    /// The node configuration being built (to adjust a prepared builder).
+    pub fn config_mut(&mut self) -> &mut NodeConfig {
+        &mut self.config
+    }
+
     pub fn add_pod(&mut self, pod: PodSpec) -> &mut Self {
         self.pods.push(pod);
         self
