@@ -7,7 +7,7 @@
 use super::drop::DropReason;
 use super::icmp_gen::{self, IcmpError};
 use super::nat;
-use super::parse::{rd16, wr16, Ingress, Meta, ETH_LEN};
+use super::parse::{Ingress, Meta, ETH_LEN};
 use super::service::v4key;
 use super::verdict::Verdict;
 use super::vxlan;
@@ -18,9 +18,11 @@ use crate::wire::checksum::update16;
 /// A one-entry cache of the last route lookup, reset with the tables.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RouteCache {
+    /// The family in the top byte of the key would collide with nothing: keys
+    /// are compared with `family` separately.
     valid: bool,
     family: u8,
-    dst: [u8; 16],
+    dst: u128,
     target: RouteTarget,
 }
 
@@ -29,7 +31,7 @@ impl Default for RouteCache {
         RouteCache {
             valid: false,
             family: 0,
-            dst: [0; 16],
+            dst: 0,
             target: RouteTarget::Outside,
         }
     }
@@ -38,14 +40,15 @@ impl Default for RouteCache {
 impl RouteCache {
     #[inline]
     pub fn lookup(&mut self, t: &Tables, family: u8, dst: &[u8; 16]) -> RouteTarget {
-        if self.valid && self.family == family && self.dst == *dst {
+        let d = u128::from_ne_bytes(*dst);
+        if self.valid && self.dst == d && self.family == family {
             return self.target;
         }
         let target = t.route(family, dst);
         *self = RouteCache {
             valid: true,
             family,
-            dst: *dst,
+            dst: d,
             target,
         };
         target
@@ -61,7 +64,8 @@ impl RouteCache {
 pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Verdict {
     let t = env.t;
     let c = t.config();
-    let route = st.route.lookup(t, m.xkey.family, &m.xkey.dst);
+    let out = m.out();
+    let route = st.route.lookup(t, out.family, &out.dst);
     match route {
         RouteTarget::LocalPod(idx) => {
             let Some(pod) = t.pod(idx) else {
@@ -168,13 +172,20 @@ fn dec_ttl(frame: &mut Frame, m: &Meta) {
     let l3 = m.l3 as usize;
     let d = frame.data_mut();
     if m.family == 4 {
-        let old = rd16(d, l3 + 8);
-        let new = old - 0x100;
-        d[l3 + 8] = m.ttl - 1;
-        let c = update16(rd16(d, l3 + 10), old, new);
-        wr16(d, l3 + 10, c);
-    } else {
-        d[l3 + 7] = m.ttl - 1;
+        let Some(h) = d.get_mut(l3..l3 + 12) else {
+            return;
+        };
+        // The TTL/protocol word drops by 0x100 (RFC 1624 through update16).
+        let old = u16::from_be_bytes([h[8], h[9]]);
+        let c = update16(
+            u16::from_be_bytes([h[10], h[11]]),
+            old,
+            old.wrapping_sub(0x100),
+        );
+        h[8] = m.ttl.wrapping_sub(1);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    } else if let Some(h) = d.get_mut(l3 + 7) {
+        *h = m.ttl.wrapping_sub(1);
     }
 }
 

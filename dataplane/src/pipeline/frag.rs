@@ -58,8 +58,8 @@ pub(crate) fn record(st: &mut State, m: &Meta, action: FragAction, now: u64) {
         k,
         FragEntry {
             action,
-            src: m.xkey.src,
-            dst: m.xkey.dst,
+            src: m.out().src,
+            dst: m.out().dst,
         },
         now,
     );

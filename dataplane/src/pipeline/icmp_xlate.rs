@@ -7,7 +7,7 @@
 
 use super::drop::DropReason;
 use super::nat::rewrite;
-use super::parse::{rd16, rd16b, rd4, wr16, Frag, Meta, L4};
+use super::parse::{rd16, rd16b, rd4, wr16, Meta, L4};
 use crate::conntrack::{FlowKey, Table};
 use crate::proto;
 use crate::wire::checksum;
@@ -23,7 +23,7 @@ pub(crate) fn translate(
 ) -> Result<bool, DropReason> {
     let e3 = m.l4 as usize + 8;
     let end = d.len();
-    let Some((ekey, emeta, e_end_l4)) = embedded(d, e3, m.family)? else {
+    let Some((ekey, emeta)) = embedded(d, e3, m.family)? else {
         return Ok(false);
     };
     let k = ekey.swap();
@@ -34,28 +34,9 @@ pub(crate) fn translate(
         return Ok(false);
     }
     let new_e = hit.xlate.swap();
-    // Embedded packet: addresses (and its IPv4 header checksum), ports, L4 checksum.
-    let csum_at = match emeta.l4kind {
-        L4::Tcp => 16,
-        L4::Udp => 6,
-        _ => 2,
-    };
-    if emeta.l4 as usize + csum_at + 2 <= e_end_l4 {
-        rewrite(d, &emeta, &ekey, &new_e);
-    } else {
-        let mut addr_only = emeta;
-        addr_only.frag = Frag::Later;
-        rewrite(d, &addr_only, &ekey, &new_e);
-        let e4 = emeta.l4 as usize;
-        match emeta.l4kind {
-            L4::Tcp | L4::Udp => {
-                wr16(d, e4, new_e.sport);
-                wr16(d, e4 + 2, new_e.dport);
-            }
-            L4::EchoRequest => wr16(d, e4 + 4, new_e.sport),
-            _ => wr16(d, e4 + 4, new_e.dport),
-        }
-    }
+    // Embedded packet: addresses (and its IPv4 header checksum), ports, and its
+    // L4 checksum when quoted.
+    rewrite(d, &emeta, &ekey, &new_e);
     // Outer addresses: to the flow's sender; from the peer's translated address
     // when the peer itself sent the error (a router in between keeps its own).
     let mut outer = m.key;
@@ -63,8 +44,12 @@ pub(crate) fn translate(
     if m.key.src == k.src {
         outer.src = hit.xlate.src;
     }
-    let mut addr_only = *m;
-    addr_only.frag = Frag::Later;
+    let addr_only = Meta {
+        csum_at: 0,
+        sport_at: 0,
+        dport_at: 0,
+        ..*m
+    };
     rewrite(d, &addr_only, &m.key, &outer);
     // ICMP checksum over the whole message (plus the pseudo-header for ICMPv6).
     let l4 = m.l4 as usize;
@@ -85,7 +70,7 @@ pub(crate) fn translate(
 
 /// Parses the embedded packet at `e3`: its tuple, a meta for rewriting it, and
 /// the end of the quoted bytes. Ok(None) when it has no tuple we track.
-fn embedded(d: &[u8], e3: usize, family: u8) -> Result<Option<(FlowKey, Meta, usize)>, DropReason> {
+fn embedded(d: &[u8], e3: usize, family: u8) -> Result<Option<(FlowKey, Meta)>, DropReason> {
     let end = d.len();
     let mut em = Meta {
         l3: e3 as u16,
@@ -131,6 +116,14 @@ fn embedded(d: &[u8], e3: usize, family: u8) -> Result<Option<(FlowKey, Meta, us
             } else {
                 L4::Udp
             };
+            em.sport_at = e4 as u16;
+            em.dport_at = (e4 + 2) as u16;
+            em.pseudo = true;
+            let at = e4 + if eproto == proto::TCP { 16 } else { 6 };
+            // The quoted L4 checksum, when quoted (and, for UDP over IPv4, used).
+            if at + 2 <= end && (eproto == proto::TCP || family == 6 || rd16(d, at) != 0) {
+                em.csum_at = at as u16;
+            }
             (rd16(d, e4), rd16(d, e4 + 2))
         }
         p if p == icmp => {
@@ -138,13 +131,17 @@ fn embedded(d: &[u8], e3: usize, family: u8) -> Result<Option<(FlowKey, Meta, us
                 return Err(DropReason::IcmpErrorMalformed);
             }
             let id = rd16(d, e4 + 4);
+            em.csum_at = (e4 + 2) as u16;
+            em.pseudo = family == 6;
             match (family, d[e4]) {
                 (4, 8) | (6, 128) => {
                     em.l4kind = L4::EchoRequest;
+                    em.sport_at = (e4 + 4) as u16;
                     (id, 0)
                 }
                 (4, 0) | (6, 129) => {
                     em.l4kind = L4::EchoReply;
+                    em.dport_at = (e4 + 4) as u16;
                     (0, id)
                 }
                 _ => return Ok(None),
@@ -157,5 +154,5 @@ fn embedded(d: &[u8], e3: usize, family: u8) -> Result<Option<(FlowKey, Meta, us
     } else {
         FlowKey::v6(src, dst, sport, dport, eproto)
     };
-    Ok(Some((key, em, end)))
+    Ok(Some((key, em)))
 }

@@ -73,11 +73,32 @@ pub(crate) struct Meta {
     pub dont_frag: bool,
     /// The tuple as received.
     pub key: FlowKey,
-    /// The tuple as sent (after NAT); equal to `key` without NAT.
+    /// The tuple as sent (after NAT); meaningful only when `nat` is set (see
+    /// [`Meta::out`]).
     pub xkey: FlowKey,
     /// Whether the frame was translated (so an ICMP error about it is built
     /// from the untranslated packet).
     pub nat: bool,
+    /// Offsets (from the frame head) of the L4 checksum, the source and the
+    /// destination port or echo identifier; 0 when absent (non-first fragment,
+    /// UDP over IPv4 without checksum, no such field).
+    pub csum_at: u16,
+    pub sport_at: u16,
+    pub dport_at: u16,
+    /// Whether the L4 checksum covers the pseudo-header (TCP, UDP, ICMPv6).
+    pub pseudo: bool,
+}
+
+impl Meta {
+    /// The tuple the packet has now: translated or as received.
+    #[inline]
+    pub fn out(&self) -> &FlowKey {
+        if self.nat {
+            &self.xkey
+        } else {
+            &self.key
+        }
+    }
 }
 
 #[inline]
@@ -133,56 +154,66 @@ pub(crate) fn parse_ip(
     m.frag = Frag::None;
     m.frag_ident = 0;
     m.dont_frag = false;
-    let end = if ethertype == ETHERTYPE_IPV4 {
-        parse_v4(d, l3, m)?
+    m.csum_at = 0;
+    m.sport_at = 0;
+    m.dport_at = 0;
+    m.pseudo = false;
+    if ethertype == ETHERTYPE_IPV4 {
+        parse_v4(d, l3, m)
     } else {
-        parse_v6(d, l3, m)?
-    };
-    m.xkey = m.key;
-    Ok(end)
+        parse_v6(d, l3, m)
+    }
 }
 
 #[inline]
 fn parse_v4(d: &[u8], l3: usize, m: &mut Meta) -> Result<usize, DropReason> {
     let ip = d.get(l3..).ok_or(DropReason::Truncated)?;
-    if ip.len() < 20 {
+    let Some(h) = ip.first_chunk::<20>() else {
         return Err(DropReason::Truncated);
-    }
-    let vihl = ip[0];
+    };
+    let vihl = h[0];
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < 20 {
         return Err(DropReason::BadIpHeader);
     }
-    let total = rd16(ip, 2) as usize;
-    if total < ihl || total > ip.len() {
-        return Err(if total > ip.len() {
-            DropReason::Truncated
-        } else {
-            DropReason::BadIpHeader
-        });
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    if total > ip.len() {
+        return Err(DropReason::Truncated);
     }
-    let frag = rd16(ip, 6);
+    if total < ihl {
+        return Err(DropReason::BadIpHeader);
+    }
+    let frag = u16::from_be_bytes([h[6], h[7]]);
     m.dont_frag = frag & 0x4000 != 0;
-    let more = frag & 0x2000 != 0;
-    let off = frag & 0x1fff;
     m.family = 4;
-    m.ttl = ip[8];
-    m.proto = ip[9];
-    m.frag_ident = rd16(ip, 4) as u32;
-    m.frag = if off != 0 {
+    m.ttl = h[8];
+    m.proto = h[9];
+    m.frag = if frag & 0x1fff != 0 {
+        m.frag_ident = u16::from_be_bytes([h[4], h[5]]) as u32;
         Frag::Later
-    } else if more {
+    } else if frag & 0x2000 != 0 {
+        m.frag_ident = u16::from_be_bytes([h[4], h[5]]) as u32;
         Frag::First
     } else {
         Frag::None
     };
     let l4 = l3 + ihl;
     m.l4 = l4 as u16;
-    let src = rd4(ip, 12);
-    let dst = rd4(ip, 16);
-    let (sport, dport) = parse_l4(&d[..l3 + total], l4, m, proto::ICMP)?;
-    m.key = FlowKey::v4(src, dst, sport, dport, m.proto);
-    Ok(l3 + total)
+    let end = l3 + total;
+    let (sport, dport) = parse_l4(&d[..end], l4, m, proto::ICMP)?;
+    let k = &mut m.key;
+    k.src = [
+        h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    k.dst = [
+        h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    k.sport = sport;
+    k.dport = dport;
+    k.proto = h[9];
+    k.family = 4;
+    k._pad = [0; 2];
+    Ok(end)
 }
 
 #[inline]
@@ -271,11 +302,22 @@ fn parse_l4(d: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), D
             need(20)?;
             m.l4kind = L4::Tcp;
             m.tcp_flags = d[l4 + 13];
+            m.csum_at = (l4 + 16) as u16;
+            m.sport_at = l4 as u16;
+            m.dport_at = (l4 + 2) as u16;
+            m.pseudo = true;
             Ok((rd16(d, l4), rd16(d, l4 + 2)))
         }
         proto::UDP => {
             need(8)?;
             m.l4kind = L4::Udp;
+            // UDP over IPv4 with checksum 0 carries none: it stays 0.
+            if icmp == proto::ICMPV6 || rd16(d, l4 + 6) != 0 {
+                m.csum_at = (l4 + 6) as u16;
+            }
+            m.sport_at = l4 as u16;
+            m.dport_at = (l4 + 2) as u16;
+            m.pseudo = true;
             Ok((rd16(d, l4), rd16(d, l4 + 2)))
         }
         p if p == icmp => {
@@ -299,6 +341,13 @@ fn parse_l4(d: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), D
                 }
             };
             m.l4kind = kind;
+            m.csum_at = (l4 + 2) as u16;
+            m.pseudo = icmp == proto::ICMPV6;
+            match kind {
+                L4::EchoRequest => m.sport_at = (l4 + 4) as u16,
+                L4::EchoReply => m.dport_at = (l4 + 4) as u16,
+                _ => {}
+            }
             Ok(ports)
         }
         _ => {

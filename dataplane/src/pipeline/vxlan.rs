@@ -68,8 +68,8 @@ pub(crate) fn inner_limit(mtu: u16, inner: u8, outer: u8) -> usize {
 }
 
 /// Encapsulates the frame (its Ethernet header at the head) toward `r`: rewrites
-/// the inner MACs to the VTEPs and pushes outer Ethernet/IP/UDP/VXLAN headers.
-/// `outer` is from [`outer_family`].
+/// the inner MACs to the VTEPs and pushes the node's precomputed outer headers,
+/// filling in the per-packet fields. `outer` is from [`outer_family`].
 #[inline]
 pub(crate) fn encap(
     frame: &mut Frame,
@@ -79,84 +79,60 @@ pub(crate) fn encap(
     hash: u64,
     ident: u16,
 ) -> Result<(), DropReason> {
+    let inner = frame.len();
     {
         let d = frame.data_mut();
         d[0..6].copy_from_slice(&r.vtep_mac);
         d[6..12].copy_from_slice(&c.vtep_mac);
     }
-    let inner = frame.len();
     let sport = source_port(hash);
+    let udp_len = (UDP_LEN + VXLAN_LEN + inner) as u16;
     if outer == 4 {
-        let (Some(src), Some(dst)) = (c.node_ipv4, r.ipv4) else {
+        let Some(o) = &r.outer4 else {
             return Err(DropReason::NoRemoteUnderlay);
         };
         if !frame.push_head(OVERHEAD_V4) {
             return Err(DropReason::Truncated);
         }
-        let d = frame.data_mut();
-        d[0..6].copy_from_slice(&r.underlay_mac);
-        d[6..12].copy_from_slice(&c.uplink_mac);
-        d[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut d[ETH_LEN..ETH_LEN + 20];
-        let total = (20 + UDP_LEN + VXLAN_LEN + inner) as u16;
-        ip[0] = 0x45;
-        ip[1] = 0;
-        wr16(ip, 2, total);
-        wr16(ip, 4, ident);
-        wr16(ip, 6, 0); // DF clear, no fragment
-        ip[8] = 64;
-        ip[9] = crate::proto::UDP;
-        wr16(ip, 10, 0);
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst);
-        let cs = checksum::finish(checksum::sum(ip));
-        wr16(ip, 10, cs);
-        write_udp_vxlan(&mut d[ETH_LEN + 20..], sport, c.vxlan_port, inner, c.vni);
+        let Some(h) = frame.data_mut().first_chunk_mut::<OVERHEAD_V4>() else {
+            return Err(DropReason::Truncated);
+        };
+        *h = o.hdr;
+        let total = 20 + udp_len;
+        h[16..18].copy_from_slice(&total.to_be_bytes());
+        h[18..20].copy_from_slice(&ident.to_be_bytes());
+        let cs = checksum::finish(o.sum + u32::from(total) + u32::from(ident));
+        h[24..26].copy_from_slice(&cs.to_be_bytes());
+        h[34..36].copy_from_slice(&sport.to_be_bytes());
+        h[38..40].copy_from_slice(&udp_len.to_be_bytes());
     } else {
-        let (Some(src), Some(dst)) = (c.node_ipv6, r.ipv6) else {
+        let Some(o) = &r.outer6 else {
             return Err(DropReason::NoRemoteUnderlay);
         };
         if !frame.push_head(OVERHEAD_V6) {
             return Err(DropReason::Truncated);
         }
         let d = frame.data_mut();
-        d[0..6].copy_from_slice(&r.underlay_mac);
-        d[6..12].copy_from_slice(&c.uplink_mac);
-        d[12..14].copy_from_slice(&[0x86, 0xdd]);
-        let udp_len = (UDP_LEN + VXLAN_LEN + inner) as u16;
-        let src = src.octets();
-        {
-            let ip = &mut d[ETH_LEN..ETH_LEN + 40];
-            // Version 6, traffic class 0, flow label from the flow hash (ECMP).
-            let fl = (hash as u32) & 0x000f_ffff;
-            ip[0..4].copy_from_slice(&(0x6000_0000u32 | fl).to_be_bytes());
-            wr16(ip, 4, udp_len);
-            ip[6] = crate::proto::UDP;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&src);
-            ip[24..40].copy_from_slice(&dst);
-        }
-        let u = ETH_LEN + 40;
-        write_udp_vxlan(&mut d[u..], sport, c.vxlan_port, inner, c.vni);
-        let sum = checksum::pseudo_v6(&src, &dst, crate::proto::UDP, udp_len as u32)
-            + checksum::sum(&d[u..u + udp_len as usize]);
-        let mut cs = checksum::finish(sum);
+        let Some(h) = d.first_chunk_mut::<OVERHEAD_V6>() else {
+            return Err(DropReason::Truncated);
+        };
+        *h = o.hdr;
+        // Flow label from the flow hash (ECMP in the underlay).
+        let fl = (hash as u32) & 0x000f_ffff;
+        h[14..18].copy_from_slice(&(0x6000_0000u32 | fl).to_be_bytes());
+        h[18..20].copy_from_slice(&udp_len.to_be_bytes());
+        h[54..56].copy_from_slice(&sport.to_be_bytes());
+        h[58..60].copy_from_slice(&udp_len.to_be_bytes());
+        // Pseudo-header length + UDP length field + source port + the rest.
+        let s =
+            o.sum + 2 * u32::from(udp_len) + u32::from(sport) + checksum::sum(&d[OVERHEAD_V6..]);
+        let mut cs = checksum::finish(s);
         if cs == 0 {
             cs = 0xffff;
         }
-        wr16(d, u + 6, cs);
+        wr16(d, ETH_LEN + 40 + 6, cs);
     }
     Ok(())
-}
-
-#[inline]
-fn write_udp_vxlan(d: &mut [u8], sport: u16, dport: u16, inner: usize, vni: u32) {
-    wr16(d, 0, sport);
-    wr16(d, 2, dport);
-    wr16(d, 4, (UDP_LEN + VXLAN_LEN + inner) as u16);
-    wr16(d, 6, 0);
-    d[8..12].copy_from_slice(&[0x08, 0, 0, 0]);
-    d[12..16].copy_from_slice(&(vni << 8).to_be_bytes());
 }
 
 /// Whether an outer UDP destination port is the configured VXLAN port.

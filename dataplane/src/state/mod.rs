@@ -179,6 +179,58 @@ pub struct RemoteNode {
     pub vtep_mac: Mac,
     pub underlay_mac: Mac,
     pub name: String,
+    /// The outer headers toward this node, precomputed (see [`Outer`]).
+    pub(crate) outer4: Option<Outer<50>>,
+    pub(crate) outer6: Option<Outer<70>>,
+}
+
+/// Outer headers of a VXLAN frame toward one remote node, built once per table:
+/// Ethernet, IP, UDP and VXLAN with the per-packet fields (lengths, IPv4
+/// identification and checksum, UDP source port and checksum, IPv6 flow label)
+/// zero, and `sum`, the one's-complement partial sum of the constant words the
+/// per-packet checksum covers (the IPv4 header; for IPv6 the pseudo-header's
+/// addresses and protocol plus the UDP destination port and the VXLAN header).
+#[derive(Clone, Debug)]
+pub(crate) struct Outer<const N: usize> {
+    pub hdr: [u8; N],
+    pub sum: u32,
+}
+
+fn outer4(c: &NodeConfig, r: &RemoteNodeSpec) -> Option<Outer<50>> {
+    let (src, dst) = (c.node_ipv4?, r.ipv4?);
+    let mut h = [0u8; 50];
+    h[0..6].copy_from_slice(&r.underlay_mac);
+    h[6..12].copy_from_slice(&c.uplink_mac);
+    h[12..14].copy_from_slice(&[0x08, 0x00]);
+    h[14] = 0x45;
+    h[22] = 64; // TTL; DF clear
+    h[23] = crate::proto::UDP;
+    h[26..30].copy_from_slice(&src.octets());
+    h[30..34].copy_from_slice(&dst.octets());
+    h[36..38].copy_from_slice(&c.vxlan_port.to_be_bytes());
+    h[42] = 0x08; // VXLAN I flag
+    h[46..50].copy_from_slice(&(c.vni << 8).to_be_bytes());
+    let sum = crate::wire::checksum::sum(&h[14..34]);
+    Some(Outer { hdr: h, sum })
+}
+
+fn outer6(c: &NodeConfig, r: &RemoteNodeSpec) -> Option<Outer<70>> {
+    let (src, dst) = (c.node_ipv6?, r.ipv6?);
+    let mut h = [0u8; 70];
+    h[0..6].copy_from_slice(&r.underlay_mac);
+    h[6..12].copy_from_slice(&c.uplink_mac);
+    h[12..14].copy_from_slice(&[0x86, 0xdd]);
+    h[14] = 0x60;
+    h[20] = crate::proto::UDP;
+    h[21] = 64; // hop limit
+    h[22..38].copy_from_slice(&src.octets());
+    h[38..54].copy_from_slice(&dst.octets());
+    h[56..58].copy_from_slice(&c.vxlan_port.to_be_bytes());
+    h[62] = 0x08;
+    h[66..70].copy_from_slice(&(c.vni << 8).to_be_bytes());
+    use crate::wire::checksum::sum;
+    let s = sum(&h[22..54]) + u32::from(crate::proto::UDP) + sum(&h[54..70]);
+    Some(Outer { hdr: h, sum: s })
 }
 
 /// Why [`TablesBuilder::build`] refused.
@@ -388,6 +440,8 @@ impl TablesBuilder {
                 vtep_mac: r.vtep_mac,
                 underlay_mac: r.underlay_mac,
                 name: r.name.clone(),
+                outer4: outer4(c, r),
+                outer6: outer6(c, r),
             });
         }
         let max_port = self
