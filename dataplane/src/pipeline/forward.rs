@@ -167,7 +167,7 @@ fn ttl(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Ver
 }
 
 /// Decrements the TTL (updating the IPv4 header checksum) or the hop limit.
-#[inline]
+#[inline(always)]
 fn dec_ttl(frame: &mut Frame, m: &Meta) {
     let l3 = m.l3 as usize;
     let d = frame.data_mut();

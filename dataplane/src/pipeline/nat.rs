@@ -26,16 +26,11 @@ impl Delta {
         self.0 += u32::from(!old) + u32::from(new);
     }
 
+    /// Both words of a 32-bit field given as big-endian values: `~hi + ~lo` is
+    /// `0x1fffe - (hi + lo)`.
     #[inline]
-    fn add32(&mut self, old: [u8; 4], new: [u8; 4]) {
-        self.add16(
-            u16::from_be_bytes([old[0], old[1]]),
-            u16::from_be_bytes([new[0], new[1]]),
-        );
-        self.add16(
-            u16::from_be_bytes([old[2], old[3]]),
-            u16::from_be_bytes([new[2], new[3]]),
-        );
+    fn add32(&mut self, old: u32, new: u32) {
+        self.0 += 0x1fffe - ((old >> 16) + (old & 0xffff)) + (new >> 16) + (new & 0xffff);
     }
 
     #[inline]
@@ -54,6 +49,12 @@ impl Delta {
     }
 }
 
+/// The IPv4 address in a key's first 4 bytes as a big-endian value.
+#[inline]
+fn be32(a: &[u8; 16]) -> u32 {
+    u32::from_be_bytes([a[0], a[1], a[2], a[3]])
+}
+
 /// Rewrites the packet at `m`'s offsets in `d` from tuple `from` to tuple `to`:
 /// addresses (and the IPv4 header checksum), ports or echo identifier where the
 /// packet has them, and the L4 checksum where it has one.
@@ -63,19 +64,19 @@ pub(crate) fn rewrite(d: &mut [u8], m: &Meta, from: &FlowKey, to: &FlowKey) {
     let mut addr = Delta::default();
     let mut changed = false;
     if m.family == 4 {
-        let (os, ns) = (from.src_v4(), to.src_v4());
-        let (od, nd) = (from.dst_v4(), to.dst_v4());
         let Some(h) = d.get_mut(l3..l3 + 20) else {
             return;
         };
+        let (os, ns) = (be32(&from.src), be32(&to.src));
+        let (od, nd) = (be32(&from.dst), be32(&to.dst));
         if os != ns {
             addr.add32(os, ns);
-            h[12..16].copy_from_slice(&ns);
+            h[12..16].copy_from_slice(&ns.to_be_bytes());
             changed = true;
         }
         if od != nd {
             addr.add32(od, nd);
-            h[16..20].copy_from_slice(&nd);
+            h[16..20].copy_from_slice(&nd.to_be_bytes());
             changed = true;
         }
         if changed {
