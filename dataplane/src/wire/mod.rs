@@ -92,6 +92,17 @@ impl std::error::Error for Error {}
 /// The result of a wire check.
 pub type Result<T> = core::result::Result<T, Error>;
 
+/// The source and destination ports at the start of a TCP, UDP or SCTP header, if
+/// the 4 bytes are there. For what a full view cannot take: the 8 bytes of transport
+/// header quoted in an ICMP error (RFC 792), or a fragment's first bytes.
+#[inline]
+pub fn ports(l4: &[u8]) -> Option<(u16, u16)> {
+    match l4 {
+        [a, b, c, d, ..] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
+}
+
 #[inline(always)]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
