@@ -18,6 +18,10 @@
 //!
 //! Trailing bytes are accepted: IPv4, IPv6 and UDP check `buffer >= length field` and
 //! trim `payload()` to the length field (Ethernet pads short frames to 60 bytes).
+//! Headers quoted in ICMP errors (and UDP first fragments) carry length fields larger
+//! than the bytes present: `new_checked_header` checks everything but that, and those
+//! views clamp `payload()` to the buffer, so the no-panic contract holds for them too.
+//! [`ports`] reads the port pair from as little as 4 bytes of a transport header.
 //!
 //! Emitters (`Repr::emit`) write headers, then lengths, then the checksum last, so a
 //! forgotten checksum is hard to write. Full and incremental (RFC 1624) checksums live
