@@ -13,7 +13,7 @@ fn with_options(payload: &[u8]) -> Vec<u8> {
     h.total_len = (h.header_len() + payload.len()) as u16;
     h.identification = 0xbeef;
     h.dont_fragment = true;
-    h.dscp = etherparse::Ipv4Dscp::try_new(46).unwrap();
+    h.dscp = etherparse::IpDscp::try_new(46).unwrap();
     h.header_checksum = h.calc_header_checksum();
     let mut out = h.to_bytes().to_vec();
     out.extend_from_slice(payload);
