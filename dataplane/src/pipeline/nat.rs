@@ -6,48 +6,13 @@
 //! tuple it must get; only fields that differ are written. IPv4 header checksums
 //! follow the address changes; the L4 checksum follows the address changes when
 //! it covers a pseudo-header (TCP, UDP, ICMPv6) and the port/identifier changes.
+//! The changes are gathered in a `wire::checksum::Delta` (RFC 1624 eqn. 3 terms)
+//! and applied with one fold per checksum.
 
 use super::drop::DropReason;
 use super::parse::{rd16, wr16, Meta, L4};
 use crate::conntrack::{FlowKey, Hit, InsertError, Table};
-use crate::wire::checksum;
-
-/// The RFC 1624 eqn. 3 terms `~m + m'` of changed 16-bit words, summed so that
-/// one fold applies several field changes to a checksum at once: `HC' = ~(~HC +
-/// sum)`. Adding the terms before folding is the same one's-complement sum as
-/// applying `wire::checksum::update16`/`update32`/`update128` one field after the
-/// other (a test checks this), for a fraction of the work.
-#[derive(Clone, Copy, Default)]
-struct Delta(u32);
-
-impl Delta {
-    #[inline]
-    fn add16(&mut self, old: u16, new: u16) {
-        self.0 += u32::from(!old) + u32::from(new);
-    }
-
-    /// Both words of a 32-bit field given as big-endian values: `~hi + ~lo` is
-    /// `0x1fffe - (hi + lo)`.
-    #[inline]
-    fn add32(&mut self, old: u32, new: u32) {
-        self.0 += 0x1fffe - ((old >> 16) + (old & 0xffff)) + (new >> 16) + (new & 0xffff);
-    }
-
-    #[inline]
-    fn add128(&mut self, old: &[u8; 16], new: &[u8; 16]) {
-        for i in 0..8 {
-            let o = u16::from_be_bytes([old[2 * i], old[2 * i + 1]]);
-            let n = u16::from_be_bytes([new[2 * i], new[2 * i + 1]]);
-            self.add16(o, n);
-        }
-    }
-
-    /// `HC' = ~(~HC + sum)` (RFC 1624 eqn. 3).
-    #[inline]
-    fn apply(self, csum: u16) -> u16 {
-        !checksum::fold(u32::from(!csum) + self.0)
-    }
-}
+use crate::wire::checksum::Delta;
 
 /// The IPv4 address in a key's first 4 bytes as a big-endian value.
 #[inline]
@@ -61,22 +26,22 @@ fn be32(a: &[u8; 16]) -> u32 {
 #[inline]
 pub(crate) fn rewrite(d: &mut [u8], m: &Meta, from: &FlowKey, to: &FlowKey) {
     let l3 = m.l3 as usize;
-    let mut addr = Delta::default();
+    let mut addr = Delta::new();
     let mut changed = false;
     if m.family == 4 {
         let Some(h) = d.get_mut(l3..l3 + 20) else {
             return;
         };
-        let (os, ns) = (be32(&from.src), be32(&to.src));
-        let (od, nd) = (be32(&from.dst), be32(&to.dst));
-        if os != ns {
-            addr.add32(os, ns);
-            h[12..16].copy_from_slice(&ns.to_be_bytes());
+        let (os, ns) = (from.src_v4(), to.src_v4());
+        let (od, nd) = (from.dst_v4(), to.dst_v4());
+        if be32(&from.src) != be32(&to.src) {
+            addr = addr.add32(os, ns);
+            h[12..16].copy_from_slice(&ns);
             changed = true;
         }
-        if od != nd {
-            addr.add32(od, nd);
-            h[16..20].copy_from_slice(&nd.to_be_bytes());
+        if be32(&from.dst) != be32(&to.dst) {
+            addr = addr.add32(od, nd);
+            h[16..20].copy_from_slice(&nd);
             changed = true;
         }
         if changed {
@@ -88,12 +53,12 @@ pub(crate) fn rewrite(d: &mut [u8], m: &Meta, from: &FlowKey, to: &FlowKey) {
             return;
         };
         if from.src != to.src {
-            addr.add128(&from.src, &to.src);
+            addr = addr.add128(&from.src, &to.src);
             h[8..24].copy_from_slice(&to.src);
             changed = true;
         }
         if from.dst != to.dst {
-            addr.add128(&from.dst, &to.dst);
+            addr = addr.add128(&from.dst, &to.dst);
             h[24..40].copy_from_slice(&to.dst);
             changed = true;
         }
@@ -101,16 +66,16 @@ pub(crate) fn rewrite(d: &mut [u8], m: &Meta, from: &FlowKey, to: &FlowKey) {
     let mut l4 = if m.pseudo && changed {
         addr
     } else {
-        Delta::default()
+        Delta::new()
     };
     let mut l4_changed = m.pseudo && changed;
     if m.sport_at != 0 && from.sport != to.sport {
-        l4.add16(from.sport, to.sport);
+        l4 = l4.add16(from.sport, to.sport);
         wr16(d, m.sport_at as usize, to.sport);
         l4_changed = true;
     }
     if m.dport_at != 0 && from.dport != to.dport {
-        l4.add16(from.dport, to.dport);
+        l4 = l4.add16(from.dport, to.dport);
         wr16(d, m.dport_at as usize, to.dport);
         l4_changed = true;
     }
