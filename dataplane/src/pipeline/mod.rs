@@ -50,6 +50,10 @@ use parse::{ethertype, parse_ip, Meta};
 /// The most frames `process` handles at once (larger slices are cut into batches).
 pub const BATCH: usize = 64;
 
+/// Conntrack entries swept for expiry per `process` call (incremental reclaim,
+/// so expired flows free their entries without a separate thread).
+pub const RECLAIM_PER_CALL: usize = 16;
+
 /// Shared, read-only inputs of one batch.
 pub(crate) struct Env<'a> {
     pub t: &'a Tables,
@@ -157,6 +161,7 @@ impl Pipeline {
         if !self.st.release.is_empty() {
             self.release(now);
         }
+        self.ct.reclaim(now, RECLAIM_PER_CALL);
         self.counters.drain_from(&mut self.st.cnt);
     }
 
