@@ -707,6 +707,29 @@ fn external_traffic_policy_local_keeps_the_client_address_and_uses_local_endpoin
 }
 
 #[test]
+fn internal_traffic_policy_local_without_a_local_endpoint_drops_and_without_any_rejects() {
+    let mut b = builder();
+    let remote = vec![backend(
+        IpAddr::V4(Ipv4Addr::new(10, 244, 2, 2)),
+        8080,
+        false,
+    )];
+    let mut s = service("itp", proto::TCP, 80, &[IpAddr::V4(SOLO)], remote);
+    s.int_local = true;
+    b.add_service(s);
+    let none = Ipv4Addr::new(10, 96, 0, 78);
+    let mut s = service("itp-empty", proto::TCP, 80, &[IpAddr::V4(none)], Vec::new());
+    s.int_local = true;
+    b.add_service(s);
+    let mut p = pipe_with(b.build().unwrap());
+    let (v, _) = run(&mut p, &from_client4(SOLO, 40030, 80), CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Drop(DropReason::NoLocalEndpoint));
+    let (v, out) = run(&mut p, &from_client4(none, 40031, 80), CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!((out[34], out[35]), (3, 3), "port unreachable");
+}
+
+#[test]
 fn pod_to_outside_is_masqueraded_and_the_reply_translated_back() {
     let mut p = pipe();
     let f = udp4(
