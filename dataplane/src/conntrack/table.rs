@@ -36,7 +36,7 @@ use super::key::FlowKey;
 use super::state::{CtState, Timeouts, Word, DYING, FREE, INSERTING, LIVE};
 
 /// Entries are 96 bytes: two 40-byte tuples and four 32-bit words.
-#[repr(C)]
+#[repr(C, align(32))]
 pub(crate) struct Entry {
     /// Seqlock version: odd while tuples/user/lifecycle are being rewritten.
     seq: AtomicU32,
@@ -137,23 +137,34 @@ pub struct FlowSnapshot {
     pub idle_ns: u64,
 }
 
-/// The table's fixed header: geometry, timeouts (ticks), free list, cursors
-/// and counters.
+/// The table's fixed header, one cache line per access pattern so that the
+/// line every lookup reads is never written by inserts.
 #[repr(C)]
 struct Header {
+    geo: Geometry,
+    free: FreeHead,
+    counters: Counters,
+    sweep: Sweep,
+}
+
+/// Read by every lookup; written at start-up, `max_disp` rarely after.
+#[repr(C, align(64))]
+struct Geometry {
     capacity: u32,
     buckets: u32,
     probe: u32,
-    _pad: u32,
-    /// Timeout per [`CtState`] discriminant, in ticks.
-    timeout_ticks: [u32; 16],
-    /// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
-    free: AtomicU64,
     /// Largest bucket displacement ever published (lookups scan up to it).
     max_disp: AtomicU32,
-    reclaim_cursor: AtomicU32,
-    evict_cursor: AtomicU32,
-    _pad2: u32,
+    /// Timeout per [`CtState`] (discriminant - 1), in ticks.
+    timeout_ticks: [u32; 12],
+}
+
+/// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
+#[repr(C, align(64))]
+struct FreeHead(AtomicU64);
+
+#[repr(C, align(64))]
+struct Counters {
     live: AtomicU64,
     inserted: AtomicU64,
     races: AtomicU64,
@@ -162,15 +173,31 @@ struct Header {
     evicted_unassured: AtomicU64,
     reclaimed: AtomicU64,
     reply_taken: AtomicU64,
+}
+
+#[repr(C, align(64))]
+struct Sweep {
+    reclaim_cursor: AtomicU32,
+    evict_cursor: AtomicU32,
     contended: AtomicU64,
 }
 
-/// The lock-free flow table shared by all workers.
+/// Eight index slots: one cache line, the unit of a probe.
+#[repr(C, align(64))]
+struct Bucket([AtomicU64; BUCKET]);
+
+const _: () = assert!(std::mem::size_of::<Geometry>() == 64);
+const _: () = assert!(std::mem::size_of::<Counters>() == 64);
+const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+/// The lock-free flow table shared by all workers: a header, an entry array
+/// and an index array, indices only (no pointers inside), so a later
+/// constructor can lay the same three parts over a shared-memory mapping.
 #[repr(C)]
 pub struct Table {
     hdr: Header,
     entries: Box<[Entry]>,
-    index: Box<[AtomicU64]>,
+    index: Box<[Bucket]>,
 }
 
 /// A consistent read of an entry's tuples, user word and state word.
@@ -235,10 +262,10 @@ impl Table {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = capacity * SLOTS_PER_FLOW;
         let buckets = slots.div_ceil(BUCKET);
-        let mut timeout_ticks = [0u32; 16];
-        for st in CtState::ALL {
+        let mut timeout_ticks = [0u32; 12];
+        for (t, st) in timeout_ticks.iter_mut().zip(CtState::ALL) {
             let ns = u64::from(timeouts.of(st)) * 1_000_000_000;
-            timeout_ticks[st as usize] = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
+            *t = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
         }
         let entries: Box<[Entry]> = (0..capacity)
             .map(|i| Entry {
@@ -251,28 +278,32 @@ impl Table {
                 reply: Default::default(),
             })
             .collect();
-        let index: Box<[AtomicU64]> = (0..buckets * BUCKET).map(|_| AtomicU64::new(0)).collect();
+        let index: Box<[Bucket]> = (0..buckets).map(|_| Bucket(Default::default())).collect();
         Table {
             hdr: Header {
-                capacity: capacity as u32,
-                buckets: buckets as u32,
-                probe: buckets.min(MAX_PROBE) as u32,
-                _pad: 0,
-                timeout_ticks,
-                free: AtomicU64::new(1),
-                max_disp: AtomicU32::new(0),
-                reclaim_cursor: AtomicU32::new(0),
-                evict_cursor: AtomicU32::new(0),
-                _pad2: 0,
-                live: AtomicU64::new(0),
-                inserted: AtomicU64::new(0),
-                races: AtomicU64::new(0),
-                refused_full: AtomicU64::new(0),
-                evicted_expired: AtomicU64::new(0),
-                evicted_unassured: AtomicU64::new(0),
-                reclaimed: AtomicU64::new(0),
-                reply_taken: AtomicU64::new(0),
-                contended: AtomicU64::new(0),
+                geo: Geometry {
+                    capacity: capacity as u32,
+                    buckets: buckets as u32,
+                    probe: buckets.min(MAX_PROBE) as u32,
+                    max_disp: AtomicU32::new(0),
+                    timeout_ticks,
+                },
+                free: FreeHead(AtomicU64::new(1)),
+                counters: Counters {
+                    live: AtomicU64::new(0),
+                    inserted: AtomicU64::new(0),
+                    races: AtomicU64::new(0),
+                    refused_full: AtomicU64::new(0),
+                    evicted_expired: AtomicU64::new(0),
+                    evicted_unassured: AtomicU64::new(0),
+                    reclaimed: AtomicU64::new(0),
+                    reply_taken: AtomicU64::new(0),
+                },
+                sweep: Sweep {
+                    reclaim_cursor: AtomicU32::new(0),
+                    evict_cursor: AtomicU32::new(0),
+                    contended: AtomicU64::new(0),
+                },
             },
             entries,
             index,
@@ -280,12 +311,12 @@ impl Table {
     }
 
     pub fn capacity(&self) -> usize {
-        self.hdr.capacity as usize
+        self.hdr.geo.capacity as usize
     }
 
     /// Live flows.
     pub fn len(&self) -> usize {
-        self.hdr.live.load(Relaxed) as usize
+        self.hdr.counters.live.load(Relaxed) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -294,21 +325,21 @@ impl Table {
 
     /// Bytes of entries and index actually allocated.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.len() * ENTRY_BYTES + self.index.len() * 8
+        self.entries.len() * ENTRY_BYTES + self.index.len() * BUCKET * 8
     }
 
     pub fn stats(&self) -> Stats {
         let h = &self.hdr;
         Stats {
-            live: h.live.load(Relaxed),
-            inserted: h.inserted.load(Relaxed),
-            races: h.races.load(Relaxed),
-            refused_full: h.refused_full.load(Relaxed),
-            evicted_expired: h.evicted_expired.load(Relaxed),
-            evicted_unassured: h.evicted_unassured.load(Relaxed),
-            reclaimed: h.reclaimed.load(Relaxed),
-            reply_taken: h.reply_taken.load(Relaxed),
-            contended: h.contended.load(Relaxed),
+            live: h.counters.live.load(Relaxed),
+            inserted: h.counters.inserted.load(Relaxed),
+            races: h.counters.races.load(Relaxed),
+            refused_full: h.counters.refused_full.load(Relaxed),
+            evicted_expired: h.counters.evicted_expired.load(Relaxed),
+            evicted_unassured: h.counters.evicted_unassured.load(Relaxed),
+            reclaimed: h.counters.reclaimed.load(Relaxed),
+            reply_taken: h.counters.reply_taken.load(Relaxed),
+            contended: h.sweep.contended.load(Relaxed),
         }
     }
 
@@ -343,7 +374,7 @@ impl Table {
                     if let Some(m) = mine {
                         self.free(m);
                     }
-                    self.hdr.races.fetch_add(1, Relaxed);
+                    self.hdr.counters.races.fetch_add(1, Relaxed);
                     return Ok(self.touch(orig, id, dir, &snap, tcp_flags, now));
                 }
                 Look::Busy => {
@@ -353,7 +384,7 @@ impl Table {
                 }
                 Look::Expired(id) => {
                     if self.kill(id, Some(now)) {
-                        self.hdr.evicted_expired.fetch_add(1, Relaxed);
+                        self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
                     }
                     continue;
                 }
@@ -363,7 +394,7 @@ impl Table {
                 Some(id) => id,
                 None => {
                     let id = self.alloc(now).ok_or_else(|| {
-                        self.hdr.refused_full.fetch_add(1, Relaxed);
+                        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
                         InsertError::Full
                     })?;
                     self.init(id, orig, reply, user, tcp_flags, now);
@@ -379,7 +410,7 @@ impl Table {
                 }
                 Claim::Full => {
                     self.free(id);
-                    self.hdr.refused_full.fetch_add(1, Relaxed);
+                    self.hdr.counters.refused_full.fetch_add(1, Relaxed);
                     return Err(InsertError::Full);
                 }
             }
@@ -388,8 +419,10 @@ impl Table {
                     self.unlink(orig, id, Dir::Orig);
                     self.free(id);
                     match e {
-                        InsertError::Full => self.hdr.refused_full.fetch_add(1, Relaxed),
-                        InsertError::ReplyTaken => self.hdr.reply_taken.fetch_add(1, Relaxed),
+                        InsertError::Full => self.hdr.counters.refused_full.fetch_add(1, Relaxed),
+                        InsertError::ReplyTaken => {
+                            self.hdr.counters.reply_taken.fetch_add(1, Relaxed)
+                        }
                     };
                     return Err(e);
                 }
@@ -397,8 +430,8 @@ impl Table {
             let e = &self.entries[id as usize];
             let w = Word(e.state.load(Relaxed)).with_life(LIVE);
             e.state.store(w.0, Release);
-            self.hdr.live.fetch_add(1, Relaxed);
-            self.hdr.inserted.fetch_add(1, Relaxed);
+            self.hdr.counters.live.fetch_add(1, Relaxed);
+            self.hdr.counters.inserted.fetch_add(1, Relaxed);
             return Ok(Hit {
                 id,
                 dir: Dir::Orig,
@@ -410,16 +443,16 @@ impl Table {
         if let Some(m) = mine {
             self.free(m);
         }
-        self.hdr.contended.fetch_add(1, Relaxed);
+        self.hdr.sweep.contended.fetch_add(1, Relaxed);
         Err(InsertError::Full)
     }
 
     /// Frees expired flows among the next `budget` entries of the sweep
     /// cursor; returns how many it freed.
     pub fn reclaim(&self, now: u64, budget: usize) -> usize {
-        let cap = self.hdr.capacity;
+        let cap = self.hdr.geo.capacity;
         let budget = budget.min(cap as usize) as u32;
-        let start = self.hdr.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
+        let start = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
         let mut freed = 0;
         for i in 0..budget {
             let id = (start + i) % cap;
@@ -427,20 +460,20 @@ impl Table {
                 freed += 1;
             }
         }
-        self.hdr.reclaimed.fetch_add(freed as u64, Relaxed);
+        self.hdr.counters.reclaimed.fetch_add(freed as u64, Relaxed);
         freed
     }
 
     /// Removes flow `id` if live (no-op otherwise).
     pub fn remove(&self, id: u32) {
-        if id < self.hdr.capacity {
+        if id < self.hdr.geo.capacity {
             self.kill(id, None);
         }
     }
 
     /// Snapshots of the live flows (allocates; for the control path only).
     pub fn iter_live(&self, now: u64) -> impl Iterator<Item = FlowSnapshot> + '_ {
-        (0..self.hdr.capacity).filter_map(move |id| {
+        (0..self.hdr.geo.capacity).filter_map(move |id| {
             let snap = self.read(id)?;
             if snap.word.life() != LIVE {
                 return None;
@@ -472,20 +505,25 @@ impl Table {
 
     #[inline]
     fn home(&self, h: u64) -> (usize, u64) {
-        let b = ((h & 0xffff_ffff) * u64::from(self.hdr.buckets)) >> 32;
+        let b = ((h & 0xffff_ffff) * u64::from(self.hdr.geo.buckets)) >> 32;
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
     /// Buckets to scan: the largest displacement published so far, plus one.
     #[inline]
     fn span(&self) -> usize {
-        (self.hdr.max_disp.load(SeqCst) as usize + 1).min(self.hdr.probe as usize)
+        (self.hdr.geo.max_disp.load(SeqCst) as usize + 1).min(self.hdr.geo.probe as usize)
+    }
+
+    #[inline]
+    fn slot(&self, s: usize) -> &AtomicU64 {
+        &self.index[s / BUCKET].0[s % BUCKET]
     }
 
     #[inline]
     fn bucket_at(&self, home: usize, d: usize) -> usize {
         let b = home + d;
-        let n = self.hdr.buckets as usize;
+        let n = self.hdr.geo.buckets as usize;
         if b >= n {
             b - n
         } else {
@@ -500,11 +538,10 @@ impl Table {
         let span = self.span();
         let mut busy = false;
         for d in 0..span {
-            let base = self.bucket_at(home, d) * BUCKET;
-            let Some(bucket) = self.index.get(base..base + BUCKET) else {
+            let Some(bucket) = self.index.get(self.bucket_at(home, d)) else {
                 return Look::Miss;
             };
-            for slot in bucket {
+            for slot in &bucket.0 {
                 let v = slot.load(Acquire);
                 if v & TAG_MASK != tag || v & COMMITTED == 0 {
                     continue;
@@ -570,7 +607,7 @@ impl Table {
     fn expired(&self, id: u32, w: Word, now: u64) -> bool {
         let last = self.entries[id as usize].last.load(Relaxed);
         let age = tick(now).wrapping_sub(last) as i32;
-        age > self.hdr.timeout_ticks[w.state() as usize] as i32
+        age > self.hdr.geo.timeout_ticks[w.state() as usize - 1] as i32
     }
 
     /// Builds the hit and updates state and last-seen where they changed.
@@ -642,7 +679,7 @@ impl Table {
         let kw = key.words();
         let (home, tag) = self.home(key.hash());
         let mine = slot_val(tag, id, dir);
-        let probe = self.hdr.probe as usize;
+        let probe = self.hdr.geo.probe as usize;
         let mut spins = 0u32;
         'retry: while spins < SPIN_LIMIT {
             spins += 1;
@@ -651,9 +688,14 @@ impl Table {
             'find: for d in 0..probe {
                 let base = self.bucket_at(home, d) * BUCKET;
                 for s in base..base + BUCKET {
-                    if self.index[s].load(Relaxed) == 0 {
-                        self.hdr.max_disp.fetch_max(d as u32, SeqCst);
-                        if self.index[s]
+                    if self.slot(s).load(Relaxed) == 0 {
+                        // Raise the scan span before publishing beyond it
+                        // (a SeqCst load that sees it raised is enough).
+                        if self.hdr.geo.max_disp.load(SeqCst) < d as u32 {
+                            self.hdr.geo.max_disp.fetch_max(d as u32, SeqCst);
+                        }
+                        if self
+                            .slot(s)
                             .compare_exchange(0, mine, SeqCst, Relaxed)
                             .is_ok()
                         {
@@ -672,7 +714,7 @@ impl Table {
                     if s == pos {
                         continue;
                     }
-                    let mut v = self.index[s].load(SeqCst);
+                    let mut v = self.slot(s).load(SeqCst);
                     loop {
                         if v == 0 || v & TAG_MASK != tag {
                             break;
@@ -696,7 +738,7 @@ impl Table {
                             std::hint::spin_loop();
                             continue 'retry;
                         }
-                        match self.index[s].compare_exchange(v, 0, SeqCst, SeqCst) {
+                        match self.slot(s).compare_exchange(v, 0, SeqCst, SeqCst) {
                             Ok(_) => break,
                             Err(now_v) => v = now_v,
                         }
@@ -704,14 +746,15 @@ impl Table {
                 }
             }
             // 3. Commit (fails if a lower id removed our pending slot).
-            if self.index[pos]
+            if self
+                .slot(pos)
                 .compare_exchange(mine, mine | COMMITTED, SeqCst, Relaxed)
                 .is_ok()
             {
                 return Claim::Won;
             }
         }
-        self.hdr.contended.fetch_add(1, Relaxed);
+        self.hdr.sweep.contended.fetch_add(1, Relaxed);
         Claim::Full
     }
 
@@ -728,7 +771,7 @@ impl Table {
                     if !(stale && self.kill(other, Some(now))) {
                         return Err(InsertError::ReplyTaken);
                     }
-                    self.hdr.evicted_expired.fetch_add(1, Relaxed);
+                    self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -737,7 +780,7 @@ impl Table {
 
     #[inline]
     fn withdraw(&self, pos: usize, mine: u64) {
-        let _ = self.index[pos].compare_exchange(mine, 0, SeqCst, Relaxed);
+        let _ = self.slot(pos).compare_exchange(mine, 0, SeqCst, Relaxed);
     }
 
     /// Removes the committed slot of (`id`, `dir`) for `key`.
@@ -747,10 +790,7 @@ impl Table {
         for d in 0..self.span() {
             let base = self.bucket_at(home, d) * BUCKET;
             for s in base..base + BUCKET {
-                if self.index[s]
-                    .compare_exchange(v, 0, SeqCst, Relaxed)
-                    .is_ok()
-                {
+                if self.slot(s).compare_exchange(v, 0, SeqCst, Relaxed).is_ok() {
                     return;
                 }
             }
@@ -772,7 +812,7 @@ impl Table {
     }
 
     fn pop(&self) -> Option<u32> {
-        let mut head = self.hdr.free.load(Acquire);
+        let mut head = self.hdr.free.0.load(Acquire);
         loop {
             let idp1 = head as u32;
             if idp1 == 0 {
@@ -784,6 +824,7 @@ impl Table {
             match self
                 .hdr
                 .free
+                .0
                 .compare_exchange_weak(head, new, AcqRel, Acquire)
             {
                 Ok(_) => return Some(id),
@@ -794,13 +835,14 @@ impl Table {
 
     fn push(&self, id: u32) {
         let e = &self.entries[id as usize];
-        let mut head = self.hdr.free.load(Relaxed);
+        let mut head = self.hdr.free.0.load(Relaxed);
         loop {
             e.user.store(head as u32, Relaxed);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(id + 1);
             match self
                 .hdr
                 .free
+                .0
                 .compare_exchange_weak(head, new, Release, Relaxed)
             {
                 Ok(_) => return,
@@ -851,16 +893,16 @@ impl Table {
             self.unlink(&reply, id, Dir::Reply);
         }
         self.free(id);
-        self.hdr.live.fetch_sub(1, Relaxed);
+        self.hdr.counters.live.fetch_sub(1, Relaxed);
         true
     }
 
     /// Makes room on a full table: an expired entry first, else an unassured
     /// one, among the next [`EVICT_SCAN`] entries. Returns whether it freed one.
     fn evict(&self, now: u64) -> bool {
-        let cap = self.hdr.capacity;
+        let cap = self.hdr.geo.capacity;
         let n = (EVICT_SCAN as u32).min(cap);
-        let start = self.hdr.evict_cursor.fetch_add(n, Relaxed) % cap;
+        let start = self.hdr.sweep.evict_cursor.fetch_add(n, Relaxed) % cap;
         let mut unassured = None;
         for i in 0..n {
             let id = (start + i) % cap;
@@ -870,7 +912,7 @@ impl Table {
             }
             if self.expired(id, w, now) {
                 if self.kill(id, Some(now)) {
-                    self.hdr.evicted_expired.fetch_add(1, Relaxed);
+                    self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
                     return true;
                 }
             } else if unassured.is_none() && !w.assured() {
@@ -880,7 +922,7 @@ impl Table {
         if let Some(id) = unassured {
             let w = Word(self.entries[id as usize].state.load(Relaxed));
             if !w.assured() && self.kill(id, None) {
-                self.hdr.evicted_unassured.fetch_add(1, Relaxed);
+                self.hdr.counters.evicted_unassured.fetch_add(1, Relaxed);
                 return true;
             }
         }
