@@ -69,8 +69,9 @@ const MAX_PROBE: usize = 16;
 pub const MAX_CAPACITY: usize = (1 << 31) - 2;
 /// Entries examined by one eviction attempt on a full table.
 const EVICT_SCAN: usize = 128;
-/// Bound on waiting for a racing inserter (each round is a spin hint).
-const SPIN_LIMIT: u32 = 1 << 20;
+/// Bound on waiting for a racing inserter of the same flow, in spin-hint
+/// rounds (tens of milliseconds: only a descheduled racer takes that long).
+const SPIN_LIMIT: u32 = 1 << 22;
 const TICK_SHIFT: u32 = 20;
 
 const COMMITTED: u64 = 1 << 63;
@@ -231,6 +232,23 @@ fn tick(now: u64) -> u32 {
 }
 
 #[inline]
+fn load5(a: &[AtomicU64; 5]) -> [u64; 5] {
+    [
+        a[0].load(Relaxed),
+        a[1].load(Relaxed),
+        a[2].load(Relaxed),
+        a[3].load(Relaxed),
+        a[4].load(Relaxed),
+    ]
+}
+
+/// The five-word key compare, branch-free.
+#[inline]
+fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+}
+
+#[inline]
 fn key_from_words(w: &[u64; 5]) -> FlowKey {
     FlowKey::from_words(w)
 }
@@ -349,7 +367,7 @@ impl Table {
     #[inline]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
         match self.look(key, now) {
-            Look::Live(id, dir, snap) => Some(self.touch(key, id, dir, &snap, tcp_flags, now)),
+            Look::Live(id, dir, snap) => Some(self.touch(id, dir, &snap, tcp_flags, now)),
             _ => None,
         }
     }
@@ -375,7 +393,7 @@ impl Table {
                         self.free(m);
                     }
                     self.hdr.counters.races.fetch_add(1, Relaxed);
-                    return Ok(self.touch(orig, id, dir, &snap, tcp_flags, now));
+                    return Ok(self.touch(id, dir, &snap, tcp_flags, now));
                 }
                 Look::Busy => {
                     spins += 1;
@@ -554,7 +572,7 @@ impl Table {
                 } else {
                     &snap.reply
                 };
-                if *k != kw {
+                if !same(k, &kw) {
                     continue;
                 }
                 match snap.word.life() {
@@ -586,8 +604,8 @@ impl Table {
                 std::hint::spin_loop();
                 continue;
             }
-            let orig = [0, 1, 2, 3, 4].map(|i| e.orig[i].load(Relaxed));
-            let reply = [0, 1, 2, 3, 4].map(|i| e.reply[i].load(Relaxed));
+            let orig = load5(&e.orig);
+            let reply = load5(&e.reply);
             let user = e.user.load(Relaxed);
             let word = Word(e.state.load(Relaxed));
             fence(Acquire);
@@ -612,11 +630,14 @@ impl Table {
 
     /// Builds the hit and updates state and last-seen where they changed.
     #[inline]
-    fn touch(&self, key: &FlowKey, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
+    fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
         let mut cur = snap.word;
         for _ in 0..4 {
+            if cur.steady(reply, flags) {
+                break;
+            }
             let next = cur.next(reply, flags);
             if next == cur || cur.life() != LIVE {
                 break;
@@ -635,12 +656,11 @@ impl Table {
             e.last.store(t, Relaxed);
         }
         let other = if reply { &snap.orig } else { &snap.reply };
-        let xlate = key_from_words(other).swap();
         Hit {
             id,
             dir,
-            xlate,
-            nat: xlate != *key,
+            xlate: key_from_words(&FlowKey::swap_words(other)),
+            nat: snap.word.nat(),
             user: snap.user,
         }
     }
@@ -660,7 +680,9 @@ impl Table {
         }
         e.user.store(user, Relaxed);
         let st = CtState::initial(orig.proto, flags);
-        e.state.store(Word::new(INSERTING, st).0, Relaxed);
+        let nat = *reply != orig.swap();
+        e.state
+            .store(Word::new(INSERTING, st).with_nat(nat).0, Relaxed);
         e.last.store(tick(now), Relaxed);
         e.seq.store(s.wrapping_add(2), Release);
     }
@@ -726,7 +748,7 @@ impl Table {
                         } else {
                             &snap.reply
                         };
-                        if *k != kw || snap.word.life() == FREE {
+                        if !same(k, &kw) || snap.word.life() == FREE {
                             break;
                         }
                         if v & COMMITTED != 0 {
@@ -734,8 +756,13 @@ impl Table {
                             return Claim::Lost(other);
                         }
                         if other < id {
+                            // The lower id wins: step aside and wait until it
+                            // commits or is removed, then look again.
                             self.withdraw(pos, mine);
-                            std::hint::spin_loop();
+                            while self.slot(s).load(Acquire) == v && spins < SPIN_LIMIT {
+                                spins += 1;
+                                std::hint::spin_loop();
+                            }
                             continue 'retry;
                         }
                         match self.slot(s).compare_exchange(v, 0, SeqCst, SeqCst) {
@@ -886,8 +913,8 @@ impl Table {
             }
         }
         // DYING is exclusive: nobody rewrites the tuples until we free it.
-        let orig = key_from_words(&[0, 1, 2, 3, 4].map(|i| e.orig[i].load(Relaxed)));
-        let reply = key_from_words(&[0, 1, 2, 3, 4].map(|i| e.reply[i].load(Relaxed)));
+        let orig = key_from_words(&load5(&e.orig));
+        let reply = key_from_words(&load5(&e.reply));
         self.unlink(&orig, id, Dir::Orig);
         if reply != orig {
             self.unlink(&reply, id, Dir::Reply);

@@ -706,3 +706,33 @@ fn a_table_of_capacity_one_million_holds_one_million_flows() {
         look
     );
 }
+
+/// Prints the cost of `track` on established flows whose entries are in
+/// cache (the per-packet hot path) and checks it stays far below a
+/// microsecond. Release only: debug timings mean nothing.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release")]
+fn tracking_an_established_flow_costs_tens_of_nanoseconds() {
+    const FLOWS: u16 = 1024;
+    const ROUNDS: u64 = 2000;
+    let t = table(64 * 1024);
+    let keys: Vec<FlowKey> = (0..FLOWS).map(|i| client(1, i, proto::TCP)).collect();
+    for k in &keys {
+        insert_dnat(&t, k, ACK, 0);
+        t.track(&dnat_reply(k), ACK, 0).unwrap();
+    }
+    let start = std::time::Instant::now();
+    let mut sum = 0u64;
+    for r in 0..ROUNDS {
+        for k in &keys {
+            let h = t
+                .track(std::hint::black_box(k), ACK, r * 1_000_000)
+                .unwrap();
+            sum = sum.wrapping_add(u64::from(h.xlate.dport));
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (ROUNDS * u64::from(FLOWS)) as f64;
+    assert_eq!(sum, 8080 * ROUNDS * u64::from(FLOWS));
+    eprintln!("track, established, in cache: {ns:.1} ns/packet");
+    assert!(ns < 1000.0, "{ns} ns per track");
+}
