@@ -219,6 +219,13 @@ enum Look {
     Miss,
 }
 
+enum Found {
+    Hit(Hit),
+    Expired,
+    /// Not this key (or no longer): keep probing.
+    Other,
+}
+
 enum Claim {
     Won,
     /// An equal key is committed by entry `id`.
@@ -366,10 +373,65 @@ impl Table {
     /// expired, or still being inserted by another worker.
     #[inline]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
-        match self.look(key, now) {
-            Look::Live(id, dir, snap) => Some(self.touch(id, dir, &snap, tcp_flags, now)),
-            _ => None,
+        // The hot path, kept apart from `look`: one hash, usually one
+        // bucket, the key compared in place, nothing copied twice.
+        let kw = key.words();
+        let (home, tag) = self.home(key.hash());
+        let want = tag | COMMITTED;
+        for d in 0..self.span() {
+            let bucket = self.index.get(self.bucket_at(home, d))?;
+            for slot in &bucket.0 {
+                let v = slot.load(Acquire);
+                if v & (TAG_MASK | COMMITTED) != want {
+                    continue;
+                }
+                match self.hit_at(v, &kw, tcp_flags, now) {
+                    Found::Hit(h) => return Some(h),
+                    Found::Expired => return None,
+                    Found::Other => {}
+                }
+            }
         }
+        None
+    }
+
+    /// Matches slot value `v` against key words `kw`; on a live match,
+    /// updates the flow and returns its hit.
+    #[inline]
+    fn hit_at(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found {
+        let id = slot_id(v);
+        let Some(e) = self.entries.get(id as usize) else {
+            return Found::Other;
+        };
+        let dir = slot_dir(v);
+        let (mine, other) = match dir {
+            Dir::Orig => (&e.orig, &e.reply),
+            Dir::Reply => (&e.reply, &e.orig),
+        };
+        let s1 = e.seq.load(Acquire);
+        if s1 & 1 == 1 || !same(&load5(mine), kw) {
+            return Found::Other;
+        }
+        let ow = load5(other);
+        let user = e.user.load(Relaxed);
+        let word = Word(e.state.load(Relaxed));
+        fence(Acquire);
+        // A changed version means the entry was freed or reused under us:
+        // the flow it held is gone.
+        if e.seq.load(Relaxed) != s1 || word.life() != LIVE {
+            return Found::Other;
+        }
+        if self.expired(id, word, now) {
+            return Found::Expired;
+        }
+        self.update(e, word, dir == Dir::Reply, flags, now);
+        Found::Hit(Hit {
+            id,
+            dir,
+            xlate: key_from_words(&FlowKey::swap_words(&ow)),
+            nat: word.nat(),
+            user,
+        })
     }
 
     /// Inserts a new flow: `orig` as seen, `reply` the tuple its replies will
@@ -633,7 +695,22 @@ impl Table {
     fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
-        let mut cur = snap.word;
+        self.update(e, snap.word, reply, flags, now);
+        let other = if reply { &snap.orig } else { &snap.reply };
+        Hit {
+            id,
+            dir,
+            xlate: key_from_words(&FlowKey::swap_words(other)),
+            nat: snap.word.nat(),
+            user: snap.user,
+        }
+    }
+
+    /// Writes the state word (CAS) only if the packet changes it and the
+    /// last-seen tick (plain store) only if it moved forward.
+    #[inline]
+    fn update(&self, e: &Entry, word: Word, reply: bool, flags: u8, now: u64) {
+        let mut cur = word;
         for _ in 0..4 {
             if cur.steady(reply, flags) {
                 break;
@@ -651,17 +728,8 @@ impl Table {
             }
         }
         let t = tick(now);
-        let last = e.last.load(Relaxed);
-        if (t.wrapping_sub(last) as i32) > 0 {
+        if (t.wrapping_sub(e.last.load(Relaxed)) as i32) > 0 {
             e.last.store(t, Relaxed);
-        }
-        let other = if reply { &snap.orig } else { &snap.reply };
-        Hit {
-            id,
-            dir,
-            xlate: key_from_words(&FlowKey::swap_words(other)),
-            nat: snap.word.nat(),
-            user: snap.user,
         }
     }
 
