@@ -29,6 +29,14 @@
 //!   eviction or `remove`), its two slots are unlinked (CAS v → 0), and only
 //!   then is it freed (seq bump) and pushed on the free list (a Treiber stack
 //!   with an ABA tag in the head word).
+//! - **Per packet** (`track` on an established flow): one `FlowKey::hash`,
+//!   one read of the scan span, usually one bucket (a cache line), the key
+//!   compared in place as five words, the entry's version checked, and no
+//!   write unless the state changes (one CAS) or the last-seen tick moves
+//!   (one plain store, at most once per tick per flow).
+//! - **Timestamps** are `u32` ticks of 2^20 ns compared with wrapping
+//!   arithmetic (valid for idle times under 2^31 ticks, ~26 days, far above
+//!   any timeout; timeouts are capped there).
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
@@ -121,7 +129,8 @@ pub struct Stats {
     pub evicted_unassured: u64,
     pub reclaimed: u64,
     pub reply_taken: u64,
-    /// Inserts refused after waiting too long for a racing inserter.
+    /// Inserts refused after waiting too long for a racing inserter of the
+    /// same tuple (also counted in `refused_full`; the caller sees `Full`).
     pub contended: u64,
 }
 
@@ -183,6 +192,11 @@ struct Sweep {
     contended: AtomicU64,
 }
 
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Table>();
+};
+
 /// Eight index slots: one cache line, the unit of a probe.
 #[repr(C, align(64))]
 struct Bucket([AtomicU64; BUCKET]);
@@ -204,6 +218,7 @@ pub struct Table {
 /// A consistent read of an entry's tuples, user word and state word.
 #[derive(Clone, Copy)]
 struct Snap {
+    seq: u32,
     orig: [u64; 5],
     reply: [u64; 5],
     user: u32,
@@ -424,7 +439,7 @@ impl Table {
         if self.expired(id, word, now) {
             return Found::Expired;
         }
-        self.update(e, word, dir == Dir::Reply, flags, now);
+        self.update(e, s1, word, dir == Dir::Reply, flags, now);
         Found::Hit(Hit {
             id,
             dir,
@@ -524,6 +539,7 @@ impl Table {
             self.free(m);
         }
         self.hdr.sweep.contended.fetch_add(1, Relaxed);
+        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
         Err(InsertError::Full)
     }
 
@@ -673,6 +689,7 @@ impl Table {
             fence(Acquire);
             if e.seq.load(Relaxed) == s1 {
                 return Some(Snap {
+                    seq: s1,
                     orig,
                     reply,
                     user,
@@ -695,7 +712,7 @@ impl Table {
     fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
-        self.update(e, snap.word, reply, flags, now);
+        self.update(e, snap.seq, snap.word, reply, flags, now);
         let other = if reply { &snap.orig } else { &snap.reply };
         Hit {
             id,
@@ -709,9 +726,13 @@ impl Table {
     /// Writes the state word (CAS) only if the packet changes it and the
     /// last-seen tick (plain store) only if it moved forward.
     #[inline]
-    fn update(&self, e: &Entry, word: Word, reply: bool, flags: u8, now: u64) {
+    fn update(&self, e: &Entry, seq: u32, word: Word, reply: bool, flags: u8, now: u64) {
         let mut cur = word;
-        for _ in 0..4 {
+        for round in 0..4 {
+            // Retry a lost CAS only while the entry still holds the same flow.
+            if round > 0 && e.seq.load(Acquire) != seq {
+                break;
+            }
             if cur.steady(reply, flags) {
                 break;
             }
