@@ -481,6 +481,7 @@ impl Table {
                     if self.kill(id, Some(now)) {
                         self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
                     }
+                    spins += 1;
                     continue;
                 }
                 Look::Miss => {}
