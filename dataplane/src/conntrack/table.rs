@@ -129,6 +129,8 @@ pub struct Stats {
     pub evicted_unassured: u64,
     pub reclaimed: u64,
     pub reply_taken: u64,
+    /// Flows removed by [`Table::remove`].
+    pub removed: u64,
     /// Inserts refused after waiting too long for a racing inserter of the
     /// same tuple (also counted in `refused_full`; the caller sees `Full`).
     pub contended: u64,
@@ -190,6 +192,7 @@ struct Sweep {
     reclaim_cursor: AtomicU32,
     evict_cursor: AtomicU32,
     contended: AtomicU64,
+    removed: AtomicU64,
 }
 
 const _: () = {
@@ -343,6 +346,7 @@ impl Table {
                     reclaim_cursor: AtomicU32::new(0),
                     evict_cursor: AtomicU32::new(0),
                     contended: AtomicU64::new(0),
+                    removed: AtomicU64::new(0),
                 },
             },
             entries,
@@ -380,6 +384,7 @@ impl Table {
             reclaimed: h.counters.reclaimed.load(Relaxed),
             reply_taken: h.counters.reply_taken.load(Relaxed),
             contended: h.sweep.contended.load(Relaxed),
+            removed: h.sweep.removed.load(Relaxed),
         }
     }
 
@@ -563,8 +568,8 @@ impl Table {
 
     /// Removes flow `id` if live (no-op otherwise).
     pub fn remove(&self, id: u32) {
-        if id < self.hdr.geo.capacity {
-            self.kill(id, None);
+        if id < self.hdr.geo.capacity && self.kill(id, None) {
+            self.hdr.sweep.removed.fetch_add(1, Relaxed);
         }
     }
 
@@ -841,13 +846,15 @@ impl Table {
                         if !same(k, &kw) || snap.word.life() == FREE {
                             break;
                         }
-                        if v & COMMITTED != 0 {
+                        let dying = snap.word.life() == DYING;
+                        if v & COMMITTED != 0 && !dying {
                             self.withdraw(pos, mine);
                             return Claim::Lost(other);
                         }
-                        if other < id {
-                            // The lower id wins: step aside and wait until it
-                            // commits or is removed, then look again.
+                        if dying || other < id {
+                            // A dying entry is about to unlink the slot; a
+                            // lower pending id wins: step aside and wait until
+                            // the slot changes, then look again.
                             self.withdraw(pos, mine);
                             while self.slot(s).load(Acquire) == v && spins < SPIN_LIMIT {
                                 spins += 1;

@@ -448,6 +448,7 @@ fn a_removed_flow_is_gone_from_both_sides_and_its_id_reuse_is_not_mistaken() {
     t.remove(ha.id);
     t.remove(ha.id);
     t.remove(u32::MAX);
+    assert_eq!(t.stats().removed, 1);
     assert!(t.track(&a, 0, 0).is_none());
     assert!(t.track(&dnat_reply(&a), 0, 0).is_none());
     assert!(t.is_empty());
@@ -735,4 +736,94 @@ fn tracking_an_established_flow_costs_tens_of_nanoseconds() {
     assert_eq!(sum, 8080 * ROUNDS * u64::from(FLOWS));
     eprintln!("track, established, in cache: {ns:.1} ns/packet");
     assert!(ns < 1000.0, "{ns} ns per track");
+}
+
+/// Threads insert, track and sweep an overlapping key space while time runs
+/// (flows expiring and coming back under them): afterwards every live tuple
+/// is held by exactly one entry, both indexes agree with the entries, and
+/// the counters balance.
+#[test]
+fn churn_with_expiry_leaves_one_entry_per_tuple_and_balanced_counts() {
+    const THREADS: u64 = 4;
+    const OPS: u64 = 20_000;
+    const KEYS: u64 = 3000;
+    let t = Table::new(
+        2048,
+        Timeouts {
+            udp_unreplied: 2,
+            udp_assured: 4,
+            ..Timeouts::default()
+        },
+    );
+    let clock = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for th in 0..THREADS {
+            let (t, clock) = (&t, &clock);
+            s.spawn(move || {
+                let mut x = th.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for op in 0..OPS {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let now = if th == 0 {
+                        clock.fetch_add(SEC / 500, std::sync::atomic::Ordering::Relaxed)
+                    } else {
+                        clock.load(std::sync::atomic::Ordering::Relaxed)
+                    };
+                    let k = client(1 + (x % 3) as u8, (x >> 8) as u16 % KEYS as u16, proto::UDP);
+                    match x % 8 {
+                        0..=3 => match t.insert(&k, &dnat_reply(&k), 7, 0, now) {
+                            Ok(h) => assert_eq!(h.xlate, dnat_reply(&k).swap()),
+                            Err(e) => assert_eq!(e, InsertError::Full),
+                        },
+                        4 | 5 => {
+                            if let Some(h) = t.track(&dnat_reply(&k), 0, now) {
+                                assert_eq!(h.xlate, k.swap(), "torn");
+                            }
+                        }
+                        6 => {
+                            if let Some(h) = t.track(&k, 0, now) {
+                                assert_eq!(h.xlate, dnat_reply(&k).swap(), "torn");
+                                if op % 5 == 0 {
+                                    t.remove(h.id);
+                                }
+                            }
+                        }
+                        _ => {
+                            t.reclaim(now, 64);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let now = clock.into_inner();
+    let live: Vec<FlowSnapshot> = t.iter_live(now).collect();
+    assert_eq!(live.len(), t.len());
+    let mut origs = std::collections::HashSet::new();
+    let mut replies = std::collections::HashSet::new();
+    for f in &live {
+        assert!(origs.insert(f.orig), "duplicate entry for {:?}", f.orig);
+        assert!(
+            replies.insert(f.reply),
+            "duplicate reply tuple {:?}",
+            f.reply
+        );
+        assert_eq!(f.reply, dnat_reply(&f.orig));
+        // Both index slots lead back to this entry (unless it expired).
+        if let Some(h) = t.track(&f.orig, 0, now) {
+            assert_eq!(h.id, f.id);
+            assert_eq!(t.track(&f.reply, 0, now).map(|h| h.id), Some(f.id));
+        }
+    }
+    let s = t.stats();
+    let gone = s.reclaimed + s.evicted_expired + s.evicted_unassured + s.removed;
+    assert_eq!(s.inserted, s.live + gone, "counters balance: {s:?}");
+    assert!(s.removed > 0 && s.races > 0, "{s:?}");
+    assert!(
+        s.inserted > 1000 && s.reclaimed + s.evicted_expired > 100,
+        "{s:?}"
+    );
+    while t.reclaim(now + 10 * SEC, 512) > 0 {}
+    assert!(t.is_empty());
 }
