@@ -15,6 +15,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use frag::{FragKey, FragStats, FragTable};
 pub use key::{ip_to_key_bytes, FlowKey};
 pub use state::{CtState, Timeouts};
 pub use table::{
