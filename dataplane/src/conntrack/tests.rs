@@ -827,3 +827,57 @@ fn churn_with_expiry_leaves_one_entry_per_tuple_and_balanced_counts() {
     while t.reclaim(now + 10 * SEC, 512) > 0 {}
     assert!(t.is_empty());
 }
+
+/// Two workers SNAT different flows to the same node port at the same
+/// moment: exactly one gets the tuple, the other is told to pick again.
+#[test]
+fn concurrent_inserts_claiming_one_reply_tuple_leave_exactly_one_owner() {
+    const THREADS: usize = 4;
+    const PORTS: u16 = 300;
+    let t = table(4096);
+    let barrier = Barrier::new(THREADS);
+    let wins = Mutex::new(vec![0usize; usize::from(PORTS)]);
+    std::thread::scope(|s| {
+        for th in 0..THREADS {
+            let (t, barrier, wins) = (&t, &barrier, &wins);
+            s.spawn(move || {
+                barrier.wait();
+                for p in 0..PORTS {
+                    let orig = FlowKey::v4([10, 0, 0, 10 + th as u8], [1, 1, 1, 1], 5000, 443, 6);
+                    let orig = FlowKey {
+                        sport: 5000 + p,
+                        ..orig
+                    };
+                    let reply = FlowKey::v4([1, 1, 1, 1], [192, 168, 0, 10], 443, 30000 + p, 6);
+                    match t.insert(&orig, &reply, 0, SYN, 0) {
+                        Ok(h) => {
+                            assert_eq!(h.xlate.src_v4(), [192, 168, 0, 10]);
+                            wins.lock().unwrap()[usize::from(p)] += 1;
+                        }
+                        Err(e) => assert_eq!(e, InsertError::ReplyTaken),
+                    }
+                }
+            });
+        }
+    });
+    assert!(wins.into_inner().unwrap().iter().all(|&w| w == 1));
+    let s = t.stats();
+    assert_eq!(s.live, u64::from(PORTS));
+    assert_eq!(s.reply_taken, u64::from(PORTS) * (THREADS as u64 - 1));
+    for p in 0..PORTS {
+        let reply = FlowKey::v4([1, 1, 1, 1], [192, 168, 0, 10], 443, 30000 + p, 6);
+        let back = t.track(&reply, SYN | ACK, 0).expect("the owner answers");
+        assert_eq!(back.xlate.dport, 5000 + p);
+    }
+}
+
+#[test]
+fn inserting_a_tuple_that_is_a_known_reply_returns_that_flow_in_the_reply_direction() {
+    let t = table(8);
+    let k = client(1, 1, proto::UDP);
+    let h = insert_dnat(&t, &k, 0, 0);
+    let r = dnat_reply(&k);
+    let again = t.insert(&r, &r.swap(), 0, 0, 0).unwrap();
+    assert_eq!((again.id, again.dir), (h.id, Dir::Reply));
+    assert_eq!(t.len(), 1);
+}
