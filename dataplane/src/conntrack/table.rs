@@ -25,6 +25,17 @@
 //!   which fails if a lower id removed it. With SeqCst publication and scans,
 //!   of two racers at least one sees the other, so two committed slots with
 //!   equal keys never exist (see `claim`). The loser returns the winner's entry.
+//!   A committed slot of a `DYING` entry is waited out (it is being unlinked),
+//!   not treated as an owner. An insert commits its orig slot, then claims the
+//!   reply slot the same way (`ReplyTaken` if another flow holds it, after
+//!   which the orig slot is unlinked); the entry stays `INSERTING` (invisible
+//!   to `track`; a racing insert of the same orig waits for it) until both
+//!   are committed. The only waits are on another inserter of the same tuple
+//!   between two of its CAS steps, bounded (`SPIN_LIMIT`, then `Full`,
+//!   counted as `contended`); lookups never wait.
+//! - **Lookups span**: a slot may sit up to `MAX_PROBE` buckets from its home;
+//!   the largest displacement ever published is kept in the header (raised
+//!   before publishing) and lookups scan only that far, usually one bucket.
 //! - **Reclamation**: an entry is claimed `LIVE → DYING` by one CAS (reclaim,
 //!   eviction or `remove`), its two slots are unlinked (CAS v → 0), and only
 //!   then is it freed (seq bump) and pushed on the free list (a Treiber stack
