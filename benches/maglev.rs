@@ -3,9 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use dataplane::lb::{
-    AffinityTable, BackendSpec, Scope, ServiceSpec, ServiceTableBuilder, VipKind,
-};
+use dataplane::lb::{AffinityTable, BackendSpec, Scope, ServiceSpec, ServiceTableBuilder, VipKind};
 
 const SERVICES: u32 = 1000;
 

@@ -97,7 +97,10 @@ fn out_of_order_fragments_in_one_batch_are_all_delivered(f: Fam) {
     let frags = dns_fragments(f, 0x4567);
     let mut order: Vec<usize> = (0..frags.len()).collect();
     order.rotate_left(2);
-    let batch: Vec<_> = order.iter().map(|&i| (POD1_PORT, frags[i].clone())).collect();
+    let batch: Vec<_> = order
+        .iter()
+        .map(|&i| (POD1_PORT, frags[i].clone()))
+        .collect();
     let mut outs = a.send_batch(&batch);
     outs.extend(a.released());
     check_delivered_dns(f, &outs, 0x4567, frags.len());
@@ -168,7 +171,12 @@ fn fragments_of_different_datagrams_do_not_mix(f: Fam) {
     let mut outs = Vec::new();
     outs.push(a.send(POD1_PORT, &y[2]));
     outs.push(a.send(POD1_PORT, &x[2]));
-    for fr in x.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, f)| f) {
+    for fr in x
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, f)| f)
+    {
         outs.push(a.send(POD1_PORT, fr));
     }
     outs.extend(a.released());

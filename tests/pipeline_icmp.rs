@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 fn ttl_one_to_a_remote_pod_gets_time_exceeded_and_is_not_encapsulated(f: Fam) {
     let mut a = node_a();
-    let frame = Pkt::from_pod1(f, f.remote_pod(0), udp(40000, 53)).ttl(1).build();
+    let frame = Pkt::from_pod1(f, f.remote_pod(0), udp(40000, 53))
+        .ttl(1)
+        .build();
     let s = a.send(POD1_PORT, &frame).reply();
     assert_eq!(s.eth.destination, POD1_MAC);
     assert_eq!(s.eth.source, A_GW_MAC);
@@ -18,7 +20,10 @@ fn ttl_one_to_a_remote_pod_gets_time_exceeded_and_is_not_encapsulated(f: Fam) {
     let want = if f == Fam::V4 { (1, 11, 0) } else { (58, 3, 0) };
     assert_eq!((s.proto, s.icmp_type, s.icmp_code), want);
     let q = s.quoted();
-    assert_eq!((q.src, q.dst, q.sport, q.dport), (f.pod1(), f.remote_pod(0), 40000, 53));
+    assert_eq!(
+        (q.src, q.dst, q.sport, q.dport),
+        (f.pod1(), f.remote_pod(0), 40000, 53)
+    );
 }
 
 fn ttl_one_to_a_cluster_ip_gets_time_exceeded_quoting_what_the_pod_sent(f: Fam) {
@@ -31,7 +36,11 @@ fn ttl_one_to_a_cluster_ip_gets_time_exceeded_quoting_what_the_pod_sent(f: Fam) 
     let want = if f == Fam::V4 { (1, 11, 0) } else { (58, 3, 0) };
     assert_eq!((s.proto, s.icmp_type, s.icmp_code), want);
     let q = s.quoted();
-    assert_eq!((q.dst, q.dport), (f.vip(svc::WEB), 80), "the pod sees its own packet");
+    assert_eq!(
+        (q.dst, q.dport),
+        (f.vip(svc::WEB), 80),
+        "the pod sees its own packet"
+    );
 }
 
 /// Sends pod1:40000 -> outside:53 (masqueraded) and returns the translated
@@ -68,7 +77,11 @@ fn check_error_about_masqueraded_flow(f: Fam, from: IpAddr, ty: u8, code: u8, re
         assert_eq!(s.eth.source, A_GW_MAC);
         assert_eq!(s.eth.destination, POD1_MAC);
         assert_eq!(s.src, from, "the error's sender kept");
-        assert_eq!(s.dst, f.pod1(), "outer destination translated back to the pod");
+        assert_eq!(
+            s.dst,
+            f.pod1(),
+            "outer destination translated back to the pod"
+        );
         assert_eq!((s.icmp_type, s.icmp_code), (ty, code), "type/code kept");
         assert_eq!(s.icmp_rest, rest, "bytes 5..8 (MTU etc.) kept");
         // `parse` verified the ICMP checksum over the translated quote.
@@ -76,7 +89,11 @@ fn check_error_about_masqueraded_flow(f: Fam, from: IpAddr, ty: u8, code: u8, re
         let q = parse_ip(s.quoted_bytes(), whole);
         assert_eq!(q.src, f.pod1(), "quoted source translated back");
         assert_eq!(q.sport, 40000, "quoted source port translated back");
-        assert_eq!((q.dst, q.dport), (f.outside(), 53), "quoted destination kept");
+        assert_eq!(
+            (q.dst, q.dport),
+            (f.outside(), 53),
+            "quoted destination kept"
+        );
         let orig = parse(&sent);
         assert_eq!(
             q.l4_checksum, orig.l4_checksum,
@@ -141,7 +158,11 @@ fn port_unreachable_from_a_remote_backend_is_translated_back_to_the_vip(f: Fam) 
     assert_eq!((s.icmp_type, s.icmp_code), (ty, code));
     let q = parse_ip(s.quoted_bytes(), true);
     assert_eq!((q.src, q.sport), (f.pod1(), 40000));
-    assert_eq!((q.dst, q.dport), (f.vip(svc::REMOTE), 53), "quoted destination back to the VIP");
+    assert_eq!(
+        (q.dst, q.dport),
+        (f.vip(svc::REMOTE), 53),
+        "quoted destination back to the VIP"
+    );
     assert_eq!(q.l4_checksum, parse(&sent).l4_checksum);
 }
 

@@ -21,7 +21,11 @@ fn arp_request_for_the_gateway_gets_a_reply_from_the_gateway_mac() {
     // RFC 826: htype 1, ptype 0x0800, hlen 6, plen 4, op 2 (reply).
     assert_eq!(&r[14..22], &[0, 1, 0x08, 0, 6, 4, 0, 2]);
     assert_eq!(&r[22..28], &A_GW_MAC, "sender hw = gateway MAC");
-    assert_eq!(&r[28..32], &key_bytes(Fam::V4.gw())[..], "sender ip = gateway");
+    assert_eq!(
+        &r[28..32],
+        &key_bytes(Fam::V4.gw())[..],
+        "sender ip = gateway"
+    );
     assert_eq!(&r[32..38], &POD1_MAC, "target hw = requester");
     assert_eq!(&r[38..42], &key_bytes(Fam::V4.pod1())[..], "target ip");
 }
@@ -70,7 +74,14 @@ fn neighbor_solicitation_for_the_gateway_gets_a_solicited_override_advert() {
 fn spoofed_source_is_dropped(f: Fam) {
     let mut a = node_a();
     // pod1 claims pod2's address.
-    let p = Pkt::new(POD1_MAC, A_GW_MAC, f.pod2(), f.remote_pod(0), udp(1000, 2000)).build();
+    let p = Pkt::new(
+        POD1_MAC,
+        A_GW_MAC,
+        f.pod2(),
+        f.remote_pod(0),
+        udp(1000, 2000),
+    )
+    .build();
     a.send(POD1_PORT, &p).dropped(DropReason::Spoofed);
     // pod1 claims an address outside the cluster.
     let p = Pkt::new(POD1_MAC, A_GW_MAC, f.outside(), f.pod2(), udp(1000, 2000)).build();
@@ -190,7 +201,11 @@ fn ttl_one_to_a_local_pod_gets_time_exceeded_from_the_gateway(f: Fam) {
     let orig_ip = &frame[14..];
     let n = s.quoted_bytes().len().min(orig_ip.len());
     assert!(n >= 28, "quote holds at least the IP header + 8 bytes");
-    assert_eq!(&s.quoted_bytes()[..n], &orig_ip[..n], "quote is the original");
+    assert_eq!(
+        &s.quoted_bytes()[..n],
+        &orig_ip[..n],
+        "quote is the original"
+    );
 }
 
 fn ttl_zero_is_never_forwarded(f: Fam) {

@@ -39,7 +39,11 @@ fn pod_to_outside_is_masqueraded_and_the_reply_translated_back(f: Fam) {
         assert_eq!(s.eth.source, A_GW_MAC);
         assert_eq!(s.eth.destination, POD1_MAC);
         assert_eq!((s.src, s.sport), (f.outside(), dport), "remote end kept");
-        assert_eq!((s.dst, s.dport), (f.pod1(), osport), "back to the pod's own port");
+        assert_eq!(
+            (s.dst, s.dport),
+            (f.pod1(), osport),
+            "back to the pod's own port"
+        );
         assert_eq!(s.ttl, 63);
         assert_eq!(s.payload, b"back");
     }
@@ -90,7 +94,11 @@ fn pod_to_a_remote_pod_is_not_masqueraded(f: Fam) {
     let p = Pkt::from_pod1(f, f.remote_pod(0), udp(40000, 53)).build();
     let s = a.send(POD1_PORT, &p).tx(UPLINK);
     let i = parse(&s.vxlan().2);
-    assert_eq!((i.src, i.sport), (f.pod1(), 40000), "pod-to-pod keeps the pod address");
+    assert_eq!(
+        (i.src, i.sport),
+        (f.pod1(), 40000),
+        "pod-to-pod keeps the pod address"
+    );
 }
 
 fn hairpin_to_own_service_is_dnated_and_snatted_to_the_gateway(f: Fam) {
@@ -107,12 +115,19 @@ fn hairpin_to_own_service_is_dnated_and_snatted_to_the_gateway(f: Fam) {
     assert_eq!(s.payload, b"me?");
     let snat_port = s.sport;
 
-    let r = Pkt::from_pod2(f, f.gw(), tcp(8080, snat_port, tcpf::SYN | tcpf::ACK))
-        .payload(b"yes");
+    let r = Pkt::from_pod2(f, f.gw(), tcp(8080, snat_port, tcpf::SYN | tcpf::ACK)).payload(b"yes");
     let s = a.send(POD2_PORT, &r.build()).tx(POD2_PORT);
     assert_eq!(s.eth.destination, POD2_MAC);
-    assert_eq!((s.src, s.sport), (f.vip(svc::WEB), 80), "reply from the VIP");
-    assert_eq!((s.dst, s.dport), (f.pod2(), 40000), "to the original socket");
+    assert_eq!(
+        (s.src, s.sport),
+        (f.vip(svc::WEB), 80),
+        "reply from the VIP"
+    );
+    assert_eq!(
+        (s.dst, s.dport),
+        (f.pod2(), 40000),
+        "to the original socket"
+    );
     assert_eq!(s.ttl, 63);
     assert_eq!(s.payload, b"yes");
 }

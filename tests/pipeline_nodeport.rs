@@ -30,8 +30,8 @@ fn cluster_policy_exchange(f: Fam, dst: IpAddr, dport: u16) {
     assert_eq!(s.payload, b"hi");
     let snat_port = s.sport;
 
-    let r = Pkt::from_pod2(f, f.node_a(), tcp(8080, snat_port, tcpf::SYN | tcpf::ACK))
-        .payload(b"ho");
+    let r =
+        Pkt::from_pod2(f, f.node_a(), tcp(8080, snat_port, tcpf::SYN | tcpf::ACK)).payload(b"ho");
     let s = a.send(POD2_PORT, &r.build()).tx(UPLINK);
     assert_eq!(s.eth.source, A_UPLINK_MAC, "out the uplink");
     assert_eq!(s.eth.destination, ROUTER_MAC, "to the off-cluster next hop");
@@ -45,7 +45,10 @@ fn cluster_policy_exchange(f: Fam, dst: IpAddr, dport: u16) {
     // The next client packet of the same flow takes the same translation.
     let p = Pkt::from_uplink(f.client(), dst, tcp(40000, dport, tcpf::ACK)).build();
     let s = a.send(UPLINK, &p).tx(POD2_PORT);
-    assert_eq!((s.src, s.sport, s.dst, s.dport), (f.node_a(), snat_port, f.pod2(), 8080));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (f.node_a(), snat_port, f.pod2(), 8080)
+    );
 }
 
 fn nodeport_with_cluster_policy_is_dnated_and_snatted_to_the_node(f: Fam) {
@@ -72,7 +75,11 @@ fn nodeport_to_a_remote_backend_is_snatted_and_encapsulated_and_the_reply_leaves
     let i = parse(&s.vxlan().2);
     assert_eq!(i.dst, f.remote_pod(0));
     assert_eq!(i.dport, 5353);
-    assert_eq!(i.src, f.node_a(), "SNAT to the node so the reply comes back here");
+    assert_eq!(
+        i.src,
+        f.node_a(),
+        "SNAT to the node so the reply comes back here"
+    );
     assert!(in_snat_range(i.sport));
     assert_eq!(i.ttl, 63);
     let snat_port = i.sport;
@@ -85,7 +92,11 @@ fn nodeport_to_a_remote_backend_is_snatted_and_encapsulated_and_the_reply_leaves
         .tx(UPLINK);
     assert_eq!(s.eth.source, A_UPLINK_MAC);
     assert_eq!(s.eth.destination, ROUTER_MAC);
-    assert_eq!((s.src, s.sport), (f.node_a(), np), "reply from the NodePort");
+    assert_eq!(
+        (s.src, s.sport),
+        (f.node_a(), np),
+        "reply from the NodePort"
+    );
     assert_eq!((s.dst, s.dport), (f.client(), 40000));
     assert_eq!(s.payload, b"a");
 }
@@ -138,8 +149,12 @@ fn nodeport_local_policy_spreads_only_over_local_backends(f: Fam) {
 
 fn external_ip_with_local_policy_keeps_the_client_address(f: Fam) {
     let mut a = node_a();
-    let p = Pkt::from_uplink(f.client(), f.ext_ip(svc::LOCAL_EXT), tcp(40000, 80, tcpf::SYN))
-        .build();
+    let p = Pkt::from_uplink(
+        f.client(),
+        f.ext_ip(svc::LOCAL_EXT),
+        tcp(40000, 80, tcpf::SYN),
+    )
+    .build();
     let s = a.send(UPLINK, &p).tx(POD2_PORT);
     assert_eq!((s.src, s.sport), (f.client(), 40000));
     assert_eq!((s.dst, s.dport), (f.pod2(), 8080));

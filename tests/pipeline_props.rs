@@ -27,14 +27,30 @@ fn seeds() -> Vec<(u16, Vec<u8>)> {
     let mut v = Vec::new();
     for f in [Fam::V4, Fam::V6] {
         v.push((POD1_PORT, Pkt::from_pod1(f, f.pod2(), udp(1, 2)).build()));
-        v.push((POD1_PORT, Pkt::from_pod1(f, f.remote_pod(0), tcp(3, 4, tcpf::SYN)).build()));
-        v.push((POD1_PORT, Pkt::from_pod1(f, f.vip(svc::WEB), tcp(5, 80, tcpf::SYN)).build()));
-        v.push((POD1_PORT, Pkt::from_pod1(f, f.vip(svc::DNS), udp(6, 53)).build()));
-        v.push((POD1_PORT, Pkt::from_pod1(f, f.outside(), L4::EchoRequest { id: 1, seq: 2 }).build()));
+        v.push((
+            POD1_PORT,
+            Pkt::from_pod1(f, f.remote_pod(0), tcp(3, 4, tcpf::SYN)).build(),
+        ));
+        v.push((
+            POD1_PORT,
+            Pkt::from_pod1(f, f.vip(svc::WEB), tcp(5, 80, tcpf::SYN)).build(),
+        ));
+        v.push((
+            POD1_PORT,
+            Pkt::from_pod1(f, f.vip(svc::DNS), udp(6, 53)).build(),
+        ));
+        v.push((
+            POD1_PORT,
+            Pkt::from_pod1(f, f.outside(), L4::EchoRequest { id: 1, seq: 2 }).build(),
+        ));
         v.push((
             UPLINK,
-            Pkt::from_uplink(f.client(), f.node_a(), tcp(7, f.node_port(svc::WEB_NODEPORT), tcpf::SYN))
-                .build(),
+            Pkt::from_uplink(
+                f.client(),
+                f.node_a(),
+                tcp(7, f.node_port(svc::WEB_NODEPORT), tcpf::SYN),
+            )
+            .build(),
         ));
         let inner = inner_from_b(f.remote_pod(0), f.pod1(), udp(8, 9)).build();
         v.push((UPLINK, vxlan_from_b(f, 50000, VNI, &inner)));
@@ -42,15 +58,32 @@ fn seeds() -> Vec<(u16, Vec<u8>)> {
         let (ty, code) = if f == Fam::V4 { (3, 3) } else { (1, 4) };
         v.push((
             UPLINK,
-            icmp_error(ROUTER_MAC, A_UPLINK_MAC, f.router(), f.node_a(), ty, code, [0; 4], &q[14..]),
+            icmp_error(
+                ROUTER_MAC,
+                A_UPLINK_MAC,
+                f.router(),
+                f.node_a(),
+                ty,
+                code,
+                [0; 4],
+                &q[14..],
+            ),
         ));
-        let big = Pkt::from_pod1(f, f.vip(svc::DNS), udp(11, 53)).ip_len(600).build();
+        let big = Pkt::from_pod1(f, f.vip(svc::DNS), udp(11, 53))
+            .ip_len(600)
+            .build();
         for fr in fragment(&big, 256, 77) {
             v.push((POD1_PORT, fr));
         }
     }
-    v.push((POD1_PORT, arp_request(POD1_MAC, Fam::V4.pod1(), Fam::V4.gw())));
-    v.push((POD1_PORT, neighbor_solicit(POD1_MAC, Fam::V6.pod1(), Fam::V6.gw())));
+    v.push((
+        POD1_PORT,
+        arp_request(POD1_MAC, Fam::V4.pod1(), Fam::V4.gw()),
+    ));
+    v.push((
+        POD1_PORT,
+        neighbor_solicit(POD1_MAC, Fam::V6.pod1(), Fam::V6.gw()),
+    ));
     v
 }
 
@@ -113,12 +146,16 @@ fn after_hops(p: &Pkt, hops: u8, eth_src: dataplane::Mac, eth_dst: dataplane::Ma
 fn l4_strategy() -> impl Strategy<Value = L4> {
     prop_oneof![
         (1024u16.., 1u16..).prop_map(|(s, d)| udp(s, d)),
-        (1024u16.., 1u16.., prop_oneof![
-            Just(tcpf::SYN),
-            Just(tcpf::ACK),
-            Just(tcpf::ACK | tcpf::PSH),
-            Just(tcpf::FIN | tcpf::ACK)
-        ])
+        (
+            1024u16..,
+            1u16..,
+            prop_oneof![
+                Just(tcpf::SYN),
+                Just(tcpf::ACK),
+                Just(tcpf::ACK | tcpf::PSH),
+                Just(tcpf::FIN | tcpf::ACK)
+            ]
+        )
             .prop_map(|(s, d, fl)| tcp(s, d, fl)),
         (any::<u16>(), any::<u16>()).prop_map(|(id, seq)| L4::EchoRequest { id, seq }),
     ]
@@ -136,7 +173,9 @@ fn encap_on_one_node_then_decap_on_the_other_gives_back_the_original_packet() {
     runner(300)
         .run(&strat, |(f, l4, payload, ttl)| {
             let (a, b) = &mut *nodes.borrow_mut();
-            let p = Pkt::from_pod1(f, f.remote_pod(0), l4).ttl(ttl).payload(&payload);
+            let p = Pkt::from_pod1(f, f.remote_pod(0), l4)
+                .ttl(ttl)
+                .payload(&payload);
             let out = a.send(POD1_PORT, &p.build());
             prop_assert_eq!(out.verdict, Verdict::Tx(UPLINK));
             let delivered = b.send(UPLINK, &out.bytes);
@@ -269,7 +308,8 @@ fn nodeport_dnat_snat_then_reply_is_the_identity_with_valid_checksums() {
             a.now += 1_000;
             let client = outside_addr(f, r);
             let np = f.node_port(svc::WEB_NODEPORT);
-            let p = Pkt::from_uplink(client, f.node_a(), tcp(sport, np, tcpf::SYN)).payload(&payload);
+            let p =
+                Pkt::from_uplink(client, f.node_a(), tcp(sport, np, tcpf::SYN)).payload(&payload);
             let out = a.send(UPLINK, &p.build());
             prop_assert_eq!(out.verdict, Verdict::Tx(POD2_PORT));
             let s = parse(&out.bytes);

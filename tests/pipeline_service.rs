@@ -122,7 +122,11 @@ fn cluster_ip_without_backends_is_rejected_with_port_unreachable(f: Fam) {
     assert_eq!((q.src, q.dst), (f.pod1(), f.vip(svc::EMPTY)));
     assert_eq!((q.sport, q.dport), (40000, 80));
     let hdr = if f == Fam::V4 { 28 } else { 48 };
-    assert_eq!(&s.quoted_bytes()[..hdr], &frame[14..14 + hdr], "quote is the original");
+    assert_eq!(
+        &s.quoted_bytes()[..hdr],
+        &frame[14..14 + hdr],
+        "quote is the original"
+    );
 }
 
 fn maglev_spreads_flows_over_backends_and_each_flow_sticks_to_one(f: Fam) {
@@ -133,7 +137,11 @@ fn maglev_spreads_flows_over_backends_and_each_flow_sticks_to_one(f: Fam) {
         let p = Pkt::from_pod1(f, f.vip(svc::MULTI), tcp(sport, 80, tcpf::SYN)).build();
         let s = a.send(POD1_PORT, &p).tx(UPLINK);
         let i = parse(&s.vxlan().2);
-        assert!(backends.contains(&i.dst), "backend {} is one of the service's", i.dst);
+        assert!(
+            backends.contains(&i.dst),
+            "backend {} is one of the service's",
+            i.dst
+        );
         assert_eq!(i.dport, 8080);
         assert_eq!(i.sport, sport);
         chosen.insert(sport, i.dst);
@@ -145,7 +153,11 @@ fn maglev_spreads_flows_over_backends_and_each_flow_sticks_to_one(f: Fam) {
         assert_eq!(i.dst, chosen[&sport], "flow {sport} keeps its backend");
     }
     let used: HashSet<_> = chosen.values().collect();
-    assert!(used.len() >= 3, "64 flows used only {} of 4 backends", used.len());
+    assert!(
+        used.len() >= 3,
+        "64 flows used only {} of 4 backends",
+        used.len()
+    );
 }
 
 fn a_service_flow_and_a_direct_flow_from_the_same_port_do_not_mix(f: Fam) {

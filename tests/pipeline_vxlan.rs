@@ -41,7 +41,10 @@ fn check_encap(s: &Seen, underlay: Fam, inner_len: usize) -> Seen {
     assert_eq!(inner.len(), inner_len, "inner frame length");
     let i = parse(&inner);
     assert_eq!(i.eth.source, A_VTEP_MAC, "inner eth src = our VTEP");
-    assert_eq!(i.eth.destination, B_VTEP_MAC, "inner eth dst = node B's VTEP");
+    assert_eq!(
+        i.eth.destination, B_VTEP_MAC,
+        "inner eth dst = node B's VTEP"
+    );
     i
 }
 
@@ -60,7 +63,10 @@ fn pod_to_remote_pod_is_encapsulated_to_the_remote_node(f: Fam) {
         assert_eq!(i.dst, f.remote_pod(0));
         assert_eq!(i.ttl, 63, "inner TTL decremented");
         assert_eq!(i.proto, parse(&frame).proto);
-        assert_eq!((i.sport, i.dport), (parse(&frame).sport, parse(&frame).dport));
+        assert_eq!(
+            (i.sport, i.dport),
+            (parse(&frame).sport, parse(&frame).dport)
+        );
         assert_eq!(i.payload, p.payload);
     }
 }
@@ -110,7 +116,11 @@ fn too_big_for_the_underlay_gets_frag_needed_or_packet_too_big_and_the_limit_fit
             assert_eq!(s.eth.source, A_GW_MAC);
             assert_eq!(s.src, f.gw());
             assert_eq!(s.dst, f.pod1());
-            assert_eq!((s.proto, s.icmp_type, s.icmp_code), (1, 3, 4), "frag needed");
+            assert_eq!(
+                (s.proto, s.icmp_type, s.icmp_code),
+                (1, 3, 4),
+                "frag needed"
+            );
             let mtu = u16::from_be_bytes([s.icmp_rest[2], s.icmp_rest[3]]);
             assert_eq!(mtu as usize, limit, "next-hop MTU = underlay MTU - 50");
             assert_eq!(&s.icmp_rest[..2], &[0, 0]);
@@ -132,7 +142,11 @@ fn too_big_for_the_underlay_gets_frag_needed_or_packet_too_big_and_the_limit_fit
             assert_eq!(s.eth.source, A_GW_MAC);
             assert_eq!(s.src, f.gw());
             assert_eq!(s.dst, f.pod1());
-            assert_eq!((s.proto, s.icmp_type, s.icmp_code), (58, 2, 0), "packet too big");
+            assert_eq!(
+                (s.proto, s.icmp_type, s.icmp_code),
+                (58, 2, 0),
+                "packet too big"
+            );
             let mtu = u32::from_be_bytes(s.icmp_rest);
             assert_eq!(mtu as usize, limit, "MTU = underlay MTU - 70");
             let q = s.quoted();

@@ -542,7 +542,10 @@ impl Out {
     #[track_caller]
     pub fn pass(&self) {
         assert_eq!(self.verdict, Verdict::Pass, "verdict");
-        assert_eq!(self.bytes, self.input, "a passed frame goes to the kernel unchanged");
+        assert_eq!(
+            self.bytes, self.input,
+            "a passed frame goes to the kernel unchanged"
+        );
     }
 
     #[track_caller]
@@ -682,12 +685,12 @@ impl Pkt {
                 }
                 t.write(&mut out, &self.payload)
             }
-            L4::EchoRequest { id, seq } if v6 => {
-                ip.icmpv6_echo_request(id, seq).write(&mut out, &self.payload)
-            }
-            L4::EchoRequest { id, seq } => {
-                ip.icmpv4_echo_request(id, seq).write(&mut out, &self.payload)
-            }
+            L4::EchoRequest { id, seq } if v6 => ip
+                .icmpv6_echo_request(id, seq)
+                .write(&mut out, &self.payload),
+            L4::EchoRequest { id, seq } => ip
+                .icmpv4_echo_request(id, seq)
+                .write(&mut out, &self.payload),
             L4::EchoReply { id, seq } if v6 => {
                 ip.icmpv6_echo_reply(id, seq).write(&mut out, &self.payload)
             }
@@ -898,8 +901,7 @@ pub fn parse(frame: &[u8]) -> Seen {
 #[track_caller]
 pub fn parse_ip(bytes: &[u8], whole: bool) -> SeenIp {
     let version = bytes.first().expect("empty IP packet") >> 4;
-    let (v4h, v6h, frag6, src, dst, ttl, mut proto, frag_offset, more_frags, l4) = if version == 4
-    {
+    let (v4h, v6h, frag6, src, dst, ttl, proto, frag_offset, more_frags, l4) = if version == 4 {
         let (h, _) = Ipv4Header::from_slice(bytes).expect("ipv4 header");
         assert_eq!(
             h.header_checksum,
@@ -928,7 +930,10 @@ pub fn parse_ip(bytes: &[u8], whole: bool) -> SeenIp {
     } else if version == 6 {
         let (h, _) = Ipv6Header::from_slice(bytes).expect("ipv6 header");
         let end = if whole {
-            assert!(bytes.len() >= 40 + h.payload_length as usize, "IPv6 payload length");
+            assert!(
+                bytes.len() >= 40 + h.payload_length as usize,
+                "IPv6 payload length"
+            );
             40 + h.payload_length as usize
         } else {
             bytes.len().min(40 + h.payload_length as usize)
@@ -1042,8 +1047,10 @@ pub fn parse_ip(bytes: &[u8], whole: bool) -> SeenIp {
                 s.sport = u16::from_be_bytes([b[4], b[5]]);
             }
             if check {
-                let want = Icmpv4Header::with_checksum(h.icmp_type.clone(), payload);
-                assert_eq!(h.checksum, want.checksum, "ICMPv4 checksum");
+                // RFC 1071: the sum over the whole message, checksum
+                // included, is all ones. (etherparse's typed re-encoding
+                // drops bytes 5..8 of some types, so sum the raw bytes.)
+                assert_eq!(rfc1071_sum(&s.l4), 0xffff, "ICMPv4 checksum");
             }
         }
         58 => {
@@ -1069,6 +1076,18 @@ pub fn parse_ip(bytes: &[u8], whole: bool) -> SeenIp {
         _ => {}
     }
     s
+}
+
+/// The folded RFC 1071 one's-complement sum of `data`.
+pub fn rfc1071_sum(data: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
 }
 
 impl std::ops::Deref for Seen {
@@ -1102,7 +1121,6 @@ impl Seen {
         &self.payload
     }
 }
-
 
 // ---------------------------------------------------------------------------
 // Fragments
@@ -1177,7 +1195,9 @@ pub fn reassemble(frags: &[SeenIp]) -> Vec<u8> {
         out.extend_from_slice(data);
     }
     assert!(
-        !frags.iter().any(|f| f.frag_offset as usize + f.l4.len() == out.len() && f.more_frags),
+        !frags
+            .iter()
+            .any(|f| f.frag_offset as usize + f.l4.len() == out.len() && f.more_frags),
         "the last fragment has MF clear"
     );
     out
@@ -1196,6 +1216,7 @@ pub fn key_bytes(a: IpAddr) -> Vec<u8> {
 
 /// Generates `#[test] fn ipv4()` and `#[test] fn ipv6()` in a module named
 /// after a `fn name(f: Fam)` test body, so `cargo test name` runs both.
+#[allow(unused_macros)]
 macro_rules! both_families {
     ($($name:ident),* $(,)?) => {
         $(

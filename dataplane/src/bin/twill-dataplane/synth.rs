@@ -306,12 +306,21 @@ pub fn ipv4_udp(
 }
 
 /// `inner` in VXLAN (RFC 7348) over IPv4/UDP (checksum 0) from `src` to `dst`.
-pub fn vxlan4(eth_src: Mac, eth_dst: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, inner: &[u8]) -> Vec<u8> {
+pub fn vxlan4(
+    eth_src: Mac,
+    eth_dst: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    inner: &[u8],
+) -> Vec<u8> {
     let mut payload = Vec::with_capacity(8 + inner.len());
     let v = VNI.to_be_bytes();
     payload.extend_from_slice(&[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
     payload.extend_from_slice(inner);
-    ipv4_udp(eth_src, eth_dst, src, dst, sport, VXLAN_PORT, 64, &payload, false)
+    ipv4_udp(
+        eth_src, eth_dst, src, dst, sport, VXLAN_PORT, 64, &payload, false,
+    )
 }
 
 fn payload() -> [u8; PAYLOAD] {
@@ -374,7 +383,10 @@ pub fn workload(scenario: Scenario, shape: Shape) -> Workload {
             // Create the flows, then replay each backend's reply by VXLAN.
             let fwd: Vec<_> = (0..flows).map(|n| client_to_vip(&shape, n)).collect();
             let replies = warm(&mut pipeline, &fwd, &mut now, Verdict::Tx(UPLINK));
-            let t: Vec<_> = replies.iter().map(|r| (UPLINK, reply_by_vxlan(r))).collect();
+            let t: Vec<_> = replies
+                .iter()
+                .map(|r| (UPLINK, reply_by_vxlan(r)))
+                .collect();
             let e = fwd.iter().map(|(port, _)| Verdict::Tx(*port)).collect();
             (t, e)
         }
