@@ -10,11 +10,11 @@ fn bench(c: &mut Criterion) {
         let p: Prefix = format!("10.{}.{}.0/24", 16 + (i >> 8), i & 0xff)
             .parse()
             .expect("prefix");
-        l4.insert(p, i);
+        l4.insert(p, i).expect("insert");
         let p: Prefix = format!("fd00:10:{:x}:{:x}::/64", 0x244 + (i >> 8), i & 0xff)
             .parse()
             .expect("prefix");
-        l6.insert(p, i);
+        l6.insert(p, i).expect("insert");
     }
     let mut g = c.benchmark_group("lpm");
     let mut i = 0u32;
@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % 10_000;
             let a = [10, 16 + (i >> 8) as u8, i as u8, 77];
-            l4.lookup(black_box(a))
+            l4.lookup(black_box(&a))
         })
     });
     let mut j = 0u32;

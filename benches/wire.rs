@@ -1,7 +1,5 @@
 //! Stage bench: parsing Ethernet + IPv4 + UDP with the wire views (the
 //! checks every packet pays before any lookup).
-mod common;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::wire::{ethernet, ipv4, udp};
 use std::net::Ipv4Addr;
@@ -17,17 +15,12 @@ fn parse(frame: &[u8]) -> Option<(Ipv4Addr, u16, u16)> {
 }
 
 fn wire(c: &mut Criterion) {
-    let frame = common::ipv4_udp(
-        common::client_mac(0),
-        common::GW_MAC,
-        common::client_ip(0),
-        common::vip(0),
-        40000,
-        53,
-        64,
-        &[7u8; 64],
-        true,
-    );
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2([0x0a, 0x58, 0, 0, 0, 2], [2, 0, 0, 0, 0x0a, 0xff])
+        .ipv4([10, 1, 0, 2], [10, 96, 0, 1], 64)
+        .udp(40000, 53)
+        .write(&mut frame, &[7u8; 64])
+        .expect("frame");
     assert!(parse(&frame).is_some());
     let mut g = c.benchmark_group("wire");
     g.throughput(Throughput::Elements(1));
