@@ -106,3 +106,22 @@ fn icmp_errors_and_neighbor_solicitations_parse_with_valid_checksums() {
     assert_eq!((ns.icmp_type, ns.ttl), (135, 255));
     assert_eq!(ns.eth.destination, [0x33, 0x33, 0xff, 0, 0, 1]);
 }
+
+#[test]
+fn the_ipv6_fragment_header_follows_rfc_8200_bit_order() {
+    // 3a 00 00 01 ...: next header 58, offset 0, M = 1 (etherparse issue #150).
+    let h = FragHeader6::parse(&[0x3a, 0, 0x00, 0x01, 0x59, 0xad, 0x9b, 0x98]);
+    assert_eq!(
+        (h.next_header, h.offset, h.more, h.ident),
+        (58, 0, true, 0x59ad_9b98)
+    );
+    // Offset 256 bytes = 32 units: word 32 << 3 = 0x0100, M clear.
+    let b = FragHeader6 {
+        next_header: 17,
+        offset: 256,
+        more: false,
+        ident: 7,
+    }
+    .to_bytes();
+    assert_eq!(b, [17, 0, 0x01, 0x00, 0, 0, 0, 7]);
+}

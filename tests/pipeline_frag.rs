@@ -45,7 +45,7 @@ fn check_delivered_dns(f: Fam, outs: &[Out], ident: u32, n: usize) {
         assert_eq!(s.ttl, 63, "fragment TTL decremented");
         match (&s.v4, &s.frag6) {
             (Some(h), _) => assert_eq!(h.identification as u32, ident & 0xffff),
-            (_, Some(fh)) => assert_eq!(fh.identification, ident),
+            (_, Some(fh)) => assert_eq!(fh.ident, ident),
             _ => panic!("fragment lost its fragment header"),
         }
     }

@@ -21,7 +21,7 @@ use dataplane::state::{NodeConfig, PodSpec, RemoteNodeSpec, TablesBuilder};
 use dataplane::{Mac, PortId};
 use etherparse::{
     Ethernet2Header, Icmpv4Header, Icmpv6Header, Icmpv6Slice, Icmpv6Type, IpFragOffset, IpNumber,
-    Ipv4Header, Ipv6FragmentHeader, Ipv6Header, PacketBuilder, TcpHeader, UdpHeader,
+    Ipv4Header, Ipv6Header, PacketBuilder, TcpHeader, UdpHeader,
 };
 
 // ---------------------------------------------------------------------------
@@ -860,7 +860,7 @@ pub struct Seen {
 pub struct SeenIp {
     pub v4: Option<Ipv4Header>,
     pub v6: Option<Ipv6Header>,
-    pub frag6: Option<Ipv6FragmentHeader>,
+    pub frag6: Option<FragHeader6>,
     pub src: IpAddr,
     pub dst: IpAddr,
     /// TTL or hop limit.
@@ -942,14 +942,14 @@ pub fn parse_ip(bytes: &[u8], whole: bool) -> SeenIp {
         let mut frag = None;
         let mut proto = h.next_header.0;
         if proto == 44 {
-            let (fh, _) = Ipv6FragmentHeader::from_slice(&l4).expect("fragment header");
-            proto = fh.next_header.0;
+            let fh = FragHeader6::parse(&l4);
+            proto = fh.next_header;
             l4 = l4[8..].to_vec();
             frag = Some(fh);
         }
         let (off, more) = frag
             .as_ref()
-            .map(|f| (f.fragment_offset.value() * 8, f.more_fragments))
+            .map(|f| (f.offset, f.more))
             .unwrap_or((0, false));
         (
             None,
@@ -1159,12 +1159,12 @@ pub fn fragment(frame: &[u8], chunk: usize, ident: u32) -> Vec<Vec<u8>> {
         let mut off = 0;
         while off < payload.len() {
             let end = (off + chunk).min(payload.len());
-            let fragh = Ipv6FragmentHeader::new(
-                h.next_header,
-                IpFragOffset::try_new((off / 8) as u16).expect("offset"),
-                end < payload.len(),
+            let fragh = FragHeader6 {
+                next_header: h.next_header.0,
+                offset: off as u16,
+                more: end < payload.len(),
                 ident,
-            );
+            };
             let mut nh = h.clone();
             nh.next_header = IpNumber(44);
             nh.payload_length = (8 + end - off) as u16;
@@ -1179,6 +1179,41 @@ pub fn fragment(frame: &[u8], chunk: usize, ident: u32) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// The IPv6 Fragment header (RFC 8200 4.5), written and read by hand:
+/// etherparse 0.16 swaps the offset's low bits and the M flag (its issue
+/// #150, fixed in 0.20), so it cannot be the oracle here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragHeader6 {
+    pub next_header: u8,
+    /// Offset in bytes (a multiple of 8).
+    pub offset: u16,
+    pub more: bool,
+    pub ident: u32,
+}
+
+impl FragHeader6 {
+    /// Bytes 2..4 are one big-endian word: offset (8-byte units) in the top
+    /// 13 bits, 2 reserved bits, M in the least significant bit.
+    pub fn to_bytes(&self) -> [u8; 8] {
+        let w = (self.offset / 8) << 3 | self.more as u16;
+        let w = w.to_be_bytes();
+        let id = self.ident.to_be_bytes();
+        [self.next_header, 0, w[0], w[1], id[0], id[1], id[2], id[3]]
+    }
+
+    #[track_caller]
+    pub fn parse(b: &[u8]) -> FragHeader6 {
+        assert!(b.len() >= 8, "fragment header");
+        let w = u16::from_be_bytes([b[2], b[3]]);
+        FragHeader6 {
+            next_header: b[0],
+            offset: (w >> 3) * 8,
+            more: w & 1 == 1,
+            ident: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
 }
 
 /// Reassembles parsed fragments (any order) into the upper-layer bytes.
