@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use dataplane::pipeline::{Frame, Pipeline, Verdict};
+use dataplane::pipeline::{DropReason, Frame, Pipeline, Verdict};
 
 #[path = "twill-dataplane/synth.rs"]
 mod synth;
@@ -168,7 +168,30 @@ fn bench_pipeline(scenario: Scenario, shape: Shape) -> anyhow::Result<()> {
     for (v, n) in &tally.0 {
         println!("    {v:?}: {n}");
     }
-    println!("  counters: {:?}", w.pipeline.counters());
+    let c = w.pipeline.counters();
+    println!(
+        "  counters (warm-up included): rx {} tx {} ct_hits {} ct_new {} dnat {} snat {} \
+         encap {} decap {}",
+        c.rx, c.tx, c.ct_hits, c.ct_new, c.dnat, c.snat, c.encap, c.decap
+    );
+    for r in DropReason::ALL {
+        if c.drop_count(*r) > 0 {
+            println!(
+                "  dropped {}: {} ({})",
+                r.name(),
+                c.drop_count(*r),
+                r.description()
+            );
+        }
+    }
+    let ct = w.pipeline.conntrack();
+    println!(
+        "  conntrack: {} flows live, capacity {} ({:.1} MiB at {} bytes/flow)",
+        ct.len(),
+        ct.capacity(),
+        (ct.capacity() * dataplane::conntrack::BYTES_PER_FLOW) as f64 / (1 << 20) as f64,
+        dataplane::conntrack::BYTES_PER_FLOW
+    );
     if let Some((i, got, want)) = first_wrong {
         bail!("{wrong} frames got an unexpected verdict (first: template {i} got {got:?}, expected {want:?})");
     }

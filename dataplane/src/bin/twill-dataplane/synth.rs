@@ -178,7 +178,9 @@ pub fn config(conntrack_capacity: usize) -> NodeConfig {
 /// A pipeline over the synthetic node's tables.
 pub fn build_pipeline(shape: &Shape, scenario: Scenario) -> Pipeline {
     let ct_capacity = match scenario {
-        Scenario::NewFlow => (shape.packets as usize).saturating_mul(2).max(1 << 16),
+        Scenario::NewFlow => (shape.packets as usize)
+            .saturating_add(shape.packets as usize / 4)
+            .max(1 << 16),
         _ => (shape.flows as usize).saturating_mul(2).max(1 << 16),
     };
     let mut b = TablesBuilder::new(config(ct_capacity));
