@@ -125,3 +125,21 @@ fn the_ipv6_fragment_header_follows_rfc_8200_bit_order() {
     .to_bytes();
     assert_eq!(b, [17, 0, 0x01, 0x00, 0, 0, 0, 7]);
 }
+
+#[test]
+fn extra_header_helpers_keep_frames_valid() {
+    let f4 = Pkt::from_pod1(Fam::V4, Fam::V4.pod2(), udp(1, 2))
+        .payload(b"p")
+        .build();
+    let s = parse(&with_ipv4_options(&f4, &[1, 1, 1, 0]));
+    assert_eq!(s.v4.as_ref().unwrap().header_len(), 24);
+    assert_eq!((s.sport, s.dport, s.payload.as_slice()), (1, 2, &b"p"[..]));
+    let f6 = Pkt::from_pod1(Fam::V6, Fam::V6.pod2(), udp(1, 2))
+        .payload(b"p")
+        .build();
+    let s = parse(&with_ipv6_dest_opts(&f6));
+    assert_eq!(
+        (s.proto, s.sport, s.dport, s.payload.as_slice()),
+        (17, 1, 2, &b"p"[..])
+    );
+}

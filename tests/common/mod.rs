@@ -941,6 +941,13 @@ pub fn parse_ip(bytes: &[u8], whole: bool) -> SeenIp {
         let mut l4 = bytes[40..end].to_vec();
         let mut frag = None;
         let mut proto = h.next_header.0;
+        // Hop-by-hop (0) and destination options (60): skip (RFC 8200 4.3/4.6).
+        while proto == 0 || proto == 60 {
+            assert!(l4.len() >= 8, "extension header");
+            let len = (l4[1] as usize + 1) * 8;
+            proto = l4[0];
+            l4 = l4[len..].to_vec();
+        }
         if proto == 44 {
             let fh = FragHeader6::parse(&l4);
             proto = fh.next_header;
@@ -1283,4 +1290,35 @@ pub fn check_udp_datagram(src: IpAddr, dst: IpAddr, dgram: &[u8]) -> (u16, u16, 
     .expect("checksum");
     assert_eq!(u.checksum, want, "reassembled UDP checksum");
     (u.source_port, u.destination_port, payload.to_vec())
+}
+
+/// Adds IPv4 options (a multiple of 4 bytes) to the frame's IPv4 header,
+/// fixing IHL, total length and the header checksum (L4 is unchanged: its
+/// pseudo-header does not cover options).
+pub fn with_ipv4_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
+    let (mut h, rest) = Ipv4Header::from_slice(&frame[14..]).expect("ipv4");
+    let payload = &rest[..h.total_len as usize - h.header_len()];
+    h.options = etherparse::Ipv4Options::try_from(opts).expect("options");
+    h.total_len = (h.header_len() + payload.len()) as u16;
+    h.header_checksum = h.calc_header_checksum();
+    let mut f = frame[..14].to_vec();
+    f.extend_from_slice(&h.to_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Inserts an IPv6 Destination Options header (next header 60, one PadN
+/// option) between the IPv6 header and the upper layer.
+pub fn with_ipv6_dest_opts(frame: &[u8]) -> Vec<u8> {
+    let (mut h, rest) = Ipv6Header::from_slice(&frame[14..]).expect("ipv6");
+    let upper = h.next_header.0;
+    let payload = &rest[..h.payload_length as usize];
+    h.next_header = IpNumber(60);
+    h.payload_length += 8;
+    let mut f = frame[..14].to_vec();
+    h.write(&mut f).expect("ipv6 header");
+    // RFC 8200 4.6: next header, length 0 (8 bytes), PadN of 4 data bytes.
+    f.extend_from_slice(&[upper, 0, 1, 4, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
 }
