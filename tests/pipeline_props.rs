@@ -332,3 +332,40 @@ fn nodeport_dnat_snat_then_reply_is_the_identity_with_valid_checksums() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_batch_gives_the_same_results_as_its_frames_one_by_one() {
+    // Fragments are left out: releasing stashed fragments may legitimately
+    // happen at a different time within a batch.
+    let seeds: Vec<_> = seeds()
+        .into_iter()
+        .filter(|(_, f)| !is_fragment(f))
+        .collect();
+    let strat = proptest::collection::vec(0..seeds.len(), 1..=64);
+    runner(64)
+        .run(&strat, |picks| {
+            let frames: Vec<_> = picks.iter().map(|&i| seeds[i].clone()).collect();
+            let mut one = node_a();
+            let mut all = node_a();
+            let singles: Vec<Out> = frames.iter().map(|(p, f)| one.send(*p, f)).collect();
+            let batch = all.send_batch(&frames);
+            for (i, (s, b)) in singles.iter().zip(&batch).enumerate() {
+                prop_assert_eq!(s.verdict, b.verdict, "frame {} ({:?})", i, picks[i]);
+                prop_assert_eq!(&s.bytes, &b.bytes, "frame {} ({:?})", i, picks[i]);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// True for IPv4/IPv6 fragments.
+fn is_fragment(frame: &[u8]) -> bool {
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 => {
+            let s = parse(frame);
+            s.frag_offset != 0 || s.more_frags
+        }
+        0x86dd => parse(frame).frag6.is_some(),
+        _ => false,
+    }
+}

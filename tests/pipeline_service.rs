@@ -173,7 +173,26 @@ fn a_service_flow_and_a_direct_flow_from_the_same_port_do_not_mix(f: Fam) {
     assert_eq!(s.sport, 8080);
 }
 
+fn session_affinity_sends_every_flow_of_a_client_to_one_backend(f: Fam) {
+    let mut a = node_a();
+    let mut chosen = HashSet::new();
+    for sport in 43000..43032u16 {
+        let p = Pkt::from_pod1(f, f.vip(svc::STICKY), tcp(sport, 80, tcpf::SYN)).build();
+        let s = a.send(POD1_PORT, &p).tx(UPLINK);
+        let i = parse(&s.vxlan().2);
+        assert_eq!((i.src, i.sport, i.dport), (f.pod1(), sport, 8080));
+        chosen.insert(i.dst);
+        a.advance_secs(60);
+    }
+    assert_eq!(
+        chosen.len(),
+        1,
+        "one backend for all of pod1's flows: {chosen:?}"
+    );
+}
+
 both_families!(
+    session_affinity_sends_every_flow_of_a_client_to_one_backend,
     pod_to_cluster_ip_with_a_local_backend_is_dnated_and_the_reply_reverse_natted,
     pod_to_external_ip_is_dnated_like_a_cluster_ip,
     pod_to_load_balancer_ip_is_dnated_like_a_cluster_ip,

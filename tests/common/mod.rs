@@ -150,7 +150,8 @@ impl Fam {
 /// with external and LoadBalancer IPs and a NodePort; `remote`: UDP, backend
 /// on node B; `empty`: no backend; `local`: externalTrafficPolicy Local with a
 /// local and a remote backend; `localnone`: eTP Local with only a remote
-/// backend; `multi`: four remote backends; `dns`: UDP, local backend pod2:5353.
+/// backend; `multi`: four remote backends; `dns`: UDP, local backend pod2:5353;
+/// `sticky`: four remote backends with sessionAffinity ClientIP.
 pub mod svc {
     pub const WEB: u8 = 0x10;
     pub const REMOTE: u8 = 0x20;
@@ -159,6 +160,7 @@ pub mod svc {
     pub const LOCALNONE: u8 = 0x50;
     pub const MULTI: u8 = 0x60;
     pub const DNS: u8 = 0x70;
+    pub const STICKY: u8 = 0x80;
     /// external IP of `web`; `WEB_LB` its LoadBalancer IP.
     pub const WEB_EXT: u8 = 0x10;
     pub const WEB_LB: u8 = 0x11;
@@ -286,6 +288,20 @@ pub fn services_a(f: Fam) -> Vec<ServiceSpec> {
             false,
             vec![backend(f.pod2(), 5353, true)],
         ),
+        ServiceSpec {
+            affinity_timeout_s: Some(10800),
+            ..service(
+                &format!("sticky-{s}"),
+                TCP,
+                80,
+                vec![(f.vip(svc::STICKY), VipKind::ClusterIp)],
+                None,
+                false,
+                (0..4)
+                    .map(|n| backend(f.remote_pod(n), 8080, false))
+                    .collect(),
+            )
+        },
     ]
 }
 
