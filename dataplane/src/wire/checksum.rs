@@ -3,9 +3,11 @@
 //! `sum` returns a one's-complement partial sum already folded to 16 bits (but kept in
 //! a `u32`), so callers can add tens of thousands of partial sums (data, pseudo-header)
 //! before `fold`/`finish` without overflow. The incremental updates implement RFC 1624
-//! equation 3, `HC' = ~(~HC + ~m + m')`, which always equals recomputing the checksum
-//! from scratch (RFC 1141's `HC' = HC + m - m'` can produce 0xffff where recomputation
-//! gives 0x0000, RFC 1624 §4).
+//! equation 3, `HC' = ~(~HC + ~m + m')`, which equals recomputing the checksum from
+//! scratch for any data that is not all zeros (RFC 1141's `HC' = HC + m - m'` can give
+//! 0xffff where recomputation gives 0x0000, RFC 1624 §4). [`Delta`] gathers several
+//! field changes (a NAT'd address and port) and applies them with one fold per
+//! checksum.
 
 /// One's-complement partial sum of `data` taken as big-endian 16-bit words (an odd
 /// trailing byte is the high byte of a zero-padded word). The result is folded to at
@@ -85,15 +87,74 @@ pub fn pseudo_v6(src: &[u8; 16], dst: &[u8; 16], proto: u8, len: u32) -> u32 {
     fold64(s)
 }
 
-/// RFC 1624 incremental update of checksum `csum` when a 16-bit word changes from
-/// `old` to `new`.
+/// A pending RFC 1624 adjustment: the one's-complement sum of `~m + m'` over every
+/// rewritten word, applied to one or more checksums at the end.
 ///
-/// RFC 1624 §3, eqn. 3: "HC' = ~(~HC + ~m + m')". Working on the complemented checksum
-/// (`~HC`, the sum itself) keeps the arithmetic in one's complement, where subtracting
-/// `m` is adding `~m`; this is what avoids eqn. 2's wrong 0xffff for a checksum whose
-/// recomputation is 0x0000 (RFC 1624 §4).
+/// NAT rewrites the same address in the IP header checksum and in the TCP/UDP
+/// pseudo-header: build the address `Delta` once, `apply` it to the IP checksum, add
+/// the port change and `apply` it to the L4 checksum. One fold per checksum, instead of
+/// one per field. The 64-bit accumulator cannot overflow in practice (2^47 words).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta(u64);
+
+impl Delta {
+    /// No change.
+    #[inline]
+    pub const fn new() -> Delta {
+        Delta(0)
+    }
+
+    /// A 16-bit word changes from `old` to `new`: adds `~m + m'` (RFC 1624 eqn. 3).
+    #[inline]
+    #[must_use]
+    pub const fn add16(self, old: u16, new: u16) -> Delta {
+        Delta(self.0 + (!old) as u64 + new as u64)
+    }
+
+    /// A 32-bit field (an IPv4 address) changes: both of its words.
+    #[inline]
+    #[must_use]
+    pub const fn add32(self, old: [u8; 4], new: [u8; 4]) -> Delta {
+        self.add16(
+            u16::from_be_bytes([old[0], old[1]]),
+            u16::from_be_bytes([new[0], new[1]]),
+        )
+        .add16(
+            u16::from_be_bytes([old[2], old[3]]),
+            u16::from_be_bytes([new[2], new[3]]),
+        )
+    }
+
+    /// A 128-bit field (an IPv6 address) changes: its eight words.
+    #[inline]
+    #[must_use]
+    pub fn add128(self, old: &[u8; 16], new: &[u8; 16]) -> Delta {
+        let mut d = self;
+        for i in 0..8 {
+            d = d.add16(
+                u16::from_be_bytes([old[2 * i], old[2 * i + 1]]),
+                u16::from_be_bytes([new[2 * i], new[2 * i + 1]]),
+            );
+        }
+        d
+    }
+
+    /// The updated checksum: RFC 1624 §3 eqn. 3, "HC' = ~(~HC + ~m + m')". Working on
+    /// the complemented checksum (`~HC`, the sum itself) keeps the arithmetic in one's
+    /// complement, where subtracting `m` is adding `~m`; this is what avoids eqn. 2's
+    /// wrong 0xffff for a checksum whose recomputation is 0x0000 (RFC 1624 §4).
+    #[inline]
+    pub fn apply(self, csum: u16) -> u16 {
+        // fold64 folds completely, so the result fits 16 bits.
+        !(fold64(u64::from(!csum) + self.0) as u16)
+    }
+}
+
+/// RFC 1624 incremental update of checksum `csum` when a 16-bit word changes from
+/// `old` to `new` (eqn. 3, see [`Delta::apply`]).
 #[inline]
 pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    // One add chain and one fold: the sum of three 16-bit values fits in a u32.
     let s = u32::from(!csum) + u32::from(!old) + u32::from(new);
     !fold(s)
 }
@@ -113,12 +174,7 @@ pub fn update32(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
 /// RFC 1624 update for a 128-bit field (an IPv6 address): eqn. 3 over its eight words.
 #[inline]
 pub fn update128(csum: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
-    let mut s = u32::from(!csum);
-    for i in 0..8 {
-        s += u32::from(!u16::from_be_bytes([old[2 * i], old[2 * i + 1]]));
-        s += u32::from(u16::from_be_bytes([new[2 * i], new[2 * i + 1]]));
-    }
-    !fold(s)
+    Delta::new().add128(old, new).apply(csum)
 }
 
 #[cfg(test)]
@@ -157,8 +213,11 @@ mod tests {
 
     #[test]
     fn rfc1624_example_update_gives_the_recomputed_checksum() {
-        // RFC 1624 §4: sum of the other words 0xcd7a, HC = 0xdd2f,, m = 0x5555 -> m' = 0x3285 gives HC' = 0x0000.
+        // RFC 1624 §4: the other words sum to 0xcd7a, HC = 0xdd2f; m = 0x5555 becomes
+        // m' = 0x3285, and recomputation gives HC' = 0x0000.
         assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+        assert_eq!(Delta::new().add16(0x5555, 0x3285).apply(0xdd2f), 0x0000);
+        assert_eq!(Delta::new().apply(0x1234), 0x1234);
     }
 
     #[test]
@@ -237,6 +296,28 @@ mod tests {
             old.copy_from_slice(&h[8..24]);
             h[8..24].copy_from_slice(&new);
             prop_assert_eq!(update128(c, &old, &new), recompute(&h, 2));
+        }
+
+        #[test]
+        fn one_delta_for_several_fields_equals_recomputation(
+            h in header(), a in any::<[u8; 16]>(), p in any::<u16>(), q in any::<[u8; 4]>()
+        ) {
+            // checksum at 2..4; 128-bit field at 8..24, 16-bit at 24..26, 32-bit at 28..32
+            let mut h = h;
+            let c = recompute(&h, 2);
+            h[2..4].copy_from_slice(&c.to_be_bytes());
+            let mut old_a = [0u8; 16];
+            old_a.copy_from_slice(&h[8..24]);
+            let old_p = u16::from_be_bytes([h[24], h[25]]);
+            let mut old_q = [0u8; 4];
+            old_q.copy_from_slice(&h[28..32]);
+            h[8..24].copy_from_slice(&a);
+            h[24..26].copy_from_slice(&p.to_be_bytes());
+            h[28..32].copy_from_slice(&q);
+            let d = Delta::new().add128(&old_a, &a).add16(old_p, p).add32(old_q, q);
+            prop_assert_eq!(d.apply(c), recompute(&h, 2));
+            let stepwise = update32(update16(update128(c, &old_a, &a), old_p, p), old_q, q);
+            prop_assert_eq!(stepwise, recompute(&h, 2));
         }
 
         #[test]

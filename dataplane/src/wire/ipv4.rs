@@ -3,7 +3,9 @@
 //! `check_len` checks, in order: 20 bytes present (`Truncated`), version 4
 //! (`BadVersion`), IHL >= 5 (`BadHeaderLen`), IHL within the buffer (`Truncated`),
 //! `header_len <= total_len <= buffer` (`BadTotalLen`). Trailing bytes (Ethernet
-//! padding) are accepted and `payload()` is trimmed to `total_len`. The header checksum
+//! padding) are accepted and `payload()` is trimmed to `total_len`.
+//! [`Packet::new_checked_header`] skips the `total_len` checks, for headers quoted in
+//! ICMP errors. The header checksum
 //! is not part of `check_len`: call [`Packet::verify_checksum`].
 
 use std::net::Ipv4Addr;
@@ -52,9 +54,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
-    /// Checks version and lengths (see the module doc for the order).
+    /// Wraps a buffer checking the header only, not `total_len` (for the IP header
+    /// quoted in an ICMP error, which is followed by only part of its payload).
+    /// `payload()` is then clamped to the buffer, so it still cannot panic.
     #[inline]
-    pub fn check_len(&self) -> Result<()> {
+    pub fn new_checked_header(buffer: T) -> Result<Packet<T>> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_header()?;
+        Ok(p)
+    }
+
+    #[inline]
+    fn check_header(&self) -> Result<()> {
         let b = self.buffer.as_ref();
         if b.len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -69,6 +80,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if hl > b.len() {
             return Err(Error::Truncated);
         }
+        Ok(())
+    }
+
+    /// Checks version and lengths (see the module doc for the order).
+    #[inline]
+    pub fn check_len(&self) -> Result<()> {
+        self.check_header()?;
+        let b = self.buffer.as_ref();
+        let hl = self.header_len();
         let tl = usize::from(self.total_len());
         if tl < hl || tl > b.len() {
             return Err(Error::BadTotalLen);
@@ -196,10 +216,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
         checksum::finish(checksum::sum(self.header())) == 0
     }
 
+    /// End of the packet: `total_len`, clamped to [header_len, buffer length] (a no-op
+    /// after `new_checked`; it keeps `new_checked_header` views panic-free).
+    #[inline]
+    fn end(&self) -> usize {
+        let b = self.buffer.as_ref();
+        usize::from(self.total_len()).clamp(self.header_len(), b.len())
+    }
+
     /// The payload, trimmed to `total_len`.
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+        &self.buffer.as_ref()[self.header_len()..self.end()]
     }
 }
 
@@ -337,8 +365,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// The payload, trimmed to `total_len`, mutably.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let (hl, tl) = (self.header_len(), usize::from(self.total_len()));
-        &mut self.buffer.as_mut()[hl..tl]
+        let (hl, end) = (self.header_len(), self.end());
+        &mut self.buffer.as_mut()[hl..end]
     }
 }
 

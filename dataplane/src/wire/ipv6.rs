@@ -6,7 +6,8 @@
 //! (44), destination options (60) and AH (51) headers, at most [`MAX_EXT_HEADERS`] of
 //! them, inside the payload: a header running past the payload is `Truncated`, a
 //! hop-by-hop header anywhere but first or a chain that is too long is `BadExtHeader`.
-//! Jumbograms (payload length 0 with a jumbo option) are not supported: a zero payload
+//! [`Packet::new_checked_header`] skips the `payload_len` check, for headers quoted in
+//! ICMPv6 errors. Jumbograms (payload length 0 with a jumbo option) are not supported: a zero payload
 //! length means an empty payload.
 
 use std::net::Ipv6Addr;
@@ -96,9 +97,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
-    /// Checks version and lengths (see the module doc).
+    /// Wraps a buffer checking the fixed header only, not `payload_len` (for the IPv6
+    /// header quoted in an ICMPv6 error). `payload()` and `upper_layer()` are then
+    /// bounded by the buffer, so they still cannot panic.
     #[inline]
-    pub fn check_len(&self) -> Result<()> {
+    pub fn new_checked_header(buffer: T) -> Result<Packet<T>> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_header()?;
+        Ok(p)
+    }
+
+    #[inline]
+    fn check_header(&self) -> Result<()> {
         let b = self.buffer.as_ref();
         if b.len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -106,6 +116,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b[field::VER_TC_FLOW] >> 4 != 6 {
             return Err(Error::BadVersion);
         }
+        Ok(())
+    }
+
+    /// Checks version and lengths (see the module doc).
+    #[inline]
+    pub fn check_len(&self) -> Result<()> {
+        self.check_header()?;
+        let b = self.buffer.as_ref();
         if HEADER_LEN + usize::from(self.payload_len()) > b.len() {
             return Err(Error::BadTotalLen);
         }
@@ -184,18 +202,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
         arr(self.buffer.as_ref(), field::DST)
     }
 
+    /// End of the packet: 40 + `payload_len`, clamped to the buffer (a no-op after
+    /// `new_checked`; it keeps `new_checked_header` views panic-free).
+    #[inline]
+    fn end(&self) -> usize {
+        (HEADER_LEN + usize::from(self.payload_len())).min(self.buffer.as_ref().len())
+    }
+
     /// The payload (extension headers included), trimmed to `payload_len`.
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
+        &self.buffer.as_ref()[HEADER_LEN..self.end()]
     }
 
     /// Walks the extension headers to the upper layer (see the module doc).
     #[inline]
     pub fn upper_layer(&self) -> Result<UpperLayer> {
         let b = self.buffer.as_ref();
-        // Bounded by the payload length, never the buffer (trailing bytes are padding).
-        let end = (HEADER_LEN + usize::from(self.payload_len())).min(b.len());
+        // Bounded by the payload length, never the trailing bytes (padding).
+        let end = self.end();
         let mut nh = self.next_header();
         let mut off = HEADER_LEN;
         let mut frag = None;
@@ -318,7 +343,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// The payload, trimmed to `payload_len`, mutably.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let end = HEADER_LEN + usize::from(self.payload_len());
+        let end = self.end();
         &mut self.buffer.as_mut()[HEADER_LEN..end]
     }
 }

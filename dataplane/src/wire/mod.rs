@@ -18,6 +18,10 @@
 //!
 //! Trailing bytes are accepted: IPv4, IPv6 and UDP check `buffer >= length field` and
 //! trim `payload()` to the length field (Ethernet pads short frames to 60 bytes).
+//! Headers quoted in ICMP errors (and UDP first fragments) carry length fields larger
+//! than the bytes present: `new_checked_header` checks everything but that, and those
+//! views clamp `payload()` to the buffer, so the no-panic contract holds for them too.
+//! [`ports`] reads the port pair from as little as 4 bytes of a transport header.
 //!
 //! Emitters (`Repr::emit`) write headers, then lengths, then the checksum last, so a
 //! forgotten checksum is hard to write. Full and incremental (RFC 1624) checksums live
@@ -91,6 +95,17 @@ impl std::error::Error for Error {}
 
 /// The result of a wire check.
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// The source and destination ports at the start of a TCP, UDP or SCTP header, if
+/// the 4 bytes are there. For what a full view cannot take: the 8 bytes of transport
+/// header quoted in an ICMP error (RFC 792), or a fragment's first bytes.
+#[inline]
+pub fn ports(l4: &[u8]) -> Option<(u16, u16)> {
+    match l4 {
+        [a, b, c, d, ..] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
+}
 
 #[inline(always)]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {

@@ -123,6 +123,20 @@ proptest! {
     }
 
     #[test]
+    fn ipv4_accessors_never_panic_after_new_checked_header(b in bytes()) {
+        if let Ok(p) = ipv4::Packet::new_checked_header(&b[..]) {
+            let _ = (p.total_len(), p.options().len(), p.payload().len(), p.verify_checksum());
+        }
+    }
+
+    #[test]
+    fn ipv6_accessors_never_panic_after_new_checked_header(b in bytes()) {
+        if let Ok(p) = ipv6::Packet::new_checked_header(&b[..]) {
+            let _ = (p.payload_len(), p.payload().len(), p.upper_layer());
+        }
+    }
+
+    #[test]
     fn ipv6_accessors_never_panic_after_new_checked(mut b in bytes()) {
         if let Ok(mut p) = ipv6::Packet::new_checked(&mut b[..]) {
             let _ = (p.version(), p.traffic_class(), p.flow_label(), p.payload_len());

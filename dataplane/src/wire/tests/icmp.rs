@@ -265,11 +265,11 @@ fn an_emitted_neighbor_advertisement_parses_with_etherparse() {
     let s = Icmpv6Slice::from_slice(&buf).unwrap();
     assert_eq!(
         s.icmp_type(),
-        Icmpv6Type::Unknown {
-            type_u8: 136,
-            code_u8: 0,
-            bytes5to8: [0x60, 0, 0, 0]
-        }
+        Icmpv6Type::NeighborAdvertisement(etherparse::icmpv6::NeighborAdvertisementHeader {
+            router: false,
+            solicited: true,
+            r#override: true,
+        })
     );
     assert!(s.is_checksum_valid(TARGET, IP6_A));
     let mut expected = TARGET.to_vec();

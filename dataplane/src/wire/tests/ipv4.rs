@@ -13,7 +13,7 @@ fn with_options(payload: &[u8]) -> Vec<u8> {
     h.total_len = (h.header_len() + payload.len()) as u16;
     h.identification = 0xbeef;
     h.dont_fragment = true;
-    h.dscp = etherparse::Ipv4Dscp::try_new(46).unwrap();
+    h.dscp = etherparse::IpDscp::try_new(46).unwrap();
     h.header_checksum = h.calc_header_checksum();
     let mut out = h.to_bytes().to_vec();
     out.extend_from_slice(payload);
@@ -205,4 +205,31 @@ fn ethernet_padding_after_total_len_is_accepted_and_trimmed() {
     assert_eq!(p.payload(), b"ab");
     assert_eq!(p.payload_mut().len(), 2);
     assert_eq!(HEADER_LEN, 20);
+}
+
+#[test]
+fn a_header_quoted_in_an_icmp_error_is_viewed_with_new_checked_header() {
+    // ICMP errors quote the IP header and 8 payload bytes; total_len says more.
+    let bytes = with_options(&[0xaa; 100]);
+    let quoted = &bytes[..24 + 8];
+    assert_eq!(Packet::new_checked(quoted).unwrap_err(), Error::BadTotalLen);
+    let p = Packet::new_checked_header(quoted).unwrap();
+    assert_eq!(p.total_len(), 124);
+    assert_eq!(p.payload(), &[0xaa; 8]);
+    assert!(p.verify_checksum());
+    let mut bad = quoted.to_vec();
+    bad[0] = 0x44;
+    assert_eq!(
+        Packet::new_checked_header(&bad[..]).unwrap_err(),
+        Error::BadHeaderLen
+    );
+    bad[0] = 0x65;
+    assert_eq!(
+        Packet::new_checked_header(&bad[..]).unwrap_err(),
+        Error::BadVersion
+    );
+    assert_eq!(
+        Packet::new_checked_header(&quoted[..23]).unwrap_err(),
+        Error::Truncated
+    );
 }

@@ -259,3 +259,19 @@ fn ethernet_padding_after_the_payload_is_accepted_and_trimmed() {
     assert_eq!(p.payload(), &[1, 2]);
     assert_eq!(p.payload_mut().len(), 2);
 }
+
+#[test]
+fn a_header_quoted_in_an_icmpv6_error_is_viewed_with_new_checked_header() {
+    let bytes = chain(0, true);
+    let quoted = &bytes[..40 + 36]; // the chain minus the last 4 UDP bytes
+    assert_eq!(Packet::new_checked(quoted).unwrap_err(), Error::BadTotalLen);
+    let p = Packet::new_checked_header(quoted).unwrap();
+    assert_eq!(p.payload().len(), 36);
+    assert_eq!(p.upper_layer().unwrap().offset, 72);
+    let p = Packet::new_checked_header(&bytes[..60]).unwrap();
+    assert_eq!(p.upper_layer(), Err(Error::Truncated));
+    assert_eq!(
+        Packet::new_checked_header(&bytes[..39]).unwrap_err(),
+        Error::Truncated
+    );
+}

@@ -6,6 +6,7 @@ mod arp;
 mod ethernet;
 mod fuzz;
 mod icmp;
+mod incremental;
 mod ipv4;
 mod ipv6;
 mod tcp;
@@ -22,6 +23,15 @@ fn every_error_has_a_distinct_description() {
             assert_ne!(a.description(), b.description());
         }
     }
+}
+
+#[test]
+fn ports_reads_the_first_four_bytes_of_a_transport_header() {
+    assert_eq!(
+        super::ports(&[0x1f, 0x90, 0x00, 0x35, 0xff]),
+        Some((8080, 53))
+    );
+    assert_eq!(super::ports(&[0x1f, 0x90, 0x00]), None);
 }
 
 pub(super) const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
