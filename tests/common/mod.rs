@@ -1204,9 +1204,10 @@ pub fn fragment(frame: &[u8], chunk: usize, ident: u32) -> Vec<Vec<u8>> {
     out
 }
 
-/// The IPv6 Fragment header (RFC 8200 4.5), written and read by hand:
-/// etherparse 0.16 swaps the offset's low bits and the M flag (its issue
-/// #150, fixed in 0.20), so it cannot be the oracle here.
+/// The IPv6 Fragment header (RFC 8200 4.5), written and read by hand from
+/// the RFC's bit layout: etherparse before 0.20 swapped the offset's low
+/// bits and the M flag (its issue #150), so these bytes stay pinned to the
+/// RFC whatever etherparse version is in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragHeader6 {
     pub next_header: u8,
