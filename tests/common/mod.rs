@@ -1220,7 +1220,7 @@ pub struct FragHeader6 {
 impl FragHeader6 {
     /// Bytes 2..4 are one big-endian word: offset (8-byte units) in the top
     /// 13 bits, 2 reserved bits, M in the least significant bit.
-    pub fn to_bytes(&self) -> [u8; 8] {
+    pub fn to_bytes(self) -> [u8; 8] {
         let w = (self.offset / 8) << 3 | self.more as u16;
         let w = w.to_be_bytes();
         let id = self.ident.to_be_bytes();
