@@ -1,0 +1,142 @@
+//! Pods reaching outside the cluster (SNAT to the node, replies translated
+//! back) and hairpin (a pod reaching its own Service lands on itself).
+#[macro_use]
+mod common;
+
+use common::*;
+use dataplane::pipeline::Verdict;
+use std::collections::HashSet;
+
+fn in_snat_range(port: u16) -> bool {
+    (SNAT_PORTS.0..=SNAT_PORTS.1).contains(&port)
+}
+
+fn pod_to_outside_is_masqueraded_and_the_reply_translated_back(f: Fam) {
+    let mut a = node_a();
+    for l4 in [udp(40000, 53), tcp(40001, 443, tcpf::SYN)] {
+        let p = Pkt::from_pod1(f, f.outside(), l4).payload(b"out");
+        let s = a.send(POD1_PORT, &p.build()).tx(UPLINK);
+        assert_eq!(s.eth.source, A_UPLINK_MAC, "out the uplink");
+        assert_eq!(s.eth.destination, ROUTER_MAC, "to the off-cluster next hop");
+        assert_eq!(s.src, f.node_a(), "SNAT to the node address");
+        assert!(in_snat_range(s.sport), "SNAT port {}", s.sport);
+        assert_eq!(s.dst, f.outside(), "destination kept");
+        let (osport, dport) = match l4 {
+            L4::Udp { sport, dport } | L4::Tcp { sport, dport, .. } => (sport, dport),
+            _ => unreachable!(),
+        };
+        assert_eq!(s.dport, dport);
+        assert_eq!(s.ttl, 63);
+        assert_eq!(s.payload, b"out");
+        let snat_port = s.sport;
+
+        let back = match l4 {
+            L4::Udp { .. } => udp(dport, snat_port),
+            _ => tcp(dport, snat_port, tcpf::SYN | tcpf::ACK),
+        };
+        let r = Pkt::from_uplink(f.outside(), f.node_a(), back).payload(b"back");
+        let s = a.send(UPLINK, &r.build()).tx(POD1_PORT);
+        assert_eq!(s.eth.source, A_GW_MAC);
+        assert_eq!(s.eth.destination, POD1_MAC);
+        assert_eq!((s.src, s.sport), (f.outside(), dport), "remote end kept");
+        assert_eq!(
+            (s.dst, s.dport),
+            (f.pod1(), osport),
+            "back to the pod's own port"
+        );
+        assert_eq!(s.ttl, 63);
+        assert_eq!(s.payload, b"back");
+    }
+}
+
+fn ping_to_outside_is_masqueraded_by_identifier(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.outside(), L4::EchoRequest { id: 4242, seq: 7 });
+    let s = a.send(POD1_PORT, &p.build()).tx(UPLINK);
+    assert_eq!(s.src, f.node_a());
+    let id = s.sport;
+    assert_eq!(&s.icmp_rest[2..], &7u16.to_be_bytes(), "sequence kept");
+    let r = Pkt::from_uplink(f.outside(), f.node_a(), L4::EchoReply { id, seq: 7 });
+    let s = a.send(UPLINK, &r.build()).tx(POD1_PORT);
+    assert_eq!(s.dst, f.pod1());
+    assert_eq!(s.src, f.outside());
+    assert_eq!(s.sport, 4242, "echo identifier translated back");
+    let want_type = if f == Fam::V4 { 0 } else { 129 };
+    assert_eq!(s.icmp_type, want_type);
+}
+
+fn two_pods_using_the_same_source_port_get_distinct_snat_ports(f: Fam) {
+    let mut a = node_a();
+    let mut seen = HashSet::new();
+    for (port, p) in [
+        (POD1_PORT, Pkt::from_pod1(f, f.outside(), udp(40000, 53))),
+        (POD2_PORT, Pkt::from_pod2(f, f.outside(), udp(40000, 53))),
+    ] {
+        let s = a.send(port, &p.build()).tx(UPLINK);
+        assert_eq!(s.src, f.node_a());
+        assert!(seen.insert(s.sport), "SNAT port {} given twice", s.sport);
+    }
+}
+
+fn a_reply_to_an_unknown_snat_port_is_not_delivered_to_a_pod(f: Fam) {
+    let mut a = node_a();
+    let r = Pkt::from_uplink(f.outside(), f.node_a(), udp(53, 33333)).build();
+    let out = a.send(UPLINK, &r);
+    assert!(
+        matches!(out.verdict, Verdict::Pass | Verdict::Drop(_)),
+        "{:?}",
+        out.verdict
+    );
+}
+
+fn pod_to_a_remote_pod_is_not_masqueraded(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.remote_pod(0), udp(40000, 53)).build();
+    let s = a.send(POD1_PORT, &p).tx(UPLINK);
+    let i = parse(&s.vxlan().2);
+    assert_eq!(
+        (i.src, i.sport),
+        (f.pod1(), 40000),
+        "pod-to-pod keeps the pod address"
+    );
+}
+
+fn hairpin_to_own_service_is_dnated_and_snatted_to_the_gateway(f: Fam) {
+    let mut a = node_a();
+    // pod2 reaches web, whose only backend is pod2 itself.
+    let p = Pkt::from_pod2(f, f.vip(svc::WEB), tcp(40000, 80, tcpf::SYN)).payload(b"me?");
+    let s = a.send(POD2_PORT, &p.build()).tx(POD2_PORT);
+    assert_eq!(s.eth.source, A_GW_MAC);
+    assert_eq!(s.eth.destination, POD2_MAC);
+    assert_eq!((s.dst, s.dport), (f.pod2(), 8080), "DNAT to itself");
+    assert_eq!(s.src, f.gw(), "SNAT to the gateway so the reply comes back");
+    assert!(in_snat_range(s.sport), "hairpin SNAT port {}", s.sport);
+    assert_eq!(s.ttl, 63);
+    assert_eq!(s.payload, b"me?");
+    let snat_port = s.sport;
+
+    let r = Pkt::from_pod2(f, f.gw(), tcp(8080, snat_port, tcpf::SYN | tcpf::ACK)).payload(b"yes");
+    let s = a.send(POD2_PORT, &r.build()).tx(POD2_PORT);
+    assert_eq!(s.eth.destination, POD2_MAC);
+    assert_eq!(
+        (s.src, s.sport),
+        (f.vip(svc::WEB), 80),
+        "reply from the VIP"
+    );
+    assert_eq!(
+        (s.dst, s.dport),
+        (f.pod2(), 40000),
+        "to the original socket"
+    );
+    assert_eq!(s.ttl, 63);
+    assert_eq!(s.payload, b"yes");
+}
+
+both_families!(
+    pod_to_outside_is_masqueraded_and_the_reply_translated_back,
+    ping_to_outside_is_masqueraded_by_identifier,
+    two_pods_using_the_same_source_port_get_distinct_snat_ports,
+    a_reply_to_an_unknown_snat_port_is_not_delivered_to_a_pod,
+    pod_to_a_remote_pod_is_not_masqueraded,
+    hairpin_to_own_service_is_dnated_and_snatted_to_the_gateway,
+);
