@@ -142,6 +142,7 @@ pub(crate) fn ethertype(d: &[u8]) -> Option<(u16, usize)> {
 
 /// Parses the IP packet at `l3` (IPv4 or IPv6 by `ethertype`) into `m`. Returns the
 /// IP packet's end (l3 + total length) so the caller can trim Ethernet padding.
+#[inline(always)]
 pub(crate) fn parse_ip(
     d: &[u8],
     l3: usize,
@@ -165,7 +166,7 @@ pub(crate) fn parse_ip(
     }
 }
 
-#[inline]
+#[inline(always)]
 fn parse_v4(d: &[u8], l3: usize, m: &mut Meta) -> Result<usize, DropReason> {
     let ip = d.get(l3..).ok_or(DropReason::Truncated)?;
     let Some(h) = ip.first_chunk::<20>() else {
@@ -283,7 +284,7 @@ fn parse_v6(d: &[u8], l3: usize, m: &mut Meta) -> Result<usize, DropReason> {
 
 /// Reads ports (or the echo identifier) and the L4 kind; checks the L4 header
 /// fits (for non-first fragments there is none).
-#[inline]
+#[inline(always)]
 fn parse_l4(d: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), DropReason> {
     if m.frag == Frag::Later {
         m.l4kind = L4::Other;
