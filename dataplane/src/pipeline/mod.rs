@@ -3,11 +3,15 @@
 //! Shape (VPP-style): `process` runs three stages over the batch, each a loop
 //! writing per-frame metadata (offsets, family, flow key, translation) into a
 //! parallel array on the [`Pipeline`] and deciding some frames:
-//! 1. [`ingress`](ingress): port kind, Ethernet/IP parsing, ARP/ND answers,
+//! 1. `ingress`: port kind, Ethernet/IP parsing, ARP/ND answers,
 //!    anti-spoofing, VXLAN decapsulation;
-//! 2. [`flow`](flow): fragments, ICMP errors about NATed flows, conntrack
+//! 2. `flow`: fragments, ICMP errors about NATed flows, conntrack
 //!    hits with their NAT, first packets (Services, masquerade, pass, drop);
-//! 3. [`forward`](forward): route, TTL, MTU, local delivery, VXLAN encap, uplink.
+//! 3. `forward`: route, TTL, MTU, local delivery, VXLAN encap, uplink.
+//!
+//! Released fragments (a later fragment stashed until its first one came) are
+//! handed out by [`Pipeline::take_released`]; a stashed frame's own verdict is
+//! `Drop(FragStashed)` (its bytes were copied, the caller frees the buffer).
 //!
 //! Every frame ends with a [`Verdict`]; every drop names a [`DropReason`].
 //! Counters are summed per batch and added to [`Pipeline::counters`] once. No

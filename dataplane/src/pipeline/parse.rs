@@ -1,7 +1,11 @@
 //! Parsing: per-frame metadata (offsets of the IP and L4 headers, family, flow
-//! key, fragment state) kept in a parallel array on the pipeline. Lengths are
-//! checked here once; later stages index the frame at these offsets without
-//! re-checking (the same contract as a wire view after `new_checked`).
+//! key, fragment state, where the ports and the L4 checksum are) kept in a
+//! parallel array on the pipeline. Lengths are checked here once; later stages
+//! index the frame at these offsets without re-checking (the same contract as a
+//! wire view after `new_checked`). The hot path reads fixed offsets directly
+//! rather than through `wire` views so one pass fills the metadata the NAT and
+//! forwarding stages need (no view is rebuilt per stage); malformed input is a
+//! `DropReason`, never a panic (see the fuzz test in `pipeline/tests.rs`).
 
 use super::drop::DropReason;
 use crate::conntrack::FlowKey;
