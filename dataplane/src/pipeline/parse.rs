@@ -42,7 +42,8 @@ pub(crate) enum L4 {
     EchoReply,
     /// ICMP/ICMPv6 error: an embedded IP header follows the 8-byte header.
     IcmpError,
-    /// ICMPv6 neighbor discovery (133..=137).
+    /// ICMPv6 neighbor discovery (133..=137) or multicast listener discovery
+    /// (130..=132, 143).
     Nd,
     /// Anything else, or a non-first fragment: no ports.
     #[default]
@@ -341,7 +342,7 @@ fn parse_l4(d: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), D
                     128 => (L4::EchoRequest, (id, 0)),
                     129 => (L4::EchoReply, (0, id)),
                     1..=4 => (L4::IcmpError, (0, 0)),
-                    133..=137 => (L4::Nd, (0, 0)),
+                    130..=137 | 143 => (L4::Nd, (0, 0)),
                     _ => (L4::Other, (0, 0)),
                 }
             };

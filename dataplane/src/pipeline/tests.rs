@@ -308,6 +308,30 @@ fn a_neighbor_solicitation_for_the_gateway_is_answered_with_a_solicited_override
     assert!(s.is_checksum_valid(ip.source, ip.destination));
 }
 
+#[test]
+fn a_pods_multicast_listener_report_is_ignored_not_counted_as_spoofing() {
+    let mut p = pipe();
+    let ll: Ipv6Addr = "fe80::858:aff:fef4:102".parse().unwrap();
+    let ty = Icmpv6Type::Unknown {
+        type_u8: 143,
+        code_u8: 0,
+        bytes5to8: [0, 0, 0, 1],
+    };
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, [0x33, 0x33, 0, 0, 0, 0x16])
+        .ipv6(o6(ll), o6("ff02::16".parse().unwrap()), 1)
+        .icmpv6(ty)
+        .write(
+            &mut f,
+            &[
+                4, 0, 0, 0, 0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 2,
+            ],
+        )
+        .unwrap();
+    let (v, _) = run(&mut p, &f, CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Drop(DropReason::NdIgnored));
+}
+
 // ---------------------------------------------------------------- local
 
 #[test]
