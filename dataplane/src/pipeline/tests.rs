@@ -1351,3 +1351,4 @@ fn arbitrary_bytes_never_panic_and_always_get_a_verdict() {
 }
 
 mod drops;
+mod rewrite;
