@@ -1352,3 +1352,9 @@ fn arbitrary_bytes_never_panic_and_always_get_a_verdict() {
 
 mod drops;
 mod rewrite;
+
+#[test]
+fn a_pipeline_can_move_to_its_worker_thread() {
+    fn movable<T: Send>() {}
+    movable::<Pipeline>();
+}
