@@ -44,8 +44,7 @@ fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<
     } else if let Some(hit) = env.ct.track(&m.key, m.tcp_flags, env.now) {
         st.cnt.ct_hits += 1;
         if hit.nat {
-            let key = m.key;
-            nat::rewrite(frame.data_mut(), m, &key, &hit.xlate);
+            nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
             m.xkey = hit.xlate;
             m.nat = true;
         }
@@ -164,8 +163,7 @@ fn masquerade(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Opt
     st.cnt.ct_new += 1;
     st.cnt.snat += 1;
     st.cnt.snat_port_retries += retries as u64;
-    let key = m.key;
-    nat::rewrite(frame.data_mut(), m, &key, &hit.xlate);
+    nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
     m.xkey = hit.xlate;
     m.nat = true;
     None
@@ -185,8 +183,7 @@ fn later_fragment(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             x.src = src;
             x.dst = dst;
             if x != m.key {
-                let k = m.key;
-                nat::rewrite(frame.data_mut(), m, &k, &x);
+                nat::rewrite(frame.data_mut(), m, &m.key, &x);
                 m.xkey = x;
                 m.nat = true;
             }

@@ -86,9 +86,10 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             let Some(r) = t.remote(idx) else {
                 return Verdict::Drop(DropReason::UnknownPod);
             };
-            let Some(outer) = vxlan::outer_family(c, r) else {
+            let outer = r.outer;
+            if outer == 0 {
                 return Verdict::Drop(DropReason::NoRemoteUnderlay);
-            };
+            }
             if m.ttl <= 1 {
                 return error(
                     env,
@@ -99,7 +100,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
                     DropReason::TtlExceeded,
                 );
             }
-            let room = vxlan::inner_limit(c.underlay_mtu, m.family, outer);
+            let room = r.inner_limit[(m.family == 6) as usize] as usize;
             if frame.len() - ETH_LEN > room {
                 if m.family == 4 && !m.dont_frag {
                     return Verdict::Drop(DropReason::TooBig);

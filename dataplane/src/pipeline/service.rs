@@ -113,8 +113,7 @@ pub(crate) fn new_flow(
     st.cnt.dnat += 1;
     st.cnt.snat += snat as u64;
     st.cnt.snat_port_retries += retries as u64;
-    let key = m.key;
-    nat::rewrite(frame.data_mut(), m, &key, &hit.xlate);
+    nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
     m.xkey = hit.xlate;
     m.nat = true;
     None
