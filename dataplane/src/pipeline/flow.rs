@@ -13,7 +13,7 @@ use super::{Env, Frame, State};
 use crate::state::RouteTarget;
 
 /// Runs the flow stage on one frame; `None`: go on to forwarding with `m.xkey`.
-#[inline]
+#[inline(always)]
 pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
     if m.frag == Frag::Later {
         return later_fragment(env, st, frame, m);
@@ -30,7 +30,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
     v
 }
 
-#[inline]
+#[inline(always)]
 fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
     if m.l4kind == L4::IcmpError {
         match icmp_xlate::translate(frame.data_mut(), m, env.ct, env.now) {

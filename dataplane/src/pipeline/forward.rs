@@ -60,7 +60,7 @@ impl RouteCache {
 }
 
 /// Forwards one frame whose flow stage is done.
-#[inline]
+#[inline(always)]
 pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Verdict {
     let t = env.t;
     let c = t.config();

@@ -44,7 +44,7 @@ pub(crate) fn source_port(hash: u64) -> u16 {
 /// Encapsulates the frame (its Ethernet header at the head) toward `r`: rewrites
 /// the inner MACs to the VTEPs and pushes the node's precomputed outer headers,
 /// filling in the per-packet fields. `outer` is from [`outer_family`].
-#[inline]
+#[inline(always)]
 pub(crate) fn encap(
     frame: &mut Frame,
     c: &NodeConfig,
