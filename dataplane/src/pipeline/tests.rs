@@ -1358,3 +1358,31 @@ fn a_pipeline_can_move_to_its_worker_thread() {
     fn movable<T: Send>() {}
     movable::<Pipeline>();
 }
+
+#[test]
+fn new_tables_replace_cached_routes() {
+    let mut p = pipe();
+    let dst = Ipv4Addr::new(10, 244, 2, 7);
+    assert_eq!(
+        run(&mut p, &client_udp_to(dst), CLIENT_PORT, NOW).0,
+        Verdict::Tx(UPLINK)
+    );
+    // The same node without its remote peers: 10.244.2.7 is now an unknown pod.
+    let mut b = TablesBuilder::new(node_config());
+    b.add_pod(PodSpec {
+        port: CLIENT_PORT,
+        mac: CLIENT_MAC,
+        ipv4: Some(CLIENT_V4),
+        ipv6: None,
+        name: "client".into(),
+    });
+    p.set_tables(Arc::new(b.build().unwrap()));
+    assert_eq!(
+        run(&mut p, &client_udp_to(dst), CLIENT_PORT, NOW).0,
+        Verdict::Drop(DropReason::UnknownPod)
+    );
+}
+
+fn client_udp_to(dst: Ipv4Addr) -> Vec<u8> {
+    udp4(CLIENT_MAC, GATEWAY_MAC, CLIENT_V4, dst, 5000, 5000, b"x")
+}
