@@ -1367,19 +1367,19 @@ fn new_tables_replace_cached_routes() {
         run(&mut p, &client_udp_to(dst), CLIENT_PORT, NOW).0,
         Verdict::Tx(UPLINK)
     );
-    // The same node without its remote peers: 10.244.2.7 is now an unknown pod.
-    let mut b = TablesBuilder::new(node_config());
+    // The pod at 10.244.2.7 is now on this node, on port 7.
+    let mut b = builder();
     b.add_pod(PodSpec {
-        port: CLIENT_PORT,
-        mac: CLIENT_MAC,
-        ipv4: Some(CLIENT_V4),
+        port: 7,
+        mac: [2, 0, 0, 0, 0, 7],
+        ipv4: Some(dst),
         ipv6: None,
-        name: "client".into(),
+        name: "moved".into(),
     });
     p.set_tables(Arc::new(b.build().unwrap()));
     assert_eq!(
         run(&mut p, &client_udp_to(dst), CLIENT_PORT, NOW).0,
-        Verdict::Drop(DropReason::UnknownPod)
+        Verdict::Tx(7)
     );
 }
 
