@@ -57,6 +57,7 @@ fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<
 fn first_packet(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
     let t = env.t;
     let route = st.route.lookup(t, m.key.family, &m.key.dst);
+    m.route = Some(route);
     let services = t.services();
     let has_ports = matches!(m.l4kind, L4::Tcp | L4::Udp);
     match m.ingress {

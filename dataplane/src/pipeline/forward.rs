@@ -78,8 +78,13 @@ impl RouteCache {
 pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Verdict {
     let t = env.t;
     let c = t.config();
-    let out = m.out();
-    let route = st.route.lookup(t, out.family, &out.dst);
+    let route = match m.route {
+        Some(r) if !m.nat => r,
+        _ => {
+            let out = m.out();
+            st.route.lookup(t, out.family, &out.dst)
+        }
+    };
     match route {
         RouteTarget::LocalPod(idx) => {
             let Some(pod) = t.pod(idx) else {

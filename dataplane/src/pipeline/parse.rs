@@ -10,6 +10,7 @@
 use super::drop::DropReason;
 use crate::conntrack::FlowKey;
 use crate::proto;
+use crate::state::RouteTarget;
 
 pub(crate) const ETH_LEN: usize = 14;
 pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -92,6 +93,9 @@ pub(crate) struct Meta {
     pub dport_at: u16,
     /// Whether the L4 checksum covers the pseudo-header (TCP, UDP, ICMPv6).
     pub pseudo: bool,
+    /// The route of the untranslated destination, when the flow stage already
+    /// looked it up (saves forwarding a second lookup).
+    pub route: Option<RouteTarget>,
 }
 
 impl Meta {
@@ -160,6 +164,7 @@ pub(crate) fn parse_ip(
     m.frag = Frag::None;
     m.frag_ident = 0;
     m.dont_frag = false;
+    m.route = None;
     m.csum_at = 0;
     m.sport_at = 0;
     m.dport_at = 0;
