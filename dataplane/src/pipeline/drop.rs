@@ -45,6 +45,7 @@ drop_reasons! {
     VlanOnPodPort => "802.1Q-tagged frame on a pod port",
     UnknownEthertype => "pod port frame that is neither IPv4, IPv6 nor ARP",
     BadIpHeader => "IP header with a bad version, header length or total length",
+    BadIpChecksum => "IPv4 header checksum does not verify",
     BadIpv6ExtHeader => "IPv6 extension header chain malformed or too long",
     ArpMalformed => "ARP that is not Ethernet/IPv4 or is truncated",
     ArpIgnored => "ARP that needs no answer (not a request, or for the pod's own address)",

@@ -79,7 +79,8 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
                     if !own {
                         return Some(Verdict::Drop(DropReason::Spoofed));
                     }
-                    if is_multicast(&m.key) || (m.family == 4 && m.key.dst[..4] == [255; 4]) {
+                    // (255.255.255.255 is above 224.0.0.0/4 too.)
+                    if is_multicast(&m.key) {
                         return Some(Verdict::Drop(DropReason::Multicast));
                     }
                     None

@@ -187,7 +187,12 @@ impl Pipeline {
             if let Some(x) = ingress::run(&env, st, f, m) {
                 *v = x;
                 m.done = true;
+                continue;
             }
+            // Start the conntrack index miss now; the flow stage reads the
+            // bucket after the rest of the batch has been parsed.
+            m.hash = m.key.hash();
+            env.ct.prefetch(m.hash);
         }
         for ((f, m), v) in frames
             .iter_mut()
@@ -280,6 +285,7 @@ fn run_stashed(env: &Env, st: &mut State, frame: &mut Frame, ingress: parse::Ing
         Err(r) => return Verdict::Drop(r),
     }
     m.ingress = ingress;
+    m.hash = m.key.hash();
     if let Some(v) = flow::run(env, st, frame, &mut m) {
         return v;
     }

@@ -35,6 +35,11 @@ fn reach(r: DropReason) -> Pipeline {
             f[14] = 0x55;
             run(&mut p, &f, c, NOW);
         }
+        DropReason::BadIpChecksum => {
+            let mut f = from_client4(WEB_LOCAL_V4, 1, 2);
+            f[24] ^= 0x01;
+            run(&mut p, &f, c, NOW);
+        }
         DropReason::BadIpv6ExtHeader => {
             let mut f = from_client6(WEB_LOCAL_V6, 1, 2);
             f[20] = 0; // next header: hop-by-hop, claiming a length past the end
