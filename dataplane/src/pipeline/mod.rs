@@ -13,6 +13,29 @@
 //! handed out by [`Pipeline::take_released`]; a stashed frame's own verdict is
 //! `Drop(FragStashed)` (its bytes were copied, the caller frees the buffer).
 //!
+//! **The established-flow fast path** (pod -> ClusterIP -> remote pod, the
+//! `bench-pipeline` scenario `service-encap`): ingress reads the Ethernet,
+//! IPv4 and L4 headers as fixed-size chunks (one length check per header, the
+//! IPv4 header checksum verified as five 32-bit words, as a Linux router
+//! does), fills a `Meta` with offsets and the flow key built straight
+//! from the bytes, and hashes the key once (`Meta::hash`, reused for the
+//! conntrack prefetch, Maglev, SNAT ports and the VXLAN source port). The flow
+//! stage's conntrack hit rewrites IPv4 TCP/UDP with one 32-bit-word checksum
+//! delta per header (`nat::rewrite`). Forwarding finds the translated
+//! destination in a 64-slot direct-mapped route cache, decrements the TTL with
+//! a constant checksum delta, and pushes the remote node's precomputed outer
+//! headers, deriving the outer IPv4 checksum from the template's partial sum.
+//!
+//! **Prefetch scheme**: at 1M flows the conntrack index and entries no longer
+//! fit in cache, and a lookup is two dependent misses. So the batch is
+//! processed stage by stage: the ingress loop ends each frame with
+//! `ct.prefetch(m.hash)` (the key's home bucket), and the flow loop runs only
+//! after every frame of the batch was parsed, by which time up to 64 bucket
+//! misses have overlapped instead of queueing (service-encap at 1M flows went
+//! from ~0.2 to ~0.7 of the 10k-flow packet rate). An entry-level prefetch (a
+//! second pass probing the fetched bucket's tags) would hide the entry miss
+//! too; it needs a conntrack method.
+//!
 //! Every frame ends with a [`Verdict`]; every drop names a [`DropReason`].
 //! Counters are summed per batch and added to [`Pipeline::counters`] once. No
 //! allocation, clock read or lock on the packet path (`now` comes in); the only
