@@ -24,26 +24,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
     };
     match kind {
         PortKind::None => Some(Verdict::Drop(DropReason::UnknownPort)),
-        PortKind::Uplink => {
-            if l3 != ETH_LEN || (et != ETHERTYPE_IPV4 && et != ETHERTYPE_IPV6) {
-                return Some(Verdict::Pass);
-            }
-            m.ingress = Ingress::Uplink;
-            if let Err(r) = parse_trim(frame, l3, et, m) {
-                return Some(Verdict::Drop(r));
-            }
-            if m.l4kind == L4::Udp && m.frag == Frag::None && is_for_node(env, m) {
-                let c = t.config();
-                if vxlan::is_vxlan_port(frame.data(), m.l4 as usize, c.vxlan_port) {
-                    if let Err(r) = vxlan::decap(frame, m.l4 as usize, c.vni) {
-                        return Some(Verdict::Drop(r));
-                    }
-                    st.cnt.decap += 1;
-                    return inner(frame, m);
-                }
-            }
-            None
-        }
+        PortKind::Uplink => uplink(env, st, frame, m, l3, et),
         PortKind::Pod(idx) => {
             let Some(pod) = t.pod(idx) else {
                 return Some(Verdict::Drop(DropReason::UnknownPort));
@@ -89,6 +70,50 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             }
         }
     }
+}
+
+/// A frame from the uplink: VXLAN for this node is decapsulated and parsed as
+/// received; anything else is parsed for the flow stage (or passed). Kept out
+/// of line so the pod path's loop stays compact (callgrind: inlined, it cost
+/// service-encap 20 instructions per packet in register spills).
+#[inline(never)]
+fn uplink(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l3: usize,
+    et: u16,
+) -> Option<Verdict> {
+    let t = env.t;
+    if let Some(node) = t.node_v4() {
+        let c = t.config();
+        if let Some(r) = vxlan::fast_decap_v4(frame, node, c.vxlan_port, c.vni) {
+            if let Err(r) = r {
+                return Some(Verdict::Drop(r));
+            }
+            st.cnt.decap += 1;
+            return inner(frame, m);
+        }
+    }
+    if l3 != ETH_LEN || (et != ETHERTYPE_IPV4 && et != ETHERTYPE_IPV6) {
+        return Some(Verdict::Pass);
+    }
+    m.ingress = Ingress::Uplink;
+    if let Err(r) = parse_trim(frame, l3, et, m) {
+        return Some(Verdict::Drop(r));
+    }
+    if m.l4kind == L4::Udp && m.frag == Frag::None && is_for_node(env, m) {
+        let c = t.config();
+        if vxlan::is_vxlan_port(frame.data(), m.l4 as usize, c.vxlan_port) {
+            if let Err(r) = vxlan::decap(frame, m.l4 as usize, c.vni) {
+                return Some(Verdict::Drop(r));
+            }
+            st.cnt.decap += 1;
+            return inner(frame, m);
+        }
+    }
+    None
 }
 
 #[inline(always)]

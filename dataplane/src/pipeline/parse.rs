@@ -242,7 +242,7 @@ fn parse_v4(d: &[u8], l3: usize, m: &mut Meta) -> Result<usize, DropReason> {
 /// carries, which folds to the byte-swapped 16-bit sum, and 0xffff is its own
 /// swap.
 #[inline(always)]
-fn header_sum_ok(h: &[u8; 20]) -> bool {
+pub(crate) fn header_sum_ok(h: &[u8; 20]) -> bool {
     let (a, b, c) = (
         u64::from_ne_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]),
         u64::from_ne_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),

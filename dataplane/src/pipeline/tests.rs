@@ -549,6 +549,49 @@ fn vxlan_for_a_local_pod_is_decapsulated_and_delivered() {
     assert_eq!(v, Verdict::Drop(DropReason::BadVni));
 }
 
+#[test]
+fn vxlan_outside_the_fast_decap_shape_is_decapsulated_the_same_way() {
+    let inner = tcp4(
+        NODE2_VTEP_MAC,
+        VTEP_MAC,
+        Ipv4Addr::new(10, 244, 2, 7),
+        CLIENT_V4,
+        80,
+        1234,
+        64,
+    );
+    let plain = vxlan_from_node2(&inner, 1);
+    let (want_v, want) = run(&mut pipe(), &plain, UPLINK, NOW);
+    assert_eq!(want_v, Verdict::Tx(CLIENT_PORT));
+    // Ethernet padding after the outer packet is trimmed on either path.
+    let mut padded = plain.clone();
+    padded.extend_from_slice(&[0xee; 7]);
+    assert_eq!(
+        run(&mut pipe(), &padded, UPLINK, NOW),
+        (want_v, want.clone())
+    );
+    // Outer IPv4 options (a no-op and end of list) take the general parse.
+    let mut opts = plain[..34].to_vec();
+    opts.extend_from_slice(&[1, 1, 1, 0]);
+    opts.extend_from_slice(&plain[34..]);
+    opts[14] = 0x46;
+    let total = u16::from_be_bytes([opts[16], opts[17]]) + 4;
+    opts[16..18].copy_from_slice(&total.to_be_bytes());
+    opts[24..26].copy_from_slice(&[0, 0]);
+    let c = crate::wire::checksum::finish(crate::wire::checksum::sum(&opts[14..38]));
+    opts[24..26].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(run(&mut pipe(), &opts, UPLINK, NOW), (want_v, want));
+    // A bad outer header checksum is dropped, not decapsulated.
+    let mut bad = plain;
+    bad[24] ^= 0x40;
+    let mut p = pipe();
+    assert_eq!(
+        run(&mut p, &bad, UPLINK, NOW).0,
+        Verdict::Drop(DropReason::BadIpChecksum)
+    );
+    assert_eq!(p.counters().decap, 0);
+}
+
 // ---------------------------------------------------------------- services
 
 /// Demo tables plus Service `solo` 10.96.0.77:80 -> `backend`:8080.

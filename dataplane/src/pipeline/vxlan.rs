@@ -3,7 +3,7 @@
 //! hash, IPv4 outer UDP checksum 0, IPv6 outer UDP checksum computed).
 
 use super::drop::DropReason;
-use super::parse::{rd16, wr16, ETH_LEN};
+use super::parse::{header_sum_ok, rd16, wr16, ETH_LEN};
 use super::Frame;
 use crate::state::{NodeConfig, RemoteNode};
 use crate::wire::checksum;
@@ -33,6 +33,44 @@ pub(crate) fn decap(frame: &mut Frame, l4: usize, vni: u32) -> Result<(), DropRe
     }
     frame.pull_head(v + VXLAN_LEN);
     Ok(())
+}
+
+/// VXLAN from the uplink in one step, for the common outer shape: untagged
+/// Ethernet, IPv4 without options to `node` (this node's underlay address),
+/// not a fragment, a valid header checksum, UDP to `port`. Trims the outer
+/// packet to its IP length, checks the VXLAN header and strips the outer
+/// headers, as parsing the outer packet and then [`decap`] would, without
+/// filling the outer packet's metadata (callgrind, decap-reverse: about -35
+/// instructions). `None`: any other frame (the general path decides).
+#[inline(always)]
+pub(crate) fn fast_decap_v4(
+    frame: &mut Frame,
+    node: [u8; 4],
+    port: u16,
+    vni: u32,
+) -> Option<Result<(), DropReason>> {
+    const L3: usize = ETH_LEN;
+    const L4: usize = L3 + 20;
+    let d = frame.data();
+    let h = d.first_chunk::<{ L4 + UDP_LEN }>()?;
+    let ip = h[L3..].first_chunk::<20>()?;
+    let udp = h.last_chunk::<UDP_LEN>()?;
+    if h[12..14] != [0x08, 0x00]
+        || ip[0] != 0x45
+        || ip[9] != crate::proto::UDP
+        || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+        || ip[16..20] != node
+        || u16::from_be_bytes([udp[2], udp[3]]) != port
+        || !header_sum_ok(ip)
+    {
+        return None;
+    }
+    let end = L3 + u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if end > d.len() || end < L4 + UDP_LEN {
+        return None;
+    }
+    frame.trim(end);
+    Some(decap(frame, L4, vni))
 }
 
 /// The outer UDP source port for a flow hash: 49152..=65535 (RFC 7348 5).
