@@ -1,0 +1,71 @@
+//! Real packets: the XDP steering program, AF_XDP sockets over one shared UMEM,
+//! and the forwarding loop that hands received frames to the [`Pipeline`].
+//!
+//! - [`xdp`]: loads `bpf/steer.c` (compiled by `build.rs`) with aya, attaches
+//!   it to interfaces (native XDP, generic as a logged fallback) and keeps its
+//!   maps (sockets, interfaces, node addresses, VIPs, port ranges) up to date
+//!   at run time without reloading;
+//! - [`xsk`]: AF_XDP sockets made with xsk-rs (libxdp's own program load
+//!   inhibited; each socket's fd goes into our XSKMAP), all sharing one UMEM
+//!   so forwarding between ports copies nothing; fill/completion rings,
+//!   need_wakeup with batched kicks, and a frame account that shows no frame
+//!   is ever leaked;
+//! - [`forward`]: the minimal poll loop: receive a batch, run the pipeline,
+//!   transmit / free, with idle back-off to a blocking `poll()`;
+//! - [`netns`]: runs the calling thread in another network namespace (tests,
+//!   multi-node setups on one machine).
+//!
+//! This is the one module besides `state/` that uses `unsafe`: the UMEM is
+//! memory shared with the kernel, and xsk-rs marks every ring operation
+//! `unsafe` because frame ownership cannot be checked by the compiler. Each
+//! block names the invariant that makes it sound; the central one is frame
+//! ownership: a frame descriptor is in exactly one place at a time (the free
+//! list, a fill ring, an rx batch being processed, a tx ring awaiting
+//! completion), and only the rx-batch holder touches its bytes.
+//!
+//! [`Pipeline`]: crate::pipeline::Pipeline
+#![allow(unsafe_code)]
+
+pub mod forward;
+pub mod netns;
+pub mod xdp;
+pub mod xsk;
+
+pub use forward::{Forwarder, IoStats, RunOptions};
+pub use xdp::{IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode};
+pub use xsk::{BindMode, FrameAccount, Owned, Xsk, XskConfig, XskStats, ZeroCopy};
+
+/// An I/O set-up error with the context an operator needs (which interface,
+/// which step), as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("interface {0:?} not found")]
+    NoSuchInterface(String),
+    #[error("{what}: {source}")]
+    Os {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl IoError {
+    pub(crate) fn setup(msg: impl Into<String>) -> IoError {
+        IoError::Setup(msg.into())
+    }
+}
+
+/// The index of the interface named `name` in the calling thread's network
+/// namespace.
+pub fn ifindex(name: &str) -> Result<u32, IoError> {
+    let c = std::ffi::CString::new(name).map_err(|_| IoError::NoSuchInterface(name.into()))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
+    // if_nametoindex only reads it.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(IoError::NoSuchInterface(name.into()));
+    }
+    Ok(idx)
+}
