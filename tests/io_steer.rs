@@ -59,7 +59,17 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
     // A neighbour that does not exist: frames to it are sent without ARP.
     topo.ip(
         &pod,
-        &["neigh", "add", "10.77.0.9", "lladdr", "02:00:00:00:00:09", "dev", "eth0", "nud", "permanent"],
+        &[
+            "neigh",
+            "add",
+            "10.77.0.9",
+            "lladdr",
+            "02:00:00:00:00:09",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
     );
 
     let stop = AtomicBool::new(false);
@@ -111,21 +121,33 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
         assert_eq!(how, XdpAttachMode::Native, "veth takes native XDP");
         assert_eq!(mode, BindMode::Copy);
 
-        let ok = topo.exec(&pod, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.1"]);
+        let ok = topo.exec(
+            &pod,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.1"],
+        );
         assert!(
             ok.status.success(),
             "ping to the node address must go through the kernel: {}",
             String::from_utf8_lossy(&ok.stdout)
         );
-        let other = topo.exec(&pod, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.77.0.9"]);
+        let other = topo.exec(
+            &pod,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.77.0.9"],
+        );
         assert!(!other.status.success(), "nobody answers 10.77.0.9");
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Relaxed);
         h.join().expect("dataplane thread")
     });
 
-    assert_eq!(seen.echo_to_other, 3, "the 3 echo requests to 10.77.0.9 reach the socket");
-    assert_eq!(seen.to_node, 0, "nothing addressed to the node reaches the socket");
+    assert_eq!(
+        seen.echo_to_other, 3,
+        "the 3 echo requests to 10.77.0.9 reach the socket"
+    );
+    assert_eq!(
+        seen.to_node, 0,
+        "nothing addressed to the node reaches the socket"
+    );
     assert!(seen.steer.redirected >= 3, "{:?}", seen.steer);
     // 3 echo requests and an ARP request for the node address, at least.
     assert!(seen.steer.passed >= 4, "{:?}", seen.steer);

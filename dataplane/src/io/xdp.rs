@@ -394,12 +394,7 @@ impl Steering {
 
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> SteerStats {
-        let get = |i: u32| -> u64 {
-            self.stats
-                .get(&i, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
+        let get = |i: u32| -> u64 { self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         SteerStats {
             redirected: get(STAT_REDIRECT),
             passed: get(STAT_PASS),
@@ -466,7 +461,15 @@ mod tests {
         // e_machine (offset 18, little endian) is EM_BPF (247).
         assert_eq!(u16::from_le_bytes([STEER_OBJ[18], STEER_OBJ[19]]), 247);
         let has = |s: &[u8]| STEER_OBJ.windows(s.len()).any(|w| w == s);
-        for name in ["xsks", "ifaces", "config", "vips", "node_addrs", "stats", PROG] {
+        for name in [
+            "xsks",
+            "ifaces",
+            "config",
+            "vips",
+            "node_addrs",
+            "stats",
+            PROG,
+        ] {
             assert!(has(name.as_bytes()), "no {name} in steer.o");
         }
     }

@@ -360,7 +360,9 @@ impl Xsk {
                     if mode == BindMode::Copy && self.cfg.zero_copy == ZeroCopy::Auto {
                         log::info!(
                             "{ifname} queue {queue}: zero-copy refused ({}), using copy mode",
-                            last.as_ref().map(|e: &IoError| e.to_string()).unwrap_or_default()
+                            last.as_ref()
+                                .map(|e: &IoError| e.to_string())
+                                .unwrap_or_default()
                         );
                     }
                     log::info!("{ifname} queue {queue}: AF_XDP socket bound in {mode:?} mode");
@@ -424,7 +426,8 @@ impl Xsk {
                 source: std::io::Error::from_raw_os_error(-r),
             });
         }
-        let raw = NonNull::new(raw).ok_or_else(|| IoError::setup("xsk_socket__create gave NULL"))?;
+        let raw =
+            NonNull::new(raw).ok_or_else(|| IoError::setup("xsk_socket__create gave NULL"))?;
         // SAFETY: `raw` is a live socket just created.
         let fd = unsafe { sys::xsk_socket__fd(raw.as_ptr()) };
         Ok(Socket {
@@ -718,7 +721,8 @@ impl Xsk {
                 if (k as u32) < got {
                     // SAFETY: slot idx+k was reserved above, written once
                     // before submit.
-                    let d = unsafe { &mut *sys::xsk_ring_prod__tx_desc(&mut *s.tx, idx + k as u32) };
+                    let d =
+                        unsafe { &mut *sys::xsk_ring_prod__tx_desc(&mut *s.tx, idx + k as u32) };
                     d.addr = addr;
                     d.len = len;
                     d.options = 0;
