@@ -155,3 +155,191 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
     assert_eq!(seen.account.missing(), 0, "{:?}", seen.account);
     assert_eq!(seen.account.held, 0, "{:?}", seen.account);
 }
+
+/// What the uplink test found in the socket: (destination, protocol, port).
+fn flows(frame: &[u8], out: &mut Vec<(std::net::IpAddr, u8, u16)>) {
+    let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        return;
+    };
+    let dst: std::net::IpAddr = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => ip.header().destination_addr().into(),
+        Some(NetSlice::Ipv6(ip)) => ip.header().destination_addr().into(),
+        _ => return,
+    };
+    let key = match &p.transport {
+        Some(TransportSlice::Udp(u)) => (dst, 17, u.destination_port()),
+        Some(TransportSlice::Tcp(t)) => (dst, 6, t.destination_port()),
+        Some(TransportSlice::Icmpv4(i)) => (dst, 1, i.type_u8() as u16),
+        Some(TransportSlice::Icmpv6(i)) => (dst, 58, i.type_u8() as u16),
+        _ => return,
+    };
+    if !out.contains(&key) {
+        out.push(key);
+    }
+}
+
+#[test]
+fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves_the_rest() {
+    use dataplane::io::ZeroCopy;
+    use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+
+    let mut topo = Topo::new("up");
+    let node = topo.netns("node");
+    let ext = topo.netns("ext");
+    topo.veth(&node, "up0", &ext, "eth0");
+    topo.ip(&node, &["addr", "add", "192.168.50.1/24", "dev", "up0"]);
+    topo.ip(
+        &node,
+        &["addr", "add", "fd00:50::1/64", "dev", "up0", "nodad"],
+    );
+    topo.ip(&ext, &["addr", "add", "192.168.50.9/24", "dev", "eth0"]);
+    topo.ip(
+        &ext,
+        &["addr", "add", "fd00:50::9/64", "dev", "eth0", "nodad"],
+    );
+    topo.ip(
+        &ext,
+        &["route", "add", "10.96.0.0/16", "via", "192.168.50.1"],
+    );
+
+    let node_v4: IpAddr = "192.168.50.1".parse().unwrap();
+    let node_v6: IpAddr = "fd00:50::1".parse().unwrap();
+    let vip: IpAddr = "10.96.0.10".parse().unwrap();
+    let stop = AtomicBool::new(false);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (found, steer, zc_mode) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let h = s.spawn(|| {
+            netns::enter_named(&node).expect("enter node namespace");
+            let mut st = Steering::load(&SteerConfig {
+                vxlan_port: 8472,
+                nodeport_range: (30000, 32767),
+                snat_ports: (40000, 40100),
+            })
+            .expect("load");
+            st.add_node_addr(node_v4).unwrap();
+            st.add_node_addr(node_v6).unwrap();
+            st.add_vip(vip, None).unwrap();
+            // An externalIP equal to the node address: only TCP 8443 is ours.
+            st.add_vip(node_v4, Some((6, 8443))).unwrap();
+            let (ifindex, _) = st.attach("up0", IfaceMode::Uplink, 1).expect("attach");
+            let mut xsk = Xsk::new(XskConfig {
+                zero_copy: ZeroCopy::Auto,
+                ..XskConfig::default()
+            })
+            .expect("umem");
+            let mode = xsk.add_socket("up0", 0, 0).expect("socket");
+            let (fd, _, q) = xsk.fd(0).unwrap();
+            st.set_socket(ifindex, q, fd).expect("xskmap");
+            ready_tx.send(()).unwrap();
+            let mut found = Vec::new();
+            let mut tokens = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                xsk.refill(0);
+                if xsk.rx(0, &mut tokens, 64) == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                for mut t in tokens.drain(..) {
+                    let (h, l) = (t.head as usize, t.len as usize);
+                    flows(&xsk.chunk(&mut t)[h..h + l], &mut found);
+                    xsk.free(t);
+                }
+            }
+            (found, st.stats(), mode)
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("dataplane thread ready");
+
+        // The node's own traffic still works through the kernel (ARP, ND, ICMP).
+        let ping = topo.exec(
+            &ext,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.50.1"],
+        );
+        assert!(
+            ping.status.success(),
+            "IPv4 ping to the node through the kernel"
+        );
+        let ping6 = topo.exec(
+            &ext,
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "fd00:50::1",
+            ],
+        );
+        assert!(
+            ping6.status.success(),
+            "IPv6 ping to the node through the kernel"
+        );
+
+        s.spawn(|| {
+            netns::enter_named(&ext).expect("enter ext namespace");
+            let u4 = UdpSocket::bind("192.168.50.9:0").unwrap();
+            let u6 = UdpSocket::bind("[fd00:50::9]:0").unwrap();
+            for _ in 0..2 {
+                for dst in [
+                    "192.168.50.1:8472",
+                    "192.168.50.1:30080",
+                    "192.168.50.1:40050",
+                    "10.96.0.10:80",
+                    "192.168.50.1:5353",
+                    "192.168.50.1:8443",
+                ] {
+                    u4.send_to(b"twill", dst).unwrap();
+                }
+                u6.send_to(b"twill", "[fd00:50::1]:8472").unwrap();
+                u6.send_to(b"twill", "[fd00:50::1]:5353").unwrap();
+            }
+            let syn: SocketAddr = "192.168.50.1:8443".parse().unwrap();
+            // Nobody answers the SYN (it is ours, not the kernel's): times out.
+            assert!(TcpStream::connect_timeout(&syn, Duration::from_millis(300)).is_err());
+        })
+        .join()
+        .expect("sender thread");
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        h.join().expect("dataplane thread")
+    });
+
+    assert_eq!(
+        zc_mode,
+        BindMode::Copy,
+        "veth has no zero-copy: fell back to copy mode"
+    );
+    let has = |ip: IpAddr, proto: u8, port: u16| found.contains(&(ip, proto, port));
+    for (ip, proto, port, what) in [
+        (node_v4, 17, 8472, "VXLAN"),
+        (node_v6, 17, 8472, "VXLAN over IPv6"),
+        (node_v4, 17, 30080, "a NodePort"),
+        (node_v4, 17, 40050, "a reply to the SNAT range"),
+        (vip, 17, 80, "a VIP"),
+        (node_v4, 6, 8443, "an externalIP:port on the node address"),
+    ] {
+        assert!(
+            has(ip, proto, port),
+            "{what} must reach the socket: {found:?}"
+        );
+    }
+    for (ip, proto, port, what) in [
+        (node_v4, 17, 5353, "another UDP port of the node"),
+        (node_v6, 17, 5353, "another UDP port of the node (IPv6)"),
+        (node_v4, 17, 8443, "UDP to the TCP-only externalIP port"),
+        (node_v4, 1, 8, "pings to the node"),
+        (node_v6, 58, 128, "IPv6 pings to the node"),
+    ] {
+        assert!(
+            !has(ip, proto, port),
+            "{what} must stay with the kernel: {found:?}"
+        );
+    }
+    assert_eq!(steer.no_socket, 0, "{steer:?}");
+    assert!(steer.passed >= 8, "{steer:?}");
+}

@@ -186,11 +186,17 @@ fn cons_ring() -> ConsRing {
 /// deleted before its rings are freed.
 struct Umem {
     raw: NonNull<sys::xsk_umem>,
-    /// The rings given to `xsk_umem__create`: libxdp keeps pointers to them
-    /// until the first socket takes them over (it copies them into that
-    /// socket's rings), and reads them at deletion if no socket ever did.
-    _fill0: ProdRing,
-    _comp0: ConsRing,
+    /// The fill and completion rings given to `xsk_umem__create`, until the
+    /// first socket takes them. libxdp keeps pointers to them (`fill_save`)
+    /// and reads them at deletion if no socket took them. They are lent to
+    /// the first socket's create call as its own fill/comp rings, so that a
+    /// failed attempt (a refused zero-copy bind) leaves them mapped: passing
+    /// other ring structs would make libxdp copy them and unmap the originals
+    /// on failure, breaking the UMEM.
+    rings: Option<(ProdRing, ConsRing)>,
+    /// The bind mode of the first socket, which every later socket sharing
+    /// this UMEM inherits (the kernel ignores their own flags).
+    mode: Option<BindMode>,
 }
 
 impl Drop for Umem {
@@ -268,6 +274,15 @@ pub struct Xsk {
     stats: XskStats,
 }
 
+impl Drop for Xsk {
+    fn drop(&mut self) {
+        // Later sockets first: the first one's fd is the UMEM's.
+        while let Some(s) = self.sockets.pop() {
+            drop(s);
+        }
+    }
+}
+
 // SAFETY: the raw libxdp pointers and the mapping are owned exclusively by
 // this value (no other handle to them exists), so moving it to another thread
 // moves sole ownership; libxdp keeps no thread-local state about them.
@@ -321,8 +336,8 @@ impl Xsk {
             sockets: Vec::new(),
             umem: Umem {
                 raw,
-                _fill0: fill0,
-                _comp0: comp0,
+                rings: Some((fill0, comp0)),
+                mode: None,
             },
             area,
             cfg,
@@ -348,10 +363,13 @@ impl Xsk {
             return Err(IoError::setup(format!("port {port}: already has a socket")));
         }
         let idx = ifindex(ifname)?;
-        let attempts: &[BindMode] = match self.cfg.zero_copy {
-            ZeroCopy::Off => &[BindMode::Copy],
-            ZeroCopy::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
-            ZeroCopy::Force => &[BindMode::ZeroCopy],
+        let attempts: &[BindMode] = match (self.umem.mode, self.cfg.zero_copy) {
+            // A later socket on a shared UMEM gets the first socket's mode.
+            (Some(BindMode::Copy), _) => &[BindMode::Copy],
+            (Some(BindMode::ZeroCopy), _) => &[BindMode::ZeroCopy],
+            (None, ZeroCopy::Off) => &[BindMode::Copy],
+            (None, ZeroCopy::Auto) => &[BindMode::ZeroCopy, BindMode::Copy],
+            (None, ZeroCopy::Force) => &[BindMode::ZeroCopy],
         };
         let mut last = None;
         for &mode in attempts {
@@ -366,6 +384,7 @@ impl Xsk {
                         );
                     }
                     log::info!("{ifname} queue {queue}: AF_XDP socket bound in {mode:?} mode");
+                    self.umem.mode = Some(mode);
                     s.port = port;
                     s.ifindex = idx;
                     self.sockets.push(s);
@@ -400,8 +419,13 @@ impl Xsk {
         };
         let mut rx = cons_ring();
         let mut tx = prod_ring();
-        let mut fill = prod_ring();
-        let mut comp = cons_ring();
+        // The first socket uses the UMEM's own rings (see `Umem::rings`).
+        let first = self.umem.rings.is_some();
+        let (mut fill, mut comp) = self
+            .umem
+            .rings
+            .take()
+            .unwrap_or_else(|| (prod_ring(), cons_ring()));
         let mut raw = std::ptr::null_mut();
         // SAFETY: the UMEM is registered and outlives every socket (drop
         // order in `Xsk`); the four ring boxes never move and are kept in the
@@ -421,6 +445,10 @@ impl Xsk {
             )
         };
         if r != 0 {
+            if first {
+                // Still the UMEM's (libxdp's `fill_save` points at them).
+                self.umem.rings = Some((fill, comp));
+            }
             return Err(IoError::Os {
                 what: format!("{ifname} queue {queue}: AF_XDP socket ({mode:?} mode)"),
                 source: std::io::Error::from_raw_os_error(-r),
@@ -449,11 +477,19 @@ impl Xsk {
     }
 
     /// Closes port `port`'s socket and returns its frames to the free list.
-    /// The caller clears its XSKMAP entry first.
+    /// The caller clears its XSKMAP entry first. The UMEM's first socket
+    /// cannot be removed (its fd is the UMEM's registration).
     pub fn remove_socket(&mut self, port: PortId) -> Result<(), IoError> {
         let i = self
             .index_of(port)
             .ok_or_else(|| IoError::setup(format!("port {port}: no socket")))?;
+        if i == 0 {
+            // Its fd is the UMEM's registration: it lives as long as the UMEM.
+            return Err(IoError::setup(format!(
+                "port {port}: the first socket of a UMEM cannot be removed (put a \
+                 permanent interface, the uplink, first)"
+            )));
+        }
         let mut s = self.sockets.remove(i);
         self.reindex();
         let staged = std::mem::take(&mut s.staged);
