@@ -6,10 +6,10 @@ set -euo pipefail
 # clang, llvm, m4: libxdp's BPF objects (clang, llc; m4 for its dispatcher) and
 #   bindgen (libclang, pulled in by clang); clang also builds dataplane/bpf/steer.c;
 # libelf-dev, zlib1g-dev: libbpf; libbpf-dev: <bpf/bpf_helpers.h> for steer.c;
-# linux-libc-dev: <linux/bpf.h> and friends; iproute2, iputils-ping: the netns
+# linux-libc-dev: <linux/bpf.h> and friends; iproute2, iputils-ping, ethtool: the netns
 #   integration tests (ip netns, veth, ping); valgrind: instruction counts.
 pkgs=(build-essential pkg-config clang llvm m4 libelf-dev zlib1g-dev libbpf-dev linux-libc-dev
-  iproute2 iputils-ping valgrind)
+  iproute2 iputils-ping ethtool valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
