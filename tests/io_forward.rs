@@ -27,7 +27,7 @@ fn mac(m: [u8; 6]) -> String {
 
 /// Addresses a pod as twill's CNI will: a /32, its gateway on-link, and the
 /// default route through it.
-fn pod_addr(topo: &Topo, ns: &str, m: [u8; 6], ip: &str) {
+fn pod_addr(topo: &Topo, ns: &str, m: [u8; 6], ip: &str, ip6: &str) {
     topo.ip(ns, &["link", "set", "eth0", "address", &mac(m)]);
     topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
     topo.ip(
@@ -46,6 +46,32 @@ fn pod_addr(topo: &Topo, ns: &str, m: [u8; 6], ip: &str) {
             "eth0",
         ],
     );
+    topo.ip(
+        ns,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    topo.ip(ns, &["-6", "route", "add", "fd00:244:1::1", "dev", "eth0"]);
+    topo.ip(
+        ns,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:244:1::1",
+            "dev",
+            "eth0",
+        ],
+    );
 }
 
 struct Result_ {
@@ -53,6 +79,9 @@ struct Result_ {
     io: IoStats,
     steer: SteerStats,
     account: FrameAccount,
+    after_detach: FrameAccount,
+    p1_attached: bool,
+    p2_attached: bool,
 }
 
 /// A node namespace with two pods wired to it by veth pairs (`p1`, `p2` on
@@ -64,8 +93,8 @@ fn two_pods(tag: &str) -> (Topo, String, String, String) {
     let pod2 = topo.netns("pod2");
     topo.veth(&node, "p1", &pod1, "eth0");
     topo.veth(&node, "p2", &pod2, "eth0");
-    pod_addr(&topo, &pod1, CLIENT_MAC, "10.244.1.2");
-    pod_addr(&topo, &pod2, WEB_LOCAL_MAC, "10.244.1.3");
+    pod_addr(&topo, &pod1, CLIENT_MAC, "10.244.1.2", "fd00:244:1::2");
+    pod_addr(&topo, &pod2, WEB_LOCAL_MAC, "10.244.1.3", "fd00:244:1::3");
     // A pod's TCP/UDP leave its eth0 with the checksum left to the NIC
     // (CHECKSUM_PARTIAL); XDP on the host side sees those bytes as they are,
     // so AF_XDP would forward an unfinished checksum that the receiving pod
@@ -82,7 +111,7 @@ fn two_pods(tag: &str) -> (Topo, String, String, String) {
 /// Runs twill (steering, sockets, forwarder) in `node` on the demo tables
 /// while `body` runs on this thread; returns `body`'s result and the
 /// dataplane's counters once it stopped.
-fn with_dataplane<T: Send>(node: &str, body: impl FnOnce() -> T) -> (T, Result_) {
+fn with_dataplane<T: Send>(topo: &Topo, node: &str, body: impl FnOnce() -> T) -> (T, Result_) {
     let tables = Arc::new(demo::demo_tables().expect("demo tables"));
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -101,14 +130,12 @@ fn with_dataplane<T: Send>(node: &str, body: impl FnOnce() -> T) -> (T, Result_)
             let mut st = Steering::load(&SteerConfig::from_node(tables.config())).expect("load");
             st.add_node_addr(demo::NODE_V4.into()).unwrap();
             st.add_node_addr(demo::NODE_V6.into()).unwrap();
-            let mut xsk = Xsk::new(XskConfig::default()).expect("umem");
-            for (ifname, port) in [("p1", CLIENT_PORT), ("p2", WEB_LOCAL_PORT)] {
-                let (ifindex, _) = st.attach(ifname, IfaceMode::Pod, 1).expect("attach");
-                xsk.add_socket(ifname, 0, port).expect("socket");
-                let (fd, _, q) = xsk.fd(port).unwrap();
-                st.set_socket(ifindex, q, fd).expect("xskmap");
-            }
+            let xsk = Xsk::new(XskConfig::default()).expect("umem");
             let mut fwd = Forwarder::new(xsk, Pipeline::standalone(tables.clone()));
+            for (ifname, port) in [("p1", CLIENT_PORT), ("p2", WEB_LOCAL_PORT)] {
+                fwd.attach(&mut st, ifname, port, IfaceMode::Pod)
+                    .expect("attach");
+            }
             ready_tx.send(()).unwrap();
             fwd.run(
                 &stop,
@@ -119,11 +146,18 @@ fn with_dataplane<T: Send>(node: &str, body: impl FnOnce() -> T) -> (T, Result_)
                 },
             );
             fwd.xsk_mut().reclaim();
+            let account = fwd.xsk().account();
+            // Pod 2 goes away: its program and socket are gone, its frames
+            // are back on the free list, pod 1 is still served.
+            fwd.detach(&mut st, WEB_LOCAL_PORT).expect("detach pod2");
             Result_ {
                 counters: *fwd.pipeline().counters(),
                 io: fwd.stats(),
                 steer: st.stats(),
-                account: fwd.xsk().account(),
+                account,
+                after_detach: fwd.xsk().account(),
+                p1_attached: io_support::has_xdp(topo, node, "p1"),
+                p2_attached: io_support::has_xdp(topo, node, "p2"),
             }
         });
         ready_rx
@@ -136,15 +170,30 @@ fn with_dataplane<T: Send>(node: &str, body: impl FnOnce() -> T) -> (T, Result_)
 }
 
 #[test]
-fn two_pods_ping_each_other_through_the_pipeline_which_answers_arp_for_the_gateway() {
+fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answers_arp_and_nd_for_the_gateway(
+) {
     let (topo, node, pod1, _pod2) = two_pods("fw");
-    let ((ping, neigh), r) = with_dataplane(&node, || {
+    let ((ping, ping6, neigh), r) = with_dataplane(&topo, &node, || {
         let ping = topo.exec(
             &pod1,
             &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.3"],
         );
-        let neigh = topo.exec(&pod1, &["ip", "neigh", "show", "10.244.1.1"]);
-        (ping, neigh)
+        let ping6 = topo.exec(
+            &pod1,
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "fd00:244:1::3",
+            ],
+        );
+        let neigh = topo.exec(&pod1, &["ip", "neigh", "show", "dev", "eth0"]);
+        (ping, ping6, neigh)
     });
     assert!(
         ping.status.success(),
@@ -153,11 +202,19 @@ fn two_pods_ping_each_other_through_the_pipeline_which_answers_arp_for_the_gatew
         r.io,
         r.counters
     );
-    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
     assert!(
-        neigh.contains(&mac(demo::GATEWAY_MAC)),
-        "pod1 resolved its gateway to the dataplane's MAC: {neigh}"
+        ping6.status.success(),
+        "pod1 -> pod2 IPv6 ping through the dataplane: {}",
+        String::from_utf8_lossy(&ping6.stdout)
     );
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    let gw = mac(demo::GATEWAY_MAC);
+    for ip in ["10.244.1.1 ", "fd00:244:1::1 "] {
+        assert!(
+            neigh.lines().any(|l| l.starts_with(ip) && l.contains(&gw)),
+            "pod1 resolved its gateway {ip}to the dataplane's MAC: {neigh}"
+        );
+    }
 
     let c = &r.counters;
     assert!(
@@ -183,7 +240,7 @@ fn two_pods_ping_each_other_through_the_pipeline_which_answers_arp_for_the_gatew
 fn a_udp_stream_between_pods_arrives_whole_and_leaks_no_frame() {
     const N: u32 = 2000;
     let (topo, node, pod1, pod2) = two_pods("ud");
-    let (got, r) = with_dataplane(&node, || {
+    let (got, r) = with_dataplane(&topo, &node, || {
         std::thread::scope(|s| {
             let rx = s.spawn(|| {
                 netns::enter_named(&pod2).expect("enter pod2");
@@ -219,7 +276,6 @@ fn a_udp_stream_between_pods_arrives_whole_and_leaks_no_frame() {
             rx.join().expect("receiver")
         })
     });
-    let _ = &topo;
     assert_eq!(
         got, N,
         "every datagram arrived: {:?} {:?}",

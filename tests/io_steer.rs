@@ -85,11 +85,10 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
             })
             .expect("load steering program");
             st.add_node_addr(NODE_IP.into()).unwrap();
-            let (ifindex, how) = st.attach("h1", IfaceMode::Pod, 1).expect("attach");
             let mut xsk = Xsk::new(XskConfig::default()).expect("umem");
             let mode = xsk.add_socket("h1", 0, 1).expect("socket");
-            let (fd, _, q) = xsk.fd(1).unwrap();
-            st.set_socket(ifindex, q, fd).expect("xskmap");
+            let (fd, _, _) = xsk.fd(1).unwrap();
+            let (_, how) = st.attach("h1", IfaceMode::Pod, 1, &[fd]).expect("attach");
             ready_tx.send((how, mode)).unwrap();
 
             let mut seen = Seen {
@@ -222,13 +221,14 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
             st.add_vip(vip, None).unwrap();
             // An externalIP equal to the node address: only TCP 8443 is ours.
             st.add_vip(node_v4, Some((6, 8443))).unwrap();
-            let (ifindex, _) = st.attach("up0", IfaceMode::Uplink, 1).expect("attach");
             let mut xsk = Xsk::new(XskConfig {
                 zero_copy: ZeroCopy::Auto,
                 ..XskConfig::default()
             })
             .expect("umem");
             let mode = xsk.add_socket("up0", 0, 0).expect("socket");
+            let (ifindex, _) = st.attach("up0", IfaceMode::Uplink, 1, &[]).expect("attach");
+            // Inserted after attaching here (the other order is attach's own).
             let (fd, _, q) = xsk.fd(0).unwrap();
             st.set_socket(ifindex, q, fd).expect("xskmap");
             ready_tx.send(()).unwrap();

@@ -81,6 +81,13 @@ impl Drop for Topo {
     }
 }
 
+/// Whether an XDP program is attached to `dev` in namespace `ns`.
+pub fn has_xdp(topo: &Topo, ns: &str, dev: &str) -> bool {
+    let out = topo.exec(ns, &["ip", "link", "show", "dev", dev]);
+    assert!(out.status.success(), "ip link show {dev} in {ns}");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
 /// Runs a command that must succeed.
 pub fn run(cmd: &[&str]) {
     let out = Command::new(cmd[0])

@@ -24,8 +24,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::xsk::{Owned, Xsk};
+use super::xdp::{IfaceMode, Steering};
+use super::xsk::{BindMode, Owned, Xsk};
+use super::IoError;
 use crate::pipeline::{Frame, Pipeline, Verdict, BATCH, HEADROOM};
+use crate::PortId;
 
 /// Loop counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,6 +116,40 @@ impl Forwarder {
 
     pub fn stats(&self) -> IoStats {
         self.stats
+    }
+
+    /// Serves `ifname` (queue 0) as dataplane port `port`: opens its AF_XDP
+    /// socket on this loop's UMEM, then attaches the steering program with
+    /// the socket already in its map. Returns the socket's bind mode.
+    pub fn attach(
+        &mut self,
+        st: &mut Steering,
+        ifname: &str,
+        port: PortId,
+        mode: IfaceMode,
+    ) -> Result<BindMode, IoError> {
+        let bind = self.xsk.add_socket(ifname, 0, port)?;
+        let (fd, _, _) = self
+            .xsk
+            .fd(port)
+            .ok_or_else(|| IoError::setup("socket vanished"))?;
+        if let Err(e) = st.attach(ifname, mode, 1, &[fd]) {
+            let _ = self.xsk.remove_socket(port);
+            return Err(e);
+        }
+        Ok(bind)
+    }
+
+    /// Stops serving port `port`: its steering entry and program go first (its
+    /// traffic returns to the kernel), then its socket, whose frames return to
+    /// the free list. Other ports are untouched.
+    pub fn detach(&mut self, st: &mut Steering, port: PortId) -> Result<(), IoError> {
+        let (_, ifindex, _) = self
+            .xsk
+            .fd(port)
+            .ok_or_else(|| IoError::setup(format!("port {port}: not attached")))?;
+        st.detach(ifindex)?;
+        self.xsk.remove_socket(port)
     }
 
     /// One pass over all sockets; returns the frames received.

@@ -12,6 +12,7 @@
 //! it attached, so no program is left behind.
 
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
@@ -237,20 +238,23 @@ impl Steering {
     }
 
     /// Attaches the program to `name` (in the calling thread's network
-    /// namespace) as `mode`, with `queues` XSKMAP slots (one per rx queue).
-    /// Tries native XDP first and falls back to generic XDP with a log line.
-    /// Returns the interface index and how it was attached.
+    /// namespace) as `mode`, with `queues` XSKMAP slots (one per rx queue);
+    /// `sockets[q]`, if given, is queue `q`'s AF_XDP socket, put in the map
+    /// before the program is attached so no frame of ours finds the map
+    /// empty. Tries native XDP first and falls back to generic XDP with a log
+    /// line. Returns the interface index and how it was attached.
     pub fn attach(
         &mut self,
         name: &str,
         mode: IfaceMode,
         queues: u32,
+        sockets: &[RawFd],
     ) -> Result<(u32, XdpAttachMode), IoError> {
         let idx = ifindex(name)?;
         if self.attached.iter().any(|a| a.ifindex == idx) {
             return Err(IoError::setup(format!("{name}: already attached")));
         }
-        let queues = queues.max(1);
+        let queues = queues.max(sockets.len() as u32).max(1);
         let base = self.free_slots(queues).ok_or_else(|| {
             IoError::setup(format!("{name}: no free XSKMAP slots for {queues} queues"))
         })?;
@@ -261,9 +265,20 @@ impl Steering {
             },
             xsk_base: base,
         };
-        self.ifaces
-            .insert(idx, cfg, 0)
-            .map_err(|e| map_err(format!("{name}: writing its steering entry"), e))?;
+        for (q, &fd) in sockets.iter().enumerate() {
+            if let Err(e) = self.xsks.set(base + q as u32, fd, 0) {
+                for k in 0..q as u32 {
+                    let _ = self.xsks.unset(base + k);
+                }
+                return Err(map_err(format!("{name}: inserting its AF_XDP socket"), e));
+            }
+        }
+        if let Err(e) = self.ifaces.insert(idx, cfg, 0) {
+            for k in 0..sockets.len() as u32 {
+                let _ = self.xsks.unset(base + k);
+            }
+            return Err(map_err(format!("{name}: writing its steering entry"), e));
+        }
         let prog = self.prog()?;
         let (link, how) = match prog.attach_to_if_index(idx, XdpMode::Driver) {
             Ok(l) => (l, XdpAttachMode::Native),
@@ -274,6 +289,9 @@ impl Steering {
                 }
                 Err(e) => {
                     let _ = self.ifaces.remove(&idx);
+                    for k in 0..sockets.len() as u32 {
+                        let _ = self.xsks.unset(base + k);
+                    }
                     return Err(map_err(format!("{name}: attaching XDP"), e));
                 }
             },
