@@ -221,8 +221,15 @@ fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answer
         c.arp_replies >= 2,
         "each pod's ARP for its gateway was answered: {c:?}"
     );
-    assert!(c.tx >= 6, "3 echo requests and 3 replies forwarded: {c:?}");
-    assert!(r.io.staged_tx >= 8, "{:?}", r.io);
+    assert!(
+        c.nd_replies >= 2,
+        "each pod's ND for its gateway was answered: {c:?}"
+    );
+    assert!(
+        c.tx >= 12,
+        "3 + 3 echo requests and their replies forwarded: {c:?}"
+    );
+    assert!(r.io.staged_tx >= 16, "{:?}", r.io);
     assert_eq!(r.io.pass_unhandled, 0, "{:?}", r.io);
     assert_eq!(r.io.tx_unknown_port, 0, "{:?}", r.io);
     assert!(r.steer.redirected >= 8, "{:?}", r.steer);
@@ -233,6 +240,22 @@ fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answer
         r.io.sleeps > 0,
         "the idle loop blocked in poll(): {:?}",
         r.io
+    );
+    assert!(
+        r.p1_attached && !r.p2_attached,
+        "detaching pod2 left pod1 attached"
+    );
+    assert_eq!(r.after_detach.missing(), 0, "{:?}", r.after_detach);
+    assert_eq!(
+        r.after_detach.free,
+        r.account.free + r.account.fill - r.after_detach.fill,
+        "pod2's fill-ring frames came back to the free list: {:?} -> {:?}",
+        r.account,
+        r.after_detach
+    );
+    assert!(
+        !io_support::has_xdp(&topo, &node, "p1"),
+        "all detached at the end"
     );
 }
 
