@@ -309,3 +309,60 @@ fn a_udp_stream_between_pods_arrives_whole_and_leaks_no_frame() {
     assert_eq!((r.account.held, r.account.tx), (0, 0), "{:?}", r.account);
     assert_eq!(r.account.free + r.account.fill, r.account.total);
 }
+
+#[test]
+fn the_node_and_a_pod_reach_each_other_through_the_kernel_while_the_dataplane_runs() {
+    let (topo, node, pod1, _pod2) = two_pods("kp");
+    // What the CNI plugin sets up for the kernel's share of pod traffic: the
+    // host-side veth answers to the gateway MAC the pods send everything to,
+    // the node address is local, and each pod has a host route.
+    let gw = mac(demo::GATEWAY_MAC);
+    for dev in ["p1", "p2"] {
+        topo.ip(&node, &["link", "set", dev, "address", &gw]);
+    }
+    topo.ip(&node, &["addr", "add", "192.168.50.1/32", "dev", "lo"]);
+    topo.ip(
+        &node,
+        &[
+            "route",
+            "add",
+            "10.244.1.2",
+            "dev",
+            "p1",
+            "src",
+            "192.168.50.1",
+        ],
+    );
+    let ((to_pod, to_node, pod_to_pod), r) = with_dataplane(&topo, &node, || {
+        let to_pod = topo.exec(
+            &node,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.2"],
+        );
+        let to_node = topo.exec(
+            &pod1,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.50.1"],
+        );
+        let pod_to_pod = topo.exec(
+            &pod1,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.1.3"],
+        );
+        (to_pod, to_node, pod_to_pod)
+    });
+    assert!(to_pod.status.success(), "node -> pod through the kernel");
+    assert!(to_node.status.success(), "pod -> node through the kernel");
+    assert!(
+        pod_to_pod.status.success(),
+        "pod -> pod still through the dataplane"
+    );
+    assert!(
+        r.steer.passed >= 6,
+        "the node's pings were passed in XDP: {:?}",
+        r.steer
+    );
+    assert_eq!(
+        r.io.pass_unhandled, 0,
+        "none reached the dataplane: {:?}",
+        r.io
+    );
+    assert!(r.counters.tx >= 4, "{:?}", r.counters);
+}
