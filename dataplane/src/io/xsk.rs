@@ -28,6 +28,7 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use libxdp_sys as sys;
 
@@ -120,6 +121,8 @@ impl FrameAccount {
 /// [`Xsk`] by [`Xsk::free`] or [`Xsk::stage_tx`]. Not `Clone`.
 #[derive(Debug)]
 pub struct Owned {
+    /// The [`Xsk`] it belongs to (a token is honoured by its own only).
+    xsk: u32,
     chunk: u64,
     /// Data offset in the chunk and length as received.
     pub head: u32,
@@ -262,6 +265,8 @@ pub struct XskStats {
 pub struct Xsk {
     // Field order is drop order: sockets, then the UMEM, then its memory.
     sockets: Vec<Socket>,
+    /// Unique per `Xsk` in the process: stamps its tokens.
+    id: u32,
     umem: Umem,
     area: Area,
     cfg: XskConfig,
@@ -332,8 +337,10 @@ impl Xsk {
             .rev()
             .map(|i| i * FRAME_SIZE as u64)
             .collect();
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         Ok(Xsk {
             sockets: Vec::new(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             umem: Umem {
                 raw,
                 rings: Some((fill0, comp0)),
@@ -667,6 +674,7 @@ impl Xsk {
                 self.owner[c] = NO_OWNER;
                 s.fill_out -= 1;
                 out.push(Owned {
+                    xsk: self.id,
                     chunk,
                     head,
                     len: d.len,
@@ -683,17 +691,22 @@ impl Xsk {
         taken
     }
 
-    /// The whole chunk of a held frame (headroom, data and tailroom).
+    /// The whole chunk of a held frame (headroom, data and tailroom); empty
+    /// for a token of another `Xsk`.
     #[inline]
     pub fn chunk<'a>(&'a self, o: &'a mut Owned) -> &'a mut [u8] {
-        debug_assert!((o.chunk as usize) + FRAME_SIZE <= self.area.len);
-        // SAFETY: `o.chunk` is a chunk-aligned offset inside the area (tokens
-        // are made only by `rx`, which checked the owner table, sized to the
-        // area, and by `alloc`); the token is unique (not Clone, made once
-        // per ownership transfer from a ring or the free list, and the chunk
-        // is in no ring while the token exists), and this borrow holds it
-        // exclusively, so no other reference to these bytes exists in
-        // userspace and the kernel does not touch chunks it does not own.
+        if o.xsk != self.id {
+            return &mut [];
+        }
+        // SAFETY: the token is this `Xsk`'s, so `o.chunk` is a chunk-aligned
+        // offset inside this area (tokens are made only by `rx`, which
+        // checked the owner table, sized to the area, and by `alloc`, from
+        // the free list); the token is unique (not Clone, fields private,
+        // made once per ownership transfer from a ring or the free list, and
+        // the chunk is in no ring and on no list while the token exists), and
+        // this borrow holds it exclusively, so no other reference to these
+        // bytes exists in userspace and the kernel does not touch chunks it
+        // does not own.
         unsafe {
             std::slice::from_raw_parts_mut(self.area.ptr.as_ptr().add(o.chunk as usize), FRAME_SIZE)
         }
@@ -705,15 +718,21 @@ impl Xsk {
         let chunk = self.free.pop()?;
         self.held += 1;
         Some(Owned {
+            xsk: self.id,
             chunk,
             head: HEADROOM as u32,
             len: 0,
         })
     }
 
-    /// Gives a held frame back to the free list.
+    /// Gives a held frame back to the free list (a token of another `Xsk`
+    /// is counted as `bad_desc` and dropped).
     #[inline]
     pub fn free(&mut self, o: Owned) {
+        if o.xsk != self.id {
+            self.stats.bad_desc += 1;
+            return;
+        }
         self.held -= 1;
         self.free.push(o.chunk);
     }
@@ -723,7 +742,7 @@ impl Xsk {
     /// left them). Sent at the next [`Xsk::flush`].
     #[inline]
     pub fn stage_tx(&mut self, i: usize, o: Owned, head: u32, len: u32) {
-        if head as usize + len as usize > FRAME_SIZE || len == 0 {
+        if head as usize + len as usize > FRAME_SIZE || len == 0 || o.xsk != self.id {
             self.free(o);
             return;
         }
