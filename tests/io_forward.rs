@@ -11,8 +11,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use dataplane::io::{
-    netns, Forwarder, FrameAccount, IfaceMode, IoStats, RunOptions, SteerConfig, SteerStats,
-    Steering, Xsk, XskConfig,
+    control_channel, netns, reply_channel, Control, ControlSender, Forwarder, FrameAccount,
+    IfaceMode, IoStats, RunOptions, SteerConfig, SteerStats, Steering, Xsk, XskConfig,
 };
 use dataplane::pipeline::{Counters, Pipeline};
 use dataplane::state::demo::{self, CLIENT_MAC, CLIENT_PORT, WEB_LOCAL_MAC, WEB_LOCAL_PORT};
@@ -111,10 +111,15 @@ fn two_pods(tag: &str) -> (Topo, String, String, String) {
 /// Runs twill (steering, sockets, forwarder) in `node` on the demo tables
 /// while `body` runs on this thread; returns `body`'s result and the
 /// dataplane's counters once it stopped.
-fn with_dataplane<T: Send>(topo: &Topo, node: &str, body: impl FnOnce() -> T) -> (T, Result_) {
+fn with_dataplane<T: Send>(
+    topo: &Topo,
+    node: &str,
+    body: impl FnOnce(&ControlSender) -> T,
+) -> (T, Result_) {
     let tables = Arc::new(demo::demo_tables().expect("demo tables"));
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel();
+    let (ctl_tx, ctl_rx) = control_channel();
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         // Bounds the run if the test neither finishes nor unwinds.
@@ -137,13 +142,15 @@ fn with_dataplane<T: Send>(topo: &Topo, node: &str, body: impl FnOnce() -> T) ->
                     .expect("attach");
             }
             ready_tx.send(()).unwrap();
-            fwd.run(
+            fwd.run_controlled(
                 &stop,
                 RunOptions {
                     busy_poll: false,
                     idle_polls: 16,
                     sleep_ms: 5,
                 },
+                &mut st,
+                &ctl_rx,
             );
             fwd.xsk_mut().reclaim();
             let account = fwd.xsk().account();
@@ -163,7 +170,7 @@ fn with_dataplane<T: Send>(topo: &Topo, node: &str, body: impl FnOnce() -> T) ->
         ready_rx
             .recv_timeout(Duration::from_secs(20))
             .expect("dataplane thread ready");
-        let t = body();
+        let t = body(&ctl_tx);
         stop.store(true, Ordering::Relaxed);
         (t, h.join().expect("dataplane thread"))
     })
@@ -173,7 +180,7 @@ fn with_dataplane<T: Send>(topo: &Topo, node: &str, body: impl FnOnce() -> T) ->
 fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answers_arp_and_nd_for_the_gateway(
 ) {
     let (topo, node, pod1, _pod2) = two_pods("fw");
-    let ((ping, ping6, neigh), r) = with_dataplane(&topo, &node, || {
+    let ((ping, ping6, neigh), r) = with_dataplane(&topo, &node, |_| {
         let ping = topo.exec(
             &pod1,
             &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.3"],
@@ -263,7 +270,7 @@ fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answer
 fn a_udp_stream_between_pods_arrives_whole_and_leaks_no_frame() {
     const N: u32 = 2000;
     let (topo, node, pod1, pod2) = two_pods("ud");
-    let (got, r) = with_dataplane(&topo, &node, || {
+    let (got, r) = with_dataplane(&topo, &node, |_| {
         std::thread::scope(|s| {
             let rx = s.spawn(|| {
                 netns::enter_named(&pod2).expect("enter pod2");
@@ -333,7 +340,7 @@ fn the_node_and_a_pod_reach_each_other_through_the_kernel_while_the_dataplane_ru
             "192.168.50.1",
         ],
     );
-    let ((to_pod, to_node, pod_to_pod), r) = with_dataplane(&topo, &node, || {
+    let ((to_pod, to_node, pod_to_pod), r) = with_dataplane(&topo, &node, |_| {
         let to_pod = topo.exec(
             &node,
             &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.2"],
@@ -365,4 +372,88 @@ fn the_node_and_a_pod_reach_each_other_through_the_kernel_while_the_dataplane_ru
         r.io
     );
     assert!(r.counters.tx >= 4, "{:?}", r.counters);
+}
+
+#[test]
+fn a_pod_attached_while_a_stream_flows_is_served_and_the_stream_loses_nothing() {
+    const N: u32 = 3000;
+    let (mut topo, node, pod1, pod2) = two_pods("at");
+    let pod3 = topo.netns("pod3");
+    topo.veth(&node, "p3", &pod3, "eth0");
+    pod_addr(&topo, &pod3, demo::OTHER_MAC, "10.244.1.4", "fd00:244:1::4");
+    io_support::run(&[
+        "ip", "netns", "exec", &pod3, "ethtool", "-K", "eth0", "tx", "off",
+    ]);
+
+    let sent = std::sync::atomic::AtomicU32::new(0);
+    let ((got, attached, sent_at_attach, ping), r) = with_dataplane(&topo, &node, |ctl| {
+        std::thread::scope(|s| {
+            let rx = s.spawn(|| {
+                netns::enter_named(&pod2).expect("enter pod2");
+                let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut buf = [0u8; 2048];
+                let mut got = 0u32;
+                let t0 = Instant::now();
+                while got < N && t0.elapsed() < Duration::from_secs(30) {
+                    match sock.recv(&mut buf) {
+                        Ok(n) if n == 512 && buf[..4] == *b"twil" => got += 1,
+                        Ok(_) => {}
+                        Err(_) if got > 0 => break,
+                        Err(_) => {}
+                    }
+                }
+                got
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            s.spawn(|| {
+                netns::enter_named(&pod1).expect("enter pod1");
+                let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
+                let mut msg = [0x5au8; 512];
+                msg[..4].copy_from_slice(b"twil");
+                for i in 0..N {
+                    sock.send_to(&msg, "10.244.1.3:9000").unwrap();
+                    sent.store(i + 1, Ordering::Relaxed);
+                    if i % 4 == 3 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            });
+            // Mid-stream: pod 3 comes up.
+            let t0 = Instant::now();
+            while sent.load(Ordering::Relaxed) < N / 4 && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (done, reply) = reply_channel();
+            ctl.send(Control::Attach {
+                ifname: "p3".into(),
+                port: demo::OTHER_PORT,
+                mode: IfaceMode::Pod,
+                done,
+            })
+            .unwrap();
+            let attached = reply
+                .recv_timeout(Duration::from_secs(10))
+                .expect("attach reply");
+            let sent_at_attach = sent.load(Ordering::Relaxed);
+            let ping = topo.exec(
+                &pod3,
+                &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.1.2"],
+            );
+            (rx.join().expect("receiver"), attached, sent_at_attach, ping)
+        })
+    });
+    assert!(attached.is_ok(), "pod3 attached: {attached:?}");
+    assert!(
+        (N / 4..N).contains(&sent_at_attach),
+        "attached mid-stream ({sent_at_attach} of {N} sent)"
+    );
+    assert!(ping.status.success(), "pod3 is served once attached");
+    assert_eq!(
+        got, N,
+        "the stream on pod1 -> pod2 lost nothing: {:?}",
+        r.io
+    );
+    assert_eq!(r.account.missing(), 0, "{:?}", r.account);
 }

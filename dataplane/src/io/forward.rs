@@ -23,11 +23,15 @@
 //! `SO_PREFER_BUSY_POLL` (on veth it stops reception).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam::channel::{Receiver, Sender};
 
 use super::xdp::{IfaceMode, Steering};
 use super::xsk::{BindMode, Owned, Xsk};
 use super::IoError;
 use crate::pipeline::{Frame, Pipeline, Verdict, BATCH, HEADROOM};
+use crate::state::Tables;
 use crate::PortId;
 
 /// Loop counters.
@@ -69,6 +73,39 @@ impl Default for RunOptions {
             sleep_ms: 10,
         }
     }
+}
+
+/// A change to make between polls, sent to a running loop
+/// ([`Forwarder::run_controlled`]); the other ports keep being served.
+pub enum Control {
+    /// Serve `ifname` as `port` ([`Forwarder::attach`]); the result is sent back.
+    Attach {
+        ifname: String,
+        port: PortId,
+        mode: IfaceMode,
+        done: Sender<Result<BindMode, IoError>>,
+    },
+    /// Stop serving `port` ([`Forwarder::detach`]).
+    Detach {
+        port: PortId,
+        done: Sender<Result<(), IoError>>,
+    },
+    /// Switch the pipeline to new tables (a new pod, new Services).
+    Tables(Arc<Tables>),
+}
+
+/// The sending side of a loop's control channel.
+pub type ControlSender = Sender<Control>;
+
+/// A control channel for [`Forwarder::run_controlled`] (unbounded: control
+/// messages are rare and never on the packet path).
+pub fn control_channel() -> (ControlSender, Receiver<Control>) {
+    crossbeam::channel::unbounded()
+}
+
+/// A channel for one reply to a [`Control`] message.
+pub fn reply_channel<T>() -> (Sender<T>, Receiver<T>) {
+    crossbeam::channel::bounded(1)
 }
 
 /// One worker's loop state.
@@ -251,8 +288,54 @@ impl Forwarder {
 
     /// Polls until `stop` is set, with idle back-off per `opts`.
     pub fn run(&mut self, stop: &AtomicBool, opts: RunOptions) {
+        self.run_inner(stop, opts, None);
+    }
+
+    /// As [`Forwarder::run`], also applying [`Control`] messages between polls
+    /// (at most `sleep_ms` late when idle), with `st` the steering program the
+    /// ports are attached to.
+    pub fn run_controlled(
+        &mut self,
+        stop: &AtomicBool,
+        opts: RunOptions,
+        st: &mut Steering,
+        ctl: &Receiver<Control>,
+    ) {
+        self.run_inner(stop, opts, Some((st, ctl)));
+    }
+
+    fn apply(&mut self, st: &mut Steering, c: Control) {
+        match c {
+            Control::Attach {
+                ifname,
+                port,
+                mode,
+                done,
+            } => {
+                let r = self.attach(st, &ifname, port, mode);
+                let _ = done.send(r);
+            }
+            Control::Detach { port, done } => {
+                let r = self.detach(st, port);
+                let _ = done.send(r);
+            }
+            Control::Tables(t) => self.pipeline.set_tables(t),
+        }
+    }
+
+    fn run_inner(
+        &mut self,
+        stop: &AtomicBool,
+        opts: RunOptions,
+        mut ctl: Option<(&mut Steering, &Receiver<Control>)>,
+    ) {
         let mut empty = 0u32;
         while !stop.load(Ordering::Relaxed) {
+            if let Some((st, rx)) = ctl.as_mut() {
+                while let Ok(c) = rx.try_recv() {
+                    self.apply(st, c);
+                }
+            }
             let n = self.poll_once(monotonic_ns());
             if n > 0 {
                 empty = 0;

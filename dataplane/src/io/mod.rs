@@ -31,7 +31,9 @@ pub mod netns;
 pub mod xdp;
 pub mod xsk;
 
-pub use forward::{Forwarder, IoStats, RunOptions};
+pub use forward::{
+    control_channel, reply_channel, Control, ControlSender, Forwarder, IoStats, RunOptions,
+};
 pub use xdp::{IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode};
 pub use xsk::{BindMode, FrameAccount, Owned, Xsk, XskConfig, XskStats, ZeroCopy};
 
