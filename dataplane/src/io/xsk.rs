@@ -479,7 +479,8 @@ impl Xsk {
             name: ifname.to_string(),
             fill_out: 0,
             tx_out: 0,
-            staged: Vec::with_capacity(crate::pipeline::BATCH),
+            // At most a ring's worth per flush (`stage_tx`): never grows.
+            staged: Vec::with_capacity(self.cfg.ring_size as usize),
         })
     }
 
@@ -746,7 +747,14 @@ impl Xsk {
             self.free(o);
             return;
         }
-        self.sockets[i].staged.push((o.chunk + head as u64, len));
+        let s = &mut self.sockets[i];
+        if s.staged.len() == s.staged.capacity() {
+            // More than the tx ring holds: it would not fit at the flush.
+            self.stats.tx_ring_full += 1;
+            self.free(o);
+            return;
+        }
+        s.staged.push((o.chunk + head as u64, len));
     }
 
     /// Puts every socket's staged frames on its tx ring (frames that do not
