@@ -343,3 +343,43 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
     assert_eq!(steer.no_socket, 0, "{steer:?}");
     assert!(steer.passed >= 8, "{steer:?}");
 }
+
+#[test]
+fn attaching_a_missing_interface_fails_naming_it_and_leaves_nothing_attached() {
+    use dataplane::io::Forwarder;
+    use dataplane::pipeline::Pipeline;
+    use dataplane::state::demo;
+
+    let mut topo = Topo::new("ms");
+    let node = topo.netns("node");
+    let pod = topo.netns("pod");
+    topo.veth(&node, "h1", &pod, "eth0");
+    let (err, attached, h1_xdp) = std::thread::scope(|s| {
+        s.spawn(|| {
+            netns::enter_named(&node).expect("enter node namespace");
+            let tables = std::sync::Arc::new(demo::demo_tables().unwrap());
+            let mut st = Steering::load(&SteerConfig::from_node(tables.config())).expect("load");
+            let xsk = Xsk::new(XskConfig::default()).expect("umem");
+            let mut fwd = Forwarder::new(xsk, Pipeline::standalone(tables));
+            fwd.attach(&mut st, "h1", 1, IfaceMode::Pod).expect("h1");
+            let err = fwd
+                .attach(&mut st, "nope0", 2, IfaceMode::Pod)
+                .expect_err("no such interface");
+            let attached = st.attached().count();
+            let h1 = io_support::has_xdp(&topo, &node, "h1");
+            (err.to_string(), attached, h1)
+        })
+        .join()
+        .expect("thread")
+    });
+    assert!(
+        err.contains("nope0"),
+        "the error names the interface: {err}"
+    );
+    assert_eq!(attached, 1, "only h1 is attached");
+    assert!(h1_xdp, "h1 was attached while the forwarder lived");
+    assert!(
+        !io_support::has_xdp(&topo, &node, "h1"),
+        "and detached when it ended"
+    );
+}
