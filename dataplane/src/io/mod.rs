@@ -15,6 +15,19 @@
 //! - [`netns`]: runs the calling thread in another network namespace (tests,
 //!   multi-node setups on one machine).
 //!
+//! What the node and the CNI plugin must set up around a pod's veth (the
+//! integration tests do exactly this):
+//! - the host-side veth's MAC is the pods' gateway MAC, so the frames the
+//!   steering program passes to the kernel (pod -> node address) are accepted
+//!   as addressed to it; a host route to the pod's IP via its veth lets the
+//!   kernel answer (kubelet probes, host <-> pod);
+//! - the pod's eth0 has tx checksum offload off: a pod's TCP/UDP otherwise
+//!   leave with the checksum unfinished (CHECKSUM_PARTIAL), which XDP and
+//!   AF_XDP cannot see, so the receiving pod would drop them (this also
+//!   turns off TSO on that veth: see issue 3's note on bulk TCP);
+//! - the SNAT port range is outside the kernel's ephemeral ports, or reserved
+//!   ([`snat_overlaps_kernel_ports`] warns at load).
+//!
 //! This is the one module besides `state/` that uses `unsafe`: the UMEM is
 //! memory shared with the kernel, and xsk-rs marks every ring operation
 //! `unsafe` because frame ownership cannot be checked by the compiler. Each
@@ -34,7 +47,9 @@ pub mod xsk;
 pub use forward::{
     control_channel, reply_channel, Control, ControlSender, Forwarder, IoStats, RunOptions,
 };
-pub use xdp::{IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode};
+pub use xdp::{
+    snat_overlaps_kernel_ports, IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode,
+};
 pub use xsk::{BindMode, FrameAccount, Owned, Xsk, XskConfig, XskStats, ZeroCopy};
 
 /// An I/O set-up error with the context an operator needs (which interface,

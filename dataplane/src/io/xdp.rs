@@ -211,6 +211,16 @@ impl Steering {
             attached: Vec::new(),
         };
         s.set_config(cfg)?;
+        if let Some((lo, hi)) = snat_overlaps_kernel_ports(cfg.snat_ports) {
+            log::warn!(
+                "SNAT ports {}-{} overlap the kernel's ephemeral ports {lo}-{hi} \
+                 (net.ipv4.ip_local_port_range): replies to the node's own connections \
+                 on those ports would be steered to the dataplane; reserve them \
+                 (net.ipv4.ip_local_reserved_ports) or move the SNAT range",
+                cfg.snat_ports.0,
+                cfg.snat_ports.1
+            );
+        }
         Ok(s)
     }
 
@@ -427,6 +437,24 @@ impl Steering {
     }
 }
 
+/// The kernel's ephemeral port range (calling thread's network namespace) if
+/// `snat` overlaps it: the uplink rule "replies to the SNAT range are ours"
+/// would then take replies meant for the node's own connections. Ports the
+/// kernel reserves (`ip_local_reserved_ports`) are not checked.
+pub fn snat_overlaps_kernel_ports(snat: (u16, u16)) -> Option<(u16, u16)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let (lo, hi) = parse_port_range(&s)?;
+    (snat.0 != 0 && snat.0 <= hi && lo <= snat.1).then_some((lo, hi))
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let mut it = s.split_whitespace().map(|w| w.parse::<u16>());
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => Some((lo, hi)),
+        _ => None,
+    }
+}
+
 fn vip_key(ip: IpAddr, port: Option<(u8, u16)>) -> VipKey {
     let (proto, port) = port.unwrap_or((0, 0));
     VipKey {
@@ -457,6 +485,12 @@ fn raise_memlock() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_port_range_file_parses() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("junk"), None);
+    }
 
     #[test]
     fn map_structs_have_the_c_sizes() {
