@@ -298,7 +298,7 @@ fn a_udp_stream_between_pods_arrives_whole_and_leaks_no_frame() {
                 msg[..4].copy_from_slice(b"twil");
                 for i in 0..N {
                     sock.send_to(&msg, "10.244.1.3:9000").unwrap();
-                    if i % 32 == 31 {
+                    if i % 8 == 7 {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
