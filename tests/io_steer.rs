@@ -155,6 +155,9 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
     assert_eq!(seen.account.held, 0, "{:?}", seen.account);
 }
 
+/// Marker "protocol" for ICMP errors in [`flows`] (not an IP protocol number in use here).
+const ICMP_ERR: u8 = 201;
+
 /// What the uplink test found in the socket: (destination, protocol, port).
 fn flows(frame: &[u8], out: &mut Vec<(std::net::IpAddr, u8, u16)>) {
     let Ok(p) = SlicedPacket::from_ethernet(frame) else {
@@ -168,6 +171,16 @@ fn flows(frame: &[u8], out: &mut Vec<(std::net::IpAddr, u8, u16)>) {
     let key = match &p.transport {
         Some(TransportSlice::Udp(u)) => (dst, 17, u.destination_port()),
         Some(TransportSlice::Tcp(t)) => (dst, 6, t.destination_port()),
+        Some(TransportSlice::Icmpv4(i)) if i.type_u8() == 3 => {
+            // Destination unreachable: keyed by the quoted packet's source
+            // port, under the marker protocol ICMP_ERR.
+            let q = i.payload();
+            let ihl = (q.first().copied().unwrap_or(0) & 0xf) as usize * 4;
+            match q.get(ihl..ihl + 2) {
+                Some(b) => (dst, ICMP_ERR, u16::from_be_bytes([b[0], b[1]])),
+                None => return,
+            }
+        }
         Some(TransportSlice::Icmpv4(i)) => (dst, 1, i.type_u8() as u16),
         Some(TransportSlice::Icmpv6(i)) => (dst, 58, i.type_u8() as u16),
         _ => return,
@@ -206,7 +219,7 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
     let vip: IpAddr = "10.96.0.10".parse().unwrap();
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel();
-    let (found, steer, zc_mode) = std::thread::scope(|s| {
+    let (found_steer_mode, snat_err, other_err) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let h = s.spawn(|| {
             netns::enter_named(&node).expect("enter node namespace");
@@ -304,10 +317,41 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
         })
         .join()
         .expect("sender thread");
+        // The node sends to a closed port of ext from an SNAT port and from
+        // another port: ext's "port unreachable" about the first is steered
+        // to the dataplane (its socket never hears of it), about the second
+        // it reaches the kernel (ECONNREFUSED).
+        let (snat_err, other_err) = s
+            .spawn(|| {
+                netns::enter_named(&node).expect("enter node namespace");
+                let probe = |port: u16| {
+                    let u = UdpSocket::bind(("192.168.50.1", port)).unwrap();
+                    u.connect("192.168.50.9:9").unwrap();
+                    u.set_read_timeout(Some(Duration::from_millis(300)))
+                        .unwrap();
+                    u.send(b"twill").unwrap();
+                    let mut b = [0u8; 16];
+                    u.recv(&mut b).unwrap_err().kind()
+                };
+                (probe(40060), probe(5000))
+            })
+            .join()
+            .expect("node sender thread");
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Relaxed);
-        h.join().expect("dataplane thread")
+        (h.join().expect("dataplane thread"), snat_err, other_err)
     });
+    let ((found, steer, zc_mode), snat_err, other_err) = (found_steer_mode, snat_err, other_err);
+    assert_eq!(
+        other_err,
+        std::io::ErrorKind::ConnectionRefused,
+        "an ICMP error about the node's own port reaches the kernel"
+    );
+    assert_ne!(
+        snat_err,
+        std::io::ErrorKind::ConnectionRefused,
+        "an ICMP error about an SNAT port does not reach the kernel"
+    );
 
     assert_eq!(
         zc_mode,
@@ -322,6 +366,7 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
         (node_v4, 17, 40050, "a reply to the SNAT range"),
         (vip, 17, 80, "a VIP"),
         (node_v4, 6, 8443, "an externalIP:port on the node address"),
+        (node_v4, ICMP_ERR, 40060, "an ICMP error about an SNAT port"),
     ] {
         assert!(
             has(ip, proto, port),
@@ -334,6 +379,12 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
         (node_v4, 17, 8443, "UDP to the TCP-only externalIP port"),
         (node_v4, 1, 8, "pings to the node"),
         (node_v6, 58, 128, "IPv6 pings to the node"),
+        (
+            node_v4,
+            ICMP_ERR,
+            5000,
+            "an ICMP error about the node's own port",
+        ),
     ] {
         assert!(
             !has(ip, proto, port),

@@ -10,7 +10,8 @@
 //   a VIP the node does not own, VIP:port:proto for one it does, e.g. an
 //   externalIP equal to the node IP); the NodePort range and the SNAT port
 //   range on node addresses (TCP/UDP/SCTP), echo replies whose identifier is in
-//   the SNAT range. Everything else (ARP/ND, SSH, kubelet, API server, the
+//   the SNAT range, ICMP errors about a packet sent from an SNAT port (or with
+//   an echo identifier in the range). Everything else (ARP/ND, SSH, kubelet, API server, the
 //   kernel's own connections) goes to the kernel untouched.
 // - pod port: everything, except traffic addressed to the node's own addresses
 //   (kubelet probes, host <-> pod), ARP replies and IPv6 neighbor
@@ -132,6 +133,10 @@ struct pkt {
 	__u16 arp_op;
 	struct addr_key nd_target; // ARP target IP / NS target
 	__u8 has_target;
+	// An ICMP error: the quoted packet's source port (or echo identifier),
+	// i.e. the port of ours it is about.
+	__u8 has_inner;
+	__u16 inner_sport;
 };
 
 static __always_inline void count(__u32 idx)
@@ -166,6 +171,48 @@ static __always_inline int has_ports(__u8 proto)
 
 // Reads the L4 fields at `l4` (TCP/UDP/SCTP ports share the layout; ICMP's
 // type and identifier). Returns 0 if the header is truncated.
+// The source port (or echo request identifier) of the packet quoted by an
+// ICMP error, whose inner L4 header starts at `il4`.
+static __always_inline void inner_port(struct pkt *p, __u8 proto, __u8 *il4, void *end)
+{
+	if ((void *)(il4 + 8) > end)
+		return;
+	if (has_ports(proto)) {
+		p->inner_sport = ((__u16)il4[0] << 8) | il4[1];
+		p->has_inner = 1;
+	} else if ((proto == IPPROTO_ICMP && il4[0] == 8) ||
+		   (proto == IPPROTO_ICMPV6 && il4[0] == 128)) {
+		p->inner_sport = ((__u16)il4[4] << 8) | il4[5];
+		p->has_inner = 1;
+	}
+}
+
+// ICMPv4 destination unreachable, time exceeded, parameter problem; ICMPv6
+// the same and packet too big: they quote the packet they are about.
+static __always_inline void parse_icmp_error(struct pkt *p, __u8 *h, void *end)
+{
+	if (p->proto == IPPROTO_ICMP) {
+		if (h[0] != 3 && h[0] != 11 && h[0] != 12)
+			return;
+		struct iphdr *iip = (void *)(h + 8);
+		if ((void *)(iip + 1) > end)
+			return;
+		__u32 iihl = (iip->ihl * 4) & 0x3c;
+		if (iihl < sizeof(*iip))
+			return;
+		if (iip->frag_off & bpf_htons(0x1fff))
+			return;
+		inner_port(p, iip->protocol, (__u8 *)iip + iihl, end);
+	} else {
+		if (h[0] < 1 || h[0] > 4)
+			return;
+		struct ipv6hdr *iip6 = (void *)(h + 8);
+		if ((void *)(iip6 + 1) > end)
+			return;
+		inner_port(p, iip6->nexthdr, (__u8 *)(iip6 + 1), end);
+	}
+}
+
 static __always_inline int parse_l4(struct pkt *p, void *l4, void *end)
 {
 	if (has_ports(p->proto)) {
@@ -189,6 +236,7 @@ static __always_inline int parse_l4(struct pkt *p, void *l4, void *end)
 			__builtin_memcpy(p->nd_target.addr, h + 8, 16);
 			p->has_target = 1;
 		}
+		parse_icmp_error(p, h, end);
 	}
 	return 1;
 }
@@ -278,7 +326,11 @@ static __always_inline int node_port_for_us(const struct pkt *p, const struct st
 	}
 	if (uplink && (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)) {
 		__u8 reply = p->proto == IPPROTO_ICMP ? ICMP_ECHOREPLY_ : ICMPV6_ECHO_REPLY_;
-		return p->icmp_type == reply && in_range(p->dport, c->snat_lo, c->snat_hi);
+		if (p->icmp_type == reply && in_range(p->dport, c->snat_lo, c->snat_hi))
+			return 1;
+		// An error about a packet we sent from an SNAT port (path MTU,
+		// unreachable): the dataplane translates it back to the pod.
+		return p->has_inner && in_range(p->inner_sport, c->snat_lo, c->snat_hi);
 	}
 	return 0;
 }
