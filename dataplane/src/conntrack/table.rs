@@ -13,10 +13,26 @@
 //!   → `LIVE` → `DYING` → `FREE`) sits in the state word; `FREE` and re-use
 //!   bump `seq`, so a reader that holds an id across a re-use sees a different
 //!   version or a different key.
-//! - The **index** is open addressing over 64-byte buckets of eight `u64`
-//!   slots, 4 slots per flow (50% load at capacity), two per flow (orig key
-//!   and reply key). A slot is `committed:1 | tag:31 | (id+1):31 | dir:1`,
-//!   0 = empty. Lookups read slots with Acquire and never write them.
+//! - The **index** is open addressing over 64-byte buckets: seven `u64`
+//!   slots and one control word. Four words per flow at capacity (half a
+//!   bucket), two slots used per flow (orig key and reply key): 57% load. A
+//!   slot is `committed:1 | tag:31 | (id+1):31 | dir:1`, 0 = empty. Lookups
+//!   read slots with Acquire and never write them.
+//! - The **control word** of a bucket (F14-style) holds one tag byte per slot
+//!   (bytes 0-6: `0x80 | 7 hash bits` while the slot holds a committed key, 0
+//!   otherwise) and an overflow count (byte 7): how many slots of keys homed
+//!   at or before this bucket sit past it. `track` compares the seven tag
+//!   bytes at once (SWAR) and reads only the slots whose byte matches, and a
+//!   probe stops at the first bucket whose overflow count is 0: a miss usually
+//!   reads one control word. The count is raised (SeqCst RMW) on every bucket
+//!   between a key's home and its slot *before* the slot is published, and
+//!   lowered only *after* the slot is cleared, so it never under-counts. A tag
+//!   byte is written only by the slot's owner: set after the commit CAS (by
+//!   the inserter, before the entry goes `LIVE`) and cleared before the
+//!   unlinking CAS, so a set byte never outlives its slot's key. A stale or
+//!   missing byte can only make `track` miss a flow that is being inserted or
+//!   removed, as a stale slot read could; a byte match is always confirmed
+//!   on the slot and the entry.
 //! - **Insert race**: an inserter publishes a *pending* slot (CAS 0 → v) in the
 //!   first empty slot of the key's probe range, then scans the range for other
 //!   slots with an equal key: a committed one wins (withdraw, adopt it); a
@@ -24,7 +40,9 @@
 //!   with a higher id is removed (CAS v → 0). Then it commits (CAS v → v|C),
 //!   which fails if a lower id removed it. With SeqCst publication and scans,
 //!   of two racers at least one sees the other, so two committed slots with
-//!   equal keys never exist (see `claim`). The loser returns the winner's entry.
+//!   equal keys never exist (see `claim`; the scan's stop at a zero overflow
+//!   count keeps this, since the count of every bucket before a published
+//!   slot was raised before it). The loser returns the winner's entry.
 //!   A committed slot of a `DYING` entry is waited out (it is being unlinked),
 //!   not treated as an owner. An insert commits its orig slot, then claims the
 //!   reply slot the same way (`ReplyTaken` if another flow holds it, after
@@ -33,18 +51,19 @@
 //!   are committed. The only waits are on another inserter of the same tuple
 //!   between two of its CAS steps, bounded (`SPIN_LIMIT`, then `Full`,
 //!   counted as `contended`); lookups never wait.
-//! - **Lookups span**: a slot may sit up to `MAX_PROBE` buckets from its home;
-//!   the largest displacement ever published is kept in the header (raised
-//!   before publishing) and lookups scan only that far, usually one bucket.
+//! - **Probe length**: a slot may sit up to `MAX_PROBE` buckets from its home
+//!   (the insert fails as full beyond it); overflow counts are at most
+//!   `(MAX_PROBE - 1) * 7` plus one in-flight reservation per concurrent
+//!   inserter, far below the byte's 255.
 //! - **Reclamation**: an entry is claimed `LIVE → DYING` by one CAS (reclaim,
 //!   eviction or `remove`), its two slots are unlinked (CAS v → 0), and only
 //!   then is it freed (seq bump) and pushed on the free list (a Treiber stack
 //!   with an ABA tag in the head word).
 //! - **Per packet** (`track` on an established flow): one `FlowKey::hash`,
-//!   one read of the scan span, usually one bucket (a cache line), the key
-//!   compared in place as five words, the entry's version checked, and no
-//!   write unless the state changes (one CAS) or the last-seen tick moves
-//!   (one plain store, at most once per tick per flow).
+//!   usually one bucket (a cache line) whose control word names the one slot
+//!   to read, the key compared in place as five words, the entry's version
+//!   checked, and no write unless the state changes (one CAS) or the
+//!   last-seen tick moves (one plain store, at most once per tick per flow).
 //! - **Timestamps** are `u32` ticks of 2^20 ns compared with wrapping
 //!   arithmetic (valid for idle times under 2^31 ticks, ~26 days, far above
 //!   any timeout; timeouts are capped there).
@@ -73,7 +92,8 @@ pub(crate) struct Entry {
 
 /// Bytes of one entry.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
-/// Index slots per flow at capacity (two used: 50% load).
+/// Index words per flow at capacity: half a bucket of seven slots and a
+/// control word (two slots used per flow: 57% load).
 pub const SLOTS_PER_FLOW: usize = 4;
 /// Index bytes per flow at capacity.
 pub const INDEX_BYTES_PER_FLOW: usize = SLOTS_PER_FLOW * 8;
@@ -83,7 +103,17 @@ pub const BYTES_PER_FLOW: usize = ENTRY_BYTES + INDEX_BYTES_PER_FLOW;
 const _: () = assert!(ENTRY_BYTES <= 96);
 const _: () = assert!(INDEX_BYTES_PER_FLOW <= 32);
 
+/// Words per bucket: slots 0-6 and the control word.
 const BUCKET: usize = 8;
+/// Slots per bucket.
+const SLOTS: usize = 7;
+/// Index of the control word in a bucket.
+const CTRL: usize = 7;
+/// One in the control word's overflow count (its top byte).
+const OVF_ONE: u64 = 1 << 56;
+const BYTE_LO: u64 = 0x0101_0101_0101_0101;
+/// The top bit of each slot's tag byte in the control word (bytes 0-6).
+const TAG_HI: u64 = 0x0080_8080_8080_8080;
 /// Longest probe, in buckets (the insert fails as full beyond it).
 const MAX_PROBE: usize = 16;
 /// Largest capacity: ids are 31 bits with id+1 != 0.
@@ -177,11 +207,11 @@ struct Header {
 struct Geometry {
     capacity: u32,
     buckets: u32,
+    /// Longest probe, in buckets.
     probe: u32,
-    /// Largest bucket displacement ever published (lookups scan up to it).
-    max_disp: AtomicU32,
-    /// Timeout per [`CtState`] (discriminant - 1), in ticks.
-    timeout_ticks: [u32; 12],
+    /// Timeout per [`CtState`] discriminant (the state word's bits 4-7), in
+    /// ticks; the unused values 0 and 13-15 time out at once.
+    timeout_ticks: [u32; 16],
 }
 
 /// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
@@ -213,11 +243,12 @@ const _: () = {
     shareable::<Table>();
 };
 
-/// Eight index slots: one cache line, the unit of a probe.
+/// Seven index slots and the control word: one cache line, the unit of a
+/// probe.
 #[repr(C, align(64))]
 struct Bucket([AtomicU64; BUCKET]);
 
-const _: () = assert!(std::mem::size_of::<Geometry>() == 64);
+const _: () = assert!(std::mem::size_of::<Geometry>() == 128);
 const _: () = assert!(std::mem::size_of::<Counters>() == 64);
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
 
@@ -312,16 +343,32 @@ fn slot_dir(v: u64) -> Dir {
 
 const TAG_MASK: u64 = 0x7fff_ffff << 32;
 
+/// A key's tag byte in its bucket's control word: seven hash bits under the
+/// top bit (so a set byte is never 0, the empty byte).
+#[inline]
+fn tag8(h: u64) -> u64 {
+    (h >> 32) & 0x7f | 0x80
+}
+
+/// Bit 7 of byte `i` (0-6) is set in the result if byte `i` of `x` is zero,
+/// and possibly for a byte above a zero byte (a borrow): a superset of the
+/// slots whose tag byte equals the broadcast one, when `x` = control ^
+/// broadcast. Every candidate is checked against the slot itself.
+#[inline]
+fn matches(x: u64) -> u64 {
+    x.wrapping_sub(BYTE_LO) & !x & TAG_HI
+}
+
 impl Table {
     /// A table for `capacity` flows (at least 1, at most [`MAX_CAPACITY`]).
     pub fn new(capacity: usize, timeouts: Timeouts) -> Table {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = capacity * SLOTS_PER_FLOW;
         let buckets = slots.div_ceil(BUCKET);
-        let mut timeout_ticks = [0u32; 12];
-        for (t, st) in timeout_ticks.iter_mut().zip(CtState::ALL) {
+        let mut timeout_ticks = [0u32; 16];
+        for st in CtState::ALL {
             let ns = u64::from(timeouts.of(st)) * 1_000_000_000;
-            *t = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
+            timeout_ticks[st as usize] = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
         }
         let entries: Box<[Entry]> = (0..capacity)
             .map(|i| Entry {
@@ -341,7 +388,6 @@ impl Table {
                     capacity: capacity as u32,
                     buckets: buckets as u32,
                     probe: buckets.min(MAX_PROBE) as u32,
-                    max_disp: AtomicU32::new(0),
                     timeout_ticks,
                 },
                 free: FreeHead(AtomicU64::new(1)),
@@ -407,25 +453,35 @@ impl Table {
     #[inline]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
         // The hot path, kept apart from `look`: one hash, usually one
-        // bucket, the key compared in place, nothing copied twice.
+        // bucket whose control word names the slots worth reading, the key
+        // compared in place, nothing copied twice.
         let kw = key.words();
-        let (home, tag) = self.home(key.hash());
+        let h = key.hash();
+        let (mut b, tag) = self.home(h);
         let want = tag | COMMITTED;
-        for d in 0..self.span() {
-            let bucket = self.index.get(self.bucket_at(home, d))?;
-            for slot in &bucket.0 {
-                let v = slot.load(Acquire);
-                if v & (TAG_MASK | COMMITTED) != want {
-                    continue;
-                }
-                match self.hit_at(v, &kw, tcp_flags, now) {
-                    Found::Hit(h) => return Some(h),
-                    Found::Expired => return None,
-                    Found::Other => {}
+        let bcast = tag8(h) * BYTE_LO;
+        let mut left = self.hdr.geo.probe;
+        loop {
+            let bucket = self.index.get(b)?;
+            let ctrl = bucket.0[CTRL].load(Acquire);
+            let mut m = matches(ctrl ^ bcast);
+            while m != 0 {
+                let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+                m &= m - 1;
+                if v & (TAG_MASK | COMMITTED) == want {
+                    match self.hit_at(v, &kw, tcp_flags, now) {
+                        Found::Hit(h) => return Some(h),
+                        Found::Expired => return None,
+                        Found::Other => {}
+                    }
                 }
             }
+            left -= 1;
+            if ctrl < OVF_ONE || left == 0 {
+                return None;
+            }
+            b = self.next_bucket(b);
         }
-        None
     }
 
     /// Matches slot value `v` against key words `kw`; on a live match,
@@ -436,10 +492,11 @@ impl Table {
         let Some(e) = self.entries.get(id as usize) else {
             return Found::Other;
         };
-        let dir = slot_dir(v);
-        let (mine, other) = match dir {
-            Dir::Orig => (&e.orig, &e.reply),
-            Dir::Reply => (&e.reply, &e.orig),
+        let reply = v & DIR_REPLY != 0;
+        let (mine, other) = if reply {
+            (&e.reply, &e.orig)
+        } else {
+            (&e.orig, &e.reply)
         };
         let s1 = e.seq.load(Acquire);
         if s1 & 1 == 1 || !same(&load5(mine), kw) {
@@ -448,19 +505,27 @@ impl Table {
         let ow = load5(other);
         let user = e.user.load(Relaxed);
         let word = Word(e.state.load(Relaxed));
+        let last = e.last.load(Relaxed);
         fence(Acquire);
         // A changed version means the entry was freed or reused under us:
         // the flow it held is gone.
         if e.seq.load(Relaxed) != s1 || word.life() != LIVE {
             return Found::Other;
         }
-        if self.expired(id, word, now) {
+        let t = tick(now);
+        let age = t.wrapping_sub(last) as i32;
+        if age > self.timeout(word) {
             return Found::Expired;
         }
-        self.update(e, s1, word, dir == Dir::Reply, flags, now);
+        if !word.steady(reply, flags) {
+            self.change(e, s1, word, reply, flags);
+        }
+        if age > 0 {
+            e.last.store(t, Relaxed);
+        }
         Found::Hit(Hit {
             id,
-            dir,
+            dir: if reply { Dir::Reply } else { Dir::Orig },
             xlate: key_from_words(&FlowKey::swap_words(&ow)),
             nat: word.nat(),
             user,
@@ -624,21 +689,28 @@ impl Table {
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
-    /// Buckets to scan: the largest displacement published so far, plus one.
-    #[inline]
-    fn span(&self) -> usize {
-        (self.hdr.geo.max_disp.load(SeqCst) as usize + 1).min(self.hdr.geo.probe as usize)
-    }
-
+    /// Word `s` of the index: bucket `s / 8`, slot `s % 8` (7 = control).
     #[inline]
     fn slot(&self, s: usize) -> &AtomicU64 {
         &self.index[s / BUCKET].0[s % BUCKET]
     }
 
+    /// The bucket after `b`, wrapping.
+    #[inline]
+    fn next_bucket(&self, b: usize) -> usize {
+        let b = b + 1;
+        if b == self.index.len() {
+            0
+        } else {
+            b
+        }
+    }
+
+    /// The bucket `d` after `home`, wrapping (`d` < buckets).
     #[inline]
     fn bucket_at(&self, home: usize, d: usize) -> usize {
         let b = home + d;
-        let n = self.hdr.geo.buckets as usize;
+        let n = self.index.len();
         if b >= n {
             b - n
         } else {
@@ -646,19 +718,20 @@ impl Table {
         }
     }
 
+    /// The insert path's lookup: every committed slot with `key`'s tag,
+    /// read in full (a flow still `INSERTING` is reported `Busy`).
     #[inline]
     fn look(&self, key: &FlowKey, now: u64) -> Look {
         let kw = key.words();
-        let (home, tag) = self.home(key.hash());
-        let span = self.span();
+        let (mut b, tag) = self.home(key.hash());
         let mut busy = false;
-        for d in 0..span {
-            let Some(bucket) = self.index.get(self.bucket_at(home, d)) else {
+        for _ in 0..self.hdr.geo.probe {
+            let Some(bucket) = self.index.get(b) else {
                 return Look::Miss;
             };
-            for slot in &bucket.0 {
+            for slot in &bucket.0[..SLOTS] {
                 let v = slot.load(Acquire);
-                if v & TAG_MASK != tag || v & COMMITTED == 0 {
+                if v & (TAG_MASK | COMMITTED) != tag | COMMITTED {
                     continue;
                 }
                 let id = slot_id(v);
@@ -683,6 +756,10 @@ impl Table {
                     _ => {}
                 }
             }
+            if bucket.0[CTRL].load(Acquire) < OVF_ONE {
+                break;
+            }
+            b = self.next_bucket(b);
         }
         if busy {
             Look::Busy
@@ -719,11 +796,17 @@ impl Table {
         None
     }
 
+    /// The timeout of word `w`'s state, in ticks.
+    #[inline]
+    fn timeout(&self, w: Word) -> i32 {
+        self.hdr.geo.timeout_ticks[(w.0 >> 4) as usize & 15] as i32
+    }
+
     #[inline]
     fn expired(&self, id: u32, w: Word, now: u64) -> bool {
         let last = self.entries[id as usize].last.load(Relaxed);
         let age = tick(now).wrapping_sub(last) as i32;
-        age > self.hdr.geo.timeout_ticks[w.state() as usize - 1] as i32
+        age > self.timeout(w)
     }
 
     /// Builds the hit and updates state and last-seen where they changed.
@@ -731,7 +814,13 @@ impl Table {
     fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
-        self.update(e, snap.seq, snap.word, reply, flags, now);
+        if !snap.word.steady(reply, flags) {
+            self.change(e, snap.seq, snap.word, reply, flags);
+        }
+        let t = tick(now);
+        if (t.wrapping_sub(e.last.load(Relaxed)) as i32) > 0 {
+            e.last.store(t, Relaxed);
+        }
         let other = if reply { &snap.orig } else { &snap.reply };
         Hit {
             id,
@@ -742,17 +831,15 @@ impl Table {
         }
     }
 
-    /// Writes the state word (CAS) only if the packet changes it and the
-    /// last-seen tick (plain store) only if it moved forward.
-    #[inline]
-    fn update(&self, e: &Entry, seq: u32, word: Word, reply: bool, flags: u8, now: u64) {
+    /// Writes the state word (CAS) if the packet changes it. Off the common
+    /// path: an established flow's packets are `steady`.
+    #[cold]
+    #[inline(never)]
+    fn change(&self, e: &Entry, seq: u32, word: Word, reply: bool, flags: u8) {
         let mut cur = word;
         for round in 0..4 {
             // Retry a lost CAS only while the entry still holds the same flow.
             if round > 0 && e.seq.load(Acquire) != seq {
-                break;
-            }
-            if cur.steady(reply, flags) {
                 break;
             }
             let next = cur.next(reply, flags);
@@ -766,10 +853,6 @@ impl Table {
                 Ok(_) => break,
                 Err(x) => cur = Word(x),
             }
-        }
-        let t = tick(now);
-        if (t.wrapping_sub(e.last.load(Relaxed)) as i32) > 0 {
-            e.last.store(t, Relaxed);
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::atomic::{fence, Ordering::*};
 
 use super::{
-    key_from_words, load5, same, slot_dir, slot_id, slot_val, tick, Claim, Dir, InsertError, Table,
-    Word, BUCKET, COMMITTED, EVICT_SCAN, SPIN_LIMIT, TAG_MASK,
+    key_from_words, load5, same, slot_dir, slot_id, slot_val, tag8, tick, Claim, Dir, InsertError,
+    Table, Word, BUCKET, COMMITTED, CTRL, EVICT_SCAN, OVF_ONE, SLOTS, SPIN_LIMIT, TAG_MASK,
 };
 use crate::conntrack::key::FlowKey;
 use crate::conntrack::state::{CtState, DYING, FREE, INSERTING, LIVE};
@@ -44,48 +44,50 @@ impl Table {
     /// finds the committed entry that holds an equal key.
     ///
     /// Why no duplicates: say X (id x) and Y (id y > x) both commit key K.
-    /// Each published pending (P) before its scan (S) and committed (C) after,
-    /// all SeqCst. Y committed, so S_Y did not see X's slot pending or
-    /// committed (either would make Y lose): S_Y < P_X. Hence P_Y < S_Y < P_X
-    /// < S_X, so S_X saw Y's slot pending (then X's CAS removed it, and C_Y
-    /// failed) or committed (then X lost). Either way one of them did not
-    /// commit.
+    /// Each raised the overflow counts up to its slot (R), published pending
+    /// (P) before its scan (S) and committed (C) after, all SeqCst. Y
+    /// committed, so S_Y did not see X's slot pending or committed (either
+    /// would make Y lose): S_Y read X's slot, or a zero count on the way to
+    /// it, before R_X < P_X. Hence R_Y < P_Y < S_Y < P_X < S_X, so S_X found
+    /// the counts up to Y's slot raised, reached it and saw it pending (then
+    /// X's CAS removed it, and C_Y failed) or committed (then X lost).
+    /// Either way one of them did not commit.
     pub(super) fn claim(&self, key: &FlowKey, id: u32, dir: Dir) -> Claim {
         let kw = key.words();
-        let (home, tag) = self.home(key.hash());
+        let h = key.hash();
+        let (home, tag) = self.home(h);
         let mine = slot_val(tag, id, dir);
         let probe = self.hdr.geo.probe as usize;
         let mut spins = 0u32;
         'retry: while spins < SPIN_LIMIT {
             spins += 1;
-            // 1. Publish pending in the first empty slot.
+            // 1. Publish pending in the first empty slot, the overflow counts
+            // on the way to it raised first.
             let mut pos = None;
             'find: for d in 0..probe {
                 let base = self.bucket_at(home, d) * BUCKET;
-                for s in base..base + BUCKET {
+                for s in base..base + SLOTS {
                     if self.slot(s).load(Relaxed) == 0 {
-                        // Raise the scan span before publishing beyond it
-                        // (a SeqCst load that sees it raised is enough).
-                        if self.hdr.geo.max_disp.load(SeqCst) < d as u32 {
-                            self.hdr.geo.max_disp.fetch_max(d as u32, SeqCst);
-                        }
+                        self.reserve(home, d);
                         if self
                             .slot(s)
                             .compare_exchange(0, mine, SeqCst, Relaxed)
                             .is_ok()
                         {
-                            pos = Some(s);
+                            pos = Some((s, d));
                             break 'find;
                         }
+                        self.release(home, d);
                     }
                 }
             }
-            let Some(pos) = pos else { return Claim::Full };
-            // 2. Scan for equal keys elsewhere.
-            let span = self.span();
-            for d in 0..span {
+            let Some((pos, disp)) = pos else {
+                return Claim::Full;
+            };
+            // 2. Scan for equal keys elsewhere, up to a zero overflow count.
+            for d in 0..probe {
                 let base = self.bucket_at(home, d) * BUCKET;
-                for s in base..base + BUCKET {
+                for s in base..base + SLOTS {
                     if s == pos {
                         continue;
                     }
@@ -106,14 +108,14 @@ impl Table {
                         }
                         let dying = snap.word.life() == DYING;
                         if v & COMMITTED != 0 && !dying {
-                            self.withdraw(pos, mine);
+                            self.withdraw(pos, mine, home, disp);
                             return Claim::Lost(other);
                         }
                         if dying || other < id {
                             // A dying entry is about to unlink the slot; a
                             // lower pending id wins: step aside and wait until
                             // the slot changes, then look again.
-                            self.withdraw(pos, mine);
+                            self.withdraw(pos, mine, home, disp);
                             while self.slot(s).load(Acquire) == v && spins < SPIN_LIMIT {
                                 spins += 1;
                                 std::hint::spin_loop();
@@ -121,23 +123,54 @@ impl Table {
                             continue 'retry;
                         }
                         match self.slot(s).compare_exchange(v, 0, SeqCst, SeqCst) {
-                            Ok(_) => break,
+                            Ok(_) => {
+                                // Same key, same home: its counts were ours
+                                // to lower now.
+                                self.release(home, d);
+                                break;
+                            }
                             Err(now_v) => v = now_v,
                         }
                     }
                 }
+                if self.slot(base + CTRL).load(SeqCst) < OVF_ONE {
+                    break;
+                }
             }
-            // 3. Commit (fails if a lower id removed our pending slot).
+            // 3. Commit (fails if a lower id removed our pending slot), then
+            // show the slot to `track` by its tag byte.
             if self
                 .slot(pos)
                 .compare_exchange(mine, mine | COMMITTED, SeqCst, Relaxed)
                 .is_ok()
             {
+                let ctrl = pos / BUCKET * BUCKET + CTRL;
+                self.slot(ctrl)
+                    .fetch_or(tag8(h) << (8 * (pos % BUCKET)), SeqCst);
                 return Claim::Won;
             }
         }
         self.hdr.sweep.contended.fetch_add(1, Relaxed);
         Claim::Full
+    }
+
+    /// Raises the overflow counts of the `disp` buckets from `home` on (a
+    /// slot is about to be published `disp` buckets past its home).
+    #[inline]
+    fn reserve(&self, home: usize, disp: usize) {
+        for d in 0..disp {
+            let ctrl = self.bucket_at(home, d) * BUCKET + CTRL;
+            self.slot(ctrl).fetch_add(OVF_ONE, SeqCst);
+        }
+    }
+
+    /// Lowers what [`Table::reserve`] raised, once the slot is cleared.
+    #[inline]
+    fn release(&self, home: usize, disp: usize) {
+        for d in 0..disp {
+            let ctrl = self.bucket_at(home, d) * BUCKET + CTRL;
+            self.slot(ctrl).fetch_sub(OVF_ONE, SeqCst);
+        }
     }
 
     pub(super) fn claim_reply(
@@ -165,21 +198,41 @@ impl Table {
         Err(InsertError::ReplyTaken)
     }
 
+    /// Takes back our pending slot `pos` (unless a lower id removed it,
+    /// which then lowered its counts).
     #[inline]
-    pub(super) fn withdraw(&self, pos: usize, mine: u64) {
-        let _ = self.slot(pos).compare_exchange(mine, 0, SeqCst, Relaxed);
+    pub(super) fn withdraw(&self, pos: usize, mine: u64, home: usize, disp: usize) {
+        if self
+            .slot(pos)
+            .compare_exchange(mine, 0, SeqCst, Relaxed)
+            .is_ok()
+        {
+            self.release(home, disp);
+        }
     }
 
-    /// Removes the committed slot of (`id`, `dir`) for `key`.
+    /// Removes the committed slot of (`id`, `dir`) for `key`: its tag byte
+    /// first, then the slot, then the overflow counts on the way to it. Only
+    /// the slot's owner (the inserter, or whoever claimed the entry `DYING`)
+    /// calls this, so the slot cannot change under it.
     pub(super) fn unlink(&self, key: &FlowKey, id: u32, dir: Dir) {
         let (home, tag) = self.home(key.hash());
         let v = slot_val(tag, id, dir) | COMMITTED;
-        for d in 0..self.span() {
+        for d in 0..self.hdr.geo.probe as usize {
             let base = self.bucket_at(home, d) * BUCKET;
-            for s in base..base + BUCKET {
+            for s in base..base + SLOTS {
+                if self.slot(s).load(Relaxed) != v {
+                    continue;
+                }
+                let byte = 0xffu64 << (8 * (s - base));
+                self.slot(base + CTRL).fetch_and(!byte, SeqCst);
                 if self.slot(s).compare_exchange(v, 0, SeqCst, Relaxed).is_ok() {
+                    self.release(home, d);
                     return;
                 }
+            }
+            if self.slot(base + CTRL).load(SeqCst) < OVF_ONE {
+                return;
             }
         }
     }
