@@ -86,8 +86,8 @@ pub(crate) struct Entry {
     last: AtomicU32,
     /// Opaque user word; the next free entry (id+1) while on the free list.
     user: AtomicU32,
-    orig: [AtomicU64; 5],
-    reply: [AtomicU64; 5],
+    /// The tuples, indexed by direction: `[orig, reply]`.
+    tuple: [[AtomicU64; 5]; 2],
 }
 
 /// Bytes of one entry.
@@ -343,6 +343,21 @@ fn slot_dir(v: u64) -> Dir {
 
 const TAG_MASK: u64 = 0x7fff_ffff << 32;
 
+/// The index's hash of a key's words: cheaper than [`FlowKey::hash`] (which
+/// Maglev and VXLAN use), since every packet pays it. The words are folded
+/// into two (the IPv6 upper halves rotated in), each is multiplied by an odd
+/// constant, and the high halves are folded onto the low one, so the home
+/// bucket (low 32 bits) and the tags (high 32 bits) depend on every bit.
+/// Unseeded and stable: the index may outlive the process.
+#[inline(always)]
+pub(crate) fn index_hash(w: &[u64; 5]) -> u64 {
+    let a = w[0] ^ w[4].rotate_left(32) ^ w[1].rotate_left(17);
+    let b = w[2] ^ w[3].rotate_left(17);
+    let h = (a ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd)
+        ^ (b ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 32)
+}
+
 /// A key's tag byte in its bucket's control word: seven hash bits under the
 /// top bit (so a set byte is never 0, the empty byte).
 #[inline]
@@ -377,8 +392,7 @@ impl Table {
                 last: AtomicU32::new(0),
                 // Free list 0 -> 1 -> ... -> capacity-1 (stored as id+1, 0 ends).
                 user: AtomicU32::new(if i + 1 < capacity { i as u32 + 2 } else { 0 }),
-                orig: Default::default(),
-                reply: Default::default(),
+                tuple: Default::default(),
             })
             .collect();
         let index: Box<[Bucket]> = (0..buckets).map(|_| Bucket(Default::default())).collect();
@@ -450,13 +464,47 @@ impl Table {
     /// Looks up a packet's flow, updates its protocol state (only when it
     /// changes) and last-seen tick (only when it moves). `None` if absent,
     /// expired, or still being inserted by another worker.
-    #[inline]
+    ///
+    /// The common cases are inlined into the caller's packet loop: a miss
+    /// whose home bucket has no matching tag byte and no overflow (one hash,
+    /// one control word), and a hit in the first slot whose tag byte
+    /// matches (then one call). Anything else takes the full probe.
+    #[inline(always)]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
-        // The hot path, kept apart from `look`: one hash, usually one
-        // bucket whose control word names the slots worth reading, the key
-        // compared in place, nothing copied twice.
+        let h = index_hash(&key.words());
+        let (b, tag) = self.home(h);
+        let bucket = self.index.get(b)?;
+        let ctrl = bucket.0[CTRL].load(Acquire);
+        let m = matches(ctrl ^ tag8(h) * BYTE_LO);
+        if m != 0 {
+            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+            if v & (TAG_MASK | COMMITTED) == tag | COMMITTED {
+                return self.track_slot(v, key, tcp_flags, now);
+            }
+        } else if ctrl < OVF_ONE {
+            return None;
+        }
+        self.track_probe(key, tcp_flags, now)
+    }
+
+    /// `track` once a committed slot with the key's tag is found (out of
+    /// line: a miss, the pod-to-pod common case, stays small).
+    #[inline(never)]
+    fn track_slot(&self, v: u64, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
+        match self.hit_at(v, &key.words(), tcp_flags, now) {
+            Found::Hit(h) => Some(h),
+            Found::Expired => None,
+            Found::Other => self.track_probe(key, tcp_flags, now),
+        }
+    }
+
+    /// `track`'s full probe: every slot whose tag byte matches, bucket
+    /// after bucket until one without overflow.
+    #[cold]
+    #[inline(never)]
+    fn track_probe(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
         let kw = key.words();
-        let h = key.hash();
+        let h = index_hash(&kw);
         let (mut b, tag) = self.home(h);
         let want = tag | COMMITTED;
         let bcast = tag8(h) * BYTE_LO;
@@ -486,23 +534,19 @@ impl Table {
 
     /// Matches slot value `v` against key words `kw`; on a live match,
     /// updates the flow and returns its hit.
-    #[inline]
+    #[inline(always)]
     fn hit_at(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found {
         let id = slot_id(v);
         let Some(e) = self.entries.get(id as usize) else {
             return Found::Other;
         };
-        let reply = v & DIR_REPLY != 0;
-        let (mine, other) = if reply {
-            (&e.reply, &e.orig)
-        } else {
-            (&e.orig, &e.reply)
-        };
+        let d = (v & DIR_REPLY) as usize;
+        let reply = d != 0;
         let s1 = e.seq.load(Acquire);
-        if s1 & 1 == 1 || !same(&load5(mine), kw) {
+        if s1 & 1 == 1 || !same(&load5(&e.tuple[d]), kw) {
             return Found::Other;
         }
-        let ow = load5(other);
+        let ow = load5(&e.tuple[d ^ 1]);
         let user = e.user.load(Relaxed);
         let word = Word(e.state.load(Relaxed));
         let last = e.last.load(Relaxed);
@@ -723,7 +767,7 @@ impl Table {
     #[inline]
     fn look(&self, key: &FlowKey, now: u64) -> Look {
         let kw = key.words();
-        let (mut b, tag) = self.home(key.hash());
+        let (mut b, tag) = self.home(index_hash(&kw));
         let mut busy = false;
         for _ in 0..self.hdr.geo.probe {
             let Some(bucket) = self.index.get(b) else {
@@ -778,8 +822,8 @@ impl Table {
                 std::hint::spin_loop();
                 continue;
             }
-            let orig = load5(&e.orig);
-            let reply = load5(&e.reply);
+            let orig = load5(&e.tuple[0]);
+            let reply = load5(&e.tuple[1]);
             let user = e.user.load(Relaxed);
             let word = Word(e.state.load(Relaxed));
             fence(Acquire);

@@ -5,8 +5,9 @@
 use std::sync::atomic::{fence, Ordering::*};
 
 use super::{
-    key_from_words, load5, same, slot_dir, slot_id, slot_val, tag8, tick, Claim, Dir, InsertError,
-    Table, Word, BUCKET, COMMITTED, CTRL, EVICT_SCAN, OVF_ONE, SLOTS, SPIN_LIMIT, TAG_MASK,
+    index_hash, key_from_words, load5, same, slot_dir, slot_id, slot_val, tag8, tick, Claim, Dir,
+    InsertError, Table, Word, BUCKET, COMMITTED, CTRL, EVICT_SCAN, OVF_ONE, SLOTS, SPIN_LIMIT,
+    TAG_MASK,
 };
 use crate::conntrack::key::FlowKey;
 use crate::conntrack::state::{CtState, DYING, FREE, INSERTING, LIVE};
@@ -25,10 +26,10 @@ impl Table {
         let s = e.seq.load(Relaxed);
         e.seq.store(s.wrapping_add(1), Relaxed);
         fence(Release);
-        for (a, w) in e.orig.iter().zip(orig.words()) {
+        for (a, w) in e.tuple[0].iter().zip(orig.words()) {
             a.store(w, Relaxed);
         }
-        for (a, w) in e.reply.iter().zip(reply.words()) {
+        for (a, w) in e.tuple[1].iter().zip(reply.words()) {
             a.store(w, Relaxed);
         }
         e.user.store(user, Relaxed);
@@ -54,7 +55,7 @@ impl Table {
     /// Either way one of them did not commit.
     pub(super) fn claim(&self, key: &FlowKey, id: u32, dir: Dir) -> Claim {
         let kw = key.words();
-        let h = key.hash();
+        let h = index_hash(&kw);
         let (home, tag) = self.home(h);
         let mine = slot_val(tag, id, dir);
         let probe = self.hdr.geo.probe as usize;
@@ -65,16 +66,12 @@ impl Table {
             // on the way to it raised first.
             let mut pos = None;
             'find: for d in 0..probe {
-                let base = self.bucket_at(home, d) * BUCKET;
-                for s in base..base + SLOTS {
-                    if self.slot(s).load(Relaxed) == 0 {
+                let b = self.bucket_at(home, d);
+                for (i, slot) in self.index[b].0[..SLOTS].iter().enumerate() {
+                    if slot.load(Relaxed) == 0 {
                         self.reserve(home, d);
-                        if self
-                            .slot(s)
-                            .compare_exchange(0, mine, SeqCst, Relaxed)
-                            .is_ok()
-                        {
-                            pos = Some((s, d));
+                        if slot.compare_exchange(0, mine, SeqCst, Relaxed).is_ok() {
+                            pos = Some((b * BUCKET + i, d));
                             break 'find;
                         }
                         self.release(home, d);
@@ -86,14 +83,12 @@ impl Table {
             };
             // 2. Scan for equal keys elsewhere, up to a zero overflow count.
             for d in 0..probe {
-                let base = self.bucket_at(home, d) * BUCKET;
-                for s in base..base + SLOTS {
-                    if s == pos {
-                        continue;
-                    }
-                    let mut v = self.slot(s).load(SeqCst);
+                let b = self.bucket_at(home, d);
+                let bucket = &self.index[b];
+                for (i, slot) in bucket.0[..SLOTS].iter().enumerate() {
+                    let mut v = slot.load(SeqCst);
                     loop {
-                        if v == 0 || v & TAG_MASK != tag {
+                        if v & TAG_MASK != tag || v == 0 || b * BUCKET + i == pos {
                             break;
                         }
                         let other = slot_id(v);
@@ -116,13 +111,13 @@ impl Table {
                             // lower pending id wins: step aside and wait until
                             // the slot changes, then look again.
                             self.withdraw(pos, mine, home, disp);
-                            while self.slot(s).load(Acquire) == v && spins < SPIN_LIMIT {
+                            while slot.load(Acquire) == v && spins < SPIN_LIMIT {
                                 spins += 1;
                                 std::hint::spin_loop();
                             }
                             continue 'retry;
                         }
-                        match self.slot(s).compare_exchange(v, 0, SeqCst, SeqCst) {
+                        match slot.compare_exchange(v, 0, SeqCst, SeqCst) {
                             Ok(_) => {
                                 // Same key, same home: its counts were ours
                                 // to lower now.
@@ -133,7 +128,7 @@ impl Table {
                         }
                     }
                 }
-                if self.slot(base + CTRL).load(SeqCst) < OVF_ONE {
+                if bucket.0[CTRL].load(SeqCst) < OVF_ONE {
                     break;
                 }
             }
@@ -216,7 +211,7 @@ impl Table {
     /// the slot's owner (the inserter, or whoever claimed the entry `DYING`)
     /// calls this, so the slot cannot change under it.
     pub(super) fn unlink(&self, key: &FlowKey, id: u32, dir: Dir) {
-        let (home, tag) = self.home(key.hash());
+        let (home, tag) = self.home(index_hash(&key.words()));
         let v = slot_val(tag, id, dir) | COMMITTED;
         for d in 0..self.hdr.geo.probe as usize {
             let base = self.bucket_at(home, d) * BUCKET;
@@ -326,8 +321,8 @@ impl Table {
             }
         }
         // DYING is exclusive: nobody rewrites the tuples until we free it.
-        let orig = key_from_words(&load5(&e.orig));
-        let reply = key_from_words(&load5(&e.reply));
+        let orig = key_from_words(&load5(&e.tuple[0]));
+        let reply = key_from_words(&load5(&e.tuple[1]));
         self.unlink(&orig, id, Dir::Orig);
         if reply != orig {
             self.unlink(&reply, id, Dir::Reply);
