@@ -70,6 +70,8 @@
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
+#[cfg(test)]
+mod check;
 mod write;
 
 use super::key::FlowKey;
