@@ -6,13 +6,132 @@ use std::sync::atomic::{fence, Ordering::*};
 
 use super::{
     index_hash, key_from_words, load5, same, slot_dir, slot_id, slot_val, tag8, tick, Claim, Dir,
-    InsertError, Table, Word, BUCKET, COMMITTED, CTRL, EVICT_SCAN, OVF_ONE, SLOTS, SPIN_LIMIT,
-    TAG_MASK,
+    Hit, InsertError, Look, Table, Word, BUCKET, COMMITTED, CTRL, EVICT_SCAN, OVF_ONE, SLOTS,
+    SPIN_LIMIT, TAG_MASK,
 };
 use crate::conntrack::key::FlowKey;
 use crate::conntrack::state::{CtState, DYING, FREE, INSERTING, LIVE};
 
 impl Table {
+    /// Inserts a new flow: `orig` as seen, `reply` the tuple its replies will
+    /// carry (`swap` of the translated orig). If `orig` is already present
+    /// (another worker won the race) returns that entry's hit, counted in
+    /// `races`, so both packets go through with one entry.
+    pub fn insert(
+        &self,
+        orig: &FlowKey,
+        reply: &FlowKey,
+        user: u32,
+        tcp_flags: u8,
+        now: u64,
+    ) -> Result<Hit, InsertError> {
+        let mut mine: Option<u32> = None;
+        let mut spins = 0u32;
+        while spins < SPIN_LIMIT {
+            match self.look(orig, now) {
+                Look::Live(id, dir, snap) => {
+                    if let Some(m) = mine {
+                        self.free(m);
+                    }
+                    self.hdr.counters.races.fetch_add(1, Relaxed);
+                    return Ok(self.touch(id, dir, &snap, tcp_flags, now));
+                }
+                Look::Busy => {
+                    spins += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Look::Expired(id) => {
+                    if self.kill(id, Some(now)) {
+                        self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
+                    }
+                    spins += 1;
+                    continue;
+                }
+                Look::Miss => {}
+            }
+            let id = match mine {
+                Some(id) => id,
+                None => {
+                    let id = self.alloc(now).ok_or_else(|| {
+                        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
+                        InsertError::Full
+                    })?;
+                    self.init(id, orig, reply, user, tcp_flags, now);
+                    mine = Some(id);
+                    id
+                }
+            };
+            match self.claim(orig, id, Dir::Orig) {
+                Claim::Won => {}
+                Claim::Lost(_) => {
+                    spins += 1;
+                    continue;
+                }
+                Claim::Full => {
+                    self.free(id);
+                    self.hdr.counters.refused_full.fetch_add(1, Relaxed);
+                    return Err(InsertError::Full);
+                }
+            }
+            if reply != orig {
+                if let Err(e) = self.claim_reply(reply, id, now) {
+                    self.unlink(orig, id, Dir::Orig);
+                    self.free(id);
+                    match e {
+                        InsertError::Full => self.hdr.counters.refused_full.fetch_add(1, Relaxed),
+                        InsertError::ReplyTaken => {
+                            self.hdr.counters.reply_taken.fetch_add(1, Relaxed)
+                        }
+                    };
+                    return Err(e);
+                }
+            }
+            let e = &self.entries[id as usize];
+            let w = Word(e.state.load(Relaxed)).with_life(LIVE);
+            e.state.store(w.0, Release);
+            self.hdr.counters.live.fetch_add(1, Relaxed);
+            self.hdr.counters.inserted.fetch_add(1, Relaxed);
+            return Ok(Hit {
+                id,
+                dir: Dir::Orig,
+                xlate: reply.swap(),
+                nat: reply.swap() != *orig,
+                user,
+            });
+        }
+        if let Some(m) = mine {
+            self.free(m);
+        }
+        self.hdr.sweep.contended.fetch_add(1, Relaxed);
+        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
+        Err(InsertError::Full)
+    }
+
+    /// Frees expired flows among the next `budget` entries of the sweep
+    /// cursor; returns how many it freed.
+    pub fn reclaim(&self, now: u64, budget: usize) -> usize {
+        let cap = self.hdr.geo.capacity;
+        let budget = budget.min(cap as usize) as u32;
+        let start = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
+        let mut freed = 0;
+        for i in 0..budget {
+            let id = (start + i) % cap;
+            if self.kill(id, Some(now)) {
+                freed += 1;
+            }
+        }
+        self.hdr.counters.reclaimed.fetch_add(freed as u64, Relaxed);
+        freed
+    }
+
+    /// Removes flow `id` if live (no-op otherwise).
+    pub fn remove(&self, id: u32) {
+        if id < self.hdr.geo.capacity && self.kill(id, None) {
+            self.hdr.sweep.removed.fetch_add(1, Relaxed);
+        }
+    }
+
     pub(super) fn init(
         &self,
         id: u32,
