@@ -616,6 +616,18 @@ impl Table {
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
+    /// Hints the CPU to fetch the home bucket of `key` (the one cache line
+    /// a miss reads), so a batch can start all its index misses before the
+    /// first [`Table::track`]. Takes the key, not a hash: the index has its
+    /// own hash (cheaper than [`FlowKey::hash`]).
+    #[inline]
+    pub fn prefetch(&self, key: &FlowKey) {
+        let (home, _) = self.home(index_hash(&key.words()));
+        if let Some(b) = self.index.get(home) {
+            crate::state::prefetch::read(b);
+        }
+    }
+
     /// Word `s` of the index: bucket `s / 8`, slot `s % 8` (7 = control).
     #[inline]
     fn slot(&self, s: usize) -> &AtomicU64 {
