@@ -206,7 +206,10 @@ pub(crate) fn tcp_next(cur: CtState, reply: bool, flags: u8) -> CtState {
 
 /// The entry's state word: lifecycle in bits 0-1, [`CtState`] in bits 4-7,
 /// "reply seen" in bit 8, "assured" in bit 9, "translated" (reply !=
-/// swap(orig)) in bit 10.
+/// swap(orig)) in bit 10, and in bits 16-24 what can change it (derived
+/// from the rest by [`Word::settle`]): the TCP flags (bits 16-23) whose
+/// presence may change it, and bit 24 when any packet may. So "does this
+/// packet leave the word alone" ([`Word::steady`]) is one AND.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Word(pub u32);
 
@@ -218,11 +221,33 @@ const SEEN_REPLY: u32 = 1 << 8;
 const ASSURED: u32 = 1 << 9;
 const NAT: u32 = 1 << 10;
 const TCP_CHANGERS: u8 = SYN | FIN | RST;
+const CHG_SHIFT: u32 = 16;
+/// All the change bits: every TCP flag and "any packet".
+const CHG_ALL: u32 = 0x1ff << CHG_SHIFT;
 
 impl Word {
     #[inline]
     pub(crate) fn new(life: u32, st: CtState) -> Word {
-        Word(life | (st as u32) << 4)
+        Word(life | (st as u32) << 4).settle()
+    }
+
+    /// The word with its change bits derived from its state: an assured
+    /// flow that has seen a reply is changed only by SYN, FIN or RST when
+    /// ESTABLISHED, by nothing when UDP-assured, ICMP or generic; any other
+    /// word by any packet.
+    #[inline]
+    pub(crate) fn settle(self) -> Word {
+        let w = self.0 & !CHG_ALL;
+        let chg = if w & (ASSURED | SEEN_REPLY) != ASSURED | SEEN_REPLY {
+            CHG_ALL
+        } else {
+            match (w >> 4) & 0xf {
+                3 => u32::from(TCP_CHANGERS) << CHG_SHIFT,
+                10..=12 => 0,
+                _ => CHG_ALL,
+            }
+        };
+        Word(w | chg)
     }
     #[inline]
     pub(crate) fn life(self) -> u32 {
@@ -245,18 +270,12 @@ impl Word {
         self.0 & NAT != 0
     }
 
-    /// True when a packet cannot change the word: the common case of an
-    /// assured flow's data packet, answered by two compares.
+    /// True when a packet (in either direction) cannot change the word:
+    /// the common case of an assured flow's data packet, answered by one AND
+    /// with the change bits.
     #[inline]
-    pub(crate) fn steady(self, reply: bool, tcp_flags: u8) -> bool {
-        if self.0 & ASSURED == 0 || (reply && self.0 & SEEN_REPLY == 0) {
-            return false;
-        }
-        match (self.0 >> 4) & 0xf {
-            3 => tcp_flags & TCP_CHANGERS == 0,
-            10..=12 => true,
-            _ => false,
-        }
+    pub(crate) fn steady(self, tcp_flags: u8) -> bool {
+        (self.0 >> CHG_SHIFT) & (u32::from(tcp_flags) | 0x100) == 0
     }
 
     #[inline]
@@ -286,7 +305,7 @@ impl Word {
         if assure {
             w |= ASSURED;
         }
-        Word(w & !0xf0 | (next as u32) << 4)
+        Word(w & !0xf0 | (next as u32) << 4).settle()
     }
 }
 
@@ -298,10 +317,10 @@ mod tests {
     fn a_steady_word_is_one_no_packet_can_change() {
         for st in CtState::ALL {
             for bits in 0..8u32 {
-                let w = Word(Word::new(LIVE, st).0 | bits << 8);
+                let w = Word(Word::new(LIVE, st).0 | bits << 8).settle();
                 for flags in 0..=255u8 {
                     for reply in [false, true] {
-                        if w.steady(reply, flags) {
+                        if w.steady(flags) {
                             assert_eq!(w.next(reply, flags), w, "{st:?} {bits} {flags} {reply}");
                         }
                     }
@@ -309,8 +328,11 @@ mod tests {
             }
         }
         let est = Word::new(LIVE, CtState::Established).next(true, ACK);
-        assert!(est.steady(false, ACK) && est.steady(true, ACK | 0x08));
-        assert!(!est.steady(false, FIN | ACK));
+        assert!(est.steady(ACK) && est.steady(ACK | 0x08));
+        assert!(!est.steady(FIN | ACK) && !est.steady(SYN) && !est.steady(RST));
+        let udp = Word::new(LIVE, CtState::UdpUnreplied);
+        assert!(!udp.steady(0), "an unreplied UDP flow changes on its reply");
+        assert!(udp.next(true, 0).steady(0));
     }
 
     #[test]
