@@ -477,7 +477,7 @@ impl Table {
         let (b, tag) = self.home(h);
         let bucket = self.index.get(b)?;
         let ctrl = bucket.0[CTRL].load(Acquire);
-        let m = matches(ctrl ^ tag8(h) * BYTE_LO);
+        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
         if m != 0 {
             let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
             if v & (TAG_MASK | COMMITTED) == tag | COMMITTED {
