@@ -206,10 +206,11 @@ pub(crate) fn tcp_next(cur: CtState, reply: bool, flags: u8) -> CtState {
 
 /// The entry's state word: lifecycle in bits 0-1, [`CtState`] in bits 4-7,
 /// "reply seen" in bit 8, "assured" in bit 9, "translated" (reply !=
-/// swap(orig)) in bit 10, and in bits 16-24 what can change it (derived
-/// from the rest by [`Word::settle`]): the TCP flags (bits 16-23) whose
-/// presence may change it, and bit 24 when any packet may. So "does this
-/// packet leave the word alone" ([`Word::steady`]) is one AND.
+/// swap(orig)) in bit 10, and what can change it, derived from the rest by
+/// [`Word::settle`]: per direction (original in bits 16-23, reply in bits
+/// 24-31) the TCP flags whose presence may change it, with bit 3 (PSH,
+/// which never matters) standing for "any packet". So "does this packet
+/// leave the word alone" ([`Word::steady`]) is a shift and an AND.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Word(pub u32);
 
@@ -222,8 +223,11 @@ const ASSURED: u32 = 1 << 9;
 const NAT: u32 = 1 << 10;
 const TCP_CHANGERS: u8 = SYN | FIN | RST;
 const CHG_SHIFT: u32 = 16;
-/// All the change bits: every TCP flag and "any packet".
-const CHG_ALL: u32 = 0x1ff << CHG_SHIFT;
+/// The change bits of both directions.
+const CHG_ALL: u32 = 0xffff << CHG_SHIFT;
+/// The change-mask bit meaning "any packet" (PSH's place: PSH never
+/// changes a state, and [`Word::steady`] sets it in every packet's flags).
+const ANY: u32 = 0x08;
 
 impl Word {
     #[inline]
@@ -231,24 +235,42 @@ impl Word {
         Word(life | (st as u32) << 4).settle()
     }
 
-    /// The word with its change bits derived from its state: an assured
-    /// flow that has seen a reply is changed only by SYN, FIN or RST when
-    /// ESTABLISHED, by nothing when UDP-assured, ICMP or generic; any other
-    /// word by any packet.
+    /// The word with its change bits derived from its state (see the
+    /// type's doc); `steady_words_are_ones_no_packet_can_change` checks them
+    /// against [`Word::next`] for every state, bit and flag combination.
     #[inline]
     pub(crate) fn settle(self) -> Word {
         let w = self.0 & !CHG_ALL;
-        let chg = if w & (ASSURED | SEEN_REPLY) != ASSURED | SEEN_REPLY {
-            CHG_ALL
-        } else {
-            match (w >> 4) & 0xf {
-                3 => u32::from(TCP_CHANGERS) << CHG_SHIFT,
-                10..=12 => 0,
-                _ => CHG_ALL,
-            }
-        };
-        Word(w | chg)
+        let orig = Word::changers(w, false);
+        let reply = Word::changers(w, true);
+        Word(w | orig << CHG_SHIFT | reply << (CHG_SHIFT + 8))
     }
+
+    /// The TCP flags (and [`ANY`]) that may change word `w` in a packet in
+    /// direction `reply`.
+    fn changers(w: u32, reply: bool) -> u32 {
+        let seen = w & SEEN_REPLY != 0;
+        let assured = w & ASSURED != 0;
+        if reply && !seen {
+            return 0xff; // the first reply sets "reply seen"
+        }
+        const TCP_ALWAYS: u32 = TCP_CHANGERS as u32;
+        match (w >> 4) & 0xf {
+            // ESTABLISHED: FIN/SYN/RST, or any packet if it is to be assured.
+            3 if seen && !assured => 0xff,
+            3 => TCP_ALWAYS,
+            // SYN_RECV (original), FIN_WAIT, LAST_ACK: a bare ACK moves them.
+            2 if !reply => TCP_ALWAYS | u32::from(ACK),
+            4 | 6 => TCP_ALWAYS | u32::from(ACK),
+            1..=8 => TCP_ALWAYS,
+            9 if reply => 0xff,
+            9 | 11 => 0,
+            10 | 12 if seen && !assured => 0xff,
+            10 | 12 => 0,
+            _ => 0xff,
+        }
+    }
+
     #[inline]
     pub(crate) fn life(self) -> u32 {
         self.0 & 3
@@ -270,12 +292,13 @@ impl Word {
         self.0 & NAT != 0
     }
 
-    /// True when a packet (in either direction) cannot change the word:
-    /// the common case of an assured flow's data packet, answered by one AND
-    /// with the change bits.
+    /// True when a packet in direction `reply` with `tcp_flags` cannot
+    /// change the word: the common case of a data packet of an established
+    /// flow, answered by a shift and an AND with the change bits.
     #[inline]
-    pub(crate) fn steady(self, tcp_flags: u8) -> bool {
-        (self.0 >> CHG_SHIFT) & (u32::from(tcp_flags) | 0x100) == 0
+    pub(crate) fn steady(self, reply: bool, tcp_flags: u8) -> bool {
+        let chg = self.0 >> (CHG_SHIFT + 8 * u32::from(reply));
+        chg & (u32::from(tcp_flags) | ANY) & 0xff == 0
     }
 
     #[inline]
@@ -314,13 +337,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_steady_word_is_one_no_packet_can_change() {
+    fn steady_words_are_ones_no_packet_can_change() {
         for st in CtState::ALL {
             for bits in 0..8u32 {
                 let w = Word(Word::new(LIVE, st).0 | bits << 8).settle();
                 for flags in 0..=255u8 {
                     for reply in [false, true] {
-                        if w.steady(flags) {
+                        if w.steady(reply, flags) {
                             assert_eq!(w.next(reply, flags), w, "{st:?} {bits} {flags} {reply}");
                         }
                     }
@@ -328,11 +351,14 @@ mod tests {
             }
         }
         let est = Word::new(LIVE, CtState::Established).next(true, ACK);
-        assert!(est.steady(ACK) && est.steady(ACK | 0x08));
-        assert!(!est.steady(FIN | ACK) && !est.steady(SYN) && !est.steady(RST));
+        assert!(est.steady(false, ACK) && est.steady(true, ACK | 0x08));
+        assert!(!est.steady(false, FIN | ACK) && !est.steady(true, SYN) && !est.steady(false, RST));
+        // Before any reply, original-direction data leaves the word alone.
+        let fresh = Word::new(LIVE, CtState::Established);
+        assert!(fresh.steady(false, ACK | 0x08) && !fresh.steady(true, ACK));
         let udp = Word::new(LIVE, CtState::UdpUnreplied);
-        assert!(!udp.steady(0), "an unreplied UDP flow changes on its reply");
-        assert!(udp.next(true, 0).steady(0));
+        assert!(udp.steady(false, 0) && !udp.steady(true, 0));
+        assert!(udp.next(true, 0).steady(true, 0));
     }
 
     #[test]

@@ -563,7 +563,7 @@ impl Table {
         if age > self.timeout(word) {
             return Found::Expired;
         }
-        if !word.steady(flags) {
+        if !word.steady(reply, flags) {
             self.change(e, s1, word, reply, flags);
         }
         if age > 0 {
@@ -753,7 +753,7 @@ impl Table {
     fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
-        if !snap.word.steady(flags) {
+        if !snap.word.steady(reply, flags) {
             self.change(e, snap.seq, snap.word, reply, flags);
         }
         let t = tick(now);
