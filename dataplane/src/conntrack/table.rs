@@ -347,17 +347,17 @@ const TAG_MASK: u64 = 0x7fff_ffff << 32;
 
 /// The index's hash of a key's words: cheaper than [`FlowKey::hash`] (which
 /// Maglev and VXLAN use), since every packet pays it. The words are folded
-/// into two (the IPv6 upper halves rotated in), each is multiplied by an odd
-/// constant, and the high halves are folded onto the low one, so the home
-/// bucket (low 32 bits) and the tags (high 32 bits) depend on every bit.
+/// into two (the IPv6 upper halves rotated in, the ports turned to the top),
+/// and their full 128-bit product is folded back to 64 bits (the "folded
+/// multiply" of wyhash/foldhash), so every output bit depends on every input
+/// bit; the sum added at the end keeps keys apart should one factor be zero.
 /// Unseeded and stable: the index may outlive the process.
 #[inline(always)]
 pub(crate) fn index_hash(w: &[u64; 5]) -> u64 {
-    let a = w[0] ^ w[4].rotate_left(32) ^ w[1].rotate_left(17);
-    let b = w[2] ^ w[3].rotate_left(17);
-    let h = (a ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd)
-        ^ (b ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 32)
+    let a = w[0] ^ w[4].rotate_left(32) ^ w[1].rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+    let b = w[2] ^ w[3].rotate_left(17) ^ 0x2545_f491_4f6c_dd1d;
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ (p >> 64) as u64 ^ a.wrapping_add(b)
 }
 
 /// A key's tag byte in its bucket's control word: seven hash bits under the

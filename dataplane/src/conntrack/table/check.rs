@@ -15,6 +15,8 @@ pub(crate) struct IndexCensus {
     pub displaced: usize,
     /// The largest overflow count.
     pub max_overflow: u64,
+    /// The farthest a slot sits from its home bucket, in buckets.
+    pub max_displacement: usize,
 }
 
 impl Table {
@@ -74,6 +76,7 @@ impl Table {
                 }
                 census.slots += 1;
                 census.displaced += usize::from(d > 0);
+                census.max_displacement = census.max_displacement.max(d);
                 per_entry[id as usize] += 1;
             }
         }
