@@ -2,7 +2,7 @@
 //! allocation (free list), eviction, and freeing after unlink. See the
 //! parent module's doc for the discipline these functions implement.
 
-use std::sync::atomic::{fence, Ordering::*};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use super::{
     index_hash, key_from_words, load5, same, slot_dir, slot_id, slot_val, tag8, tick, Claim, Dir,
@@ -11,6 +11,14 @@ use super::{
 };
 use crate::conntrack::key::FlowKey;
 use crate::conntrack::state::{CtState, DYING, FREE, INSERTING, LIVE};
+
+/// What [`Table::rival`] found in a slot with the inserted key's tag.
+enum Rival {
+    None,
+    Removed,
+    Owner(u32),
+    Wait(u64),
+}
 
 impl Table {
     /// Inserts a new flow: `orig` as seen, `reply` the tuple its replies will
@@ -200,50 +208,38 @@ impl Table {
             let Some((pos, disp)) = pos else {
                 return Claim::Full;
             };
-            // 2. Scan for equal keys elsewhere, up to a zero overflow count.
+            // 2. Scan for equal keys elsewhere, up to a zero overflow count:
+            // one pass over a bucket marks the slots with our tag (usually
+            // none but our own), and only those are looked at.
             for d in 0..probe {
                 let b = self.bucket_at(home, d);
                 let bucket = &self.index[b];
+                let mut m = 0u32;
                 for (i, slot) in bucket.0[..SLOTS].iter().enumerate() {
-                    let mut v = slot.load(SeqCst);
-                    loop {
-                        if v & TAG_MASK != tag || v == 0 || b * BUCKET + i == pos {
-                            break;
-                        }
-                        let other = slot_id(v);
-                        let Some(snap) = self.read(other) else { break };
-                        let k = if slot_dir(v) == Dir::Orig {
-                            &snap.orig
-                        } else {
-                            &snap.reply
-                        };
-                        if !same(k, &kw) || snap.word.life() == FREE {
-                            break;
-                        }
-                        let dying = snap.word.life() == DYING;
-                        if v & COMMITTED != 0 && !dying {
+                    m |= u32::from(slot.load(SeqCst) & TAG_MASK == tag) << i;
+                }
+                if pos / BUCKET == b {
+                    m &= !(1 << (pos % BUCKET));
+                }
+                while m != 0 {
+                    let slot = &bucket.0[m.trailing_zeros() as usize & 7];
+                    m &= m - 1;
+                    match self.rival(slot, &kw, tag, id) {
+                        Rival::None => {}
+                        Rival::Removed => self.release(home, d),
+                        Rival::Owner(other) => {
                             self.withdraw(pos, mine, home, disp);
                             return Claim::Lost(other);
                         }
-                        if dying || other < id {
-                            // A dying entry is about to unlink the slot; a
-                            // lower pending id wins: step aside and wait until
-                            // the slot changes, then look again.
+                        Rival::Wait(v) => {
+                            // Step aside and wait until the slot changes,
+                            // then start over.
                             self.withdraw(pos, mine, home, disp);
                             while slot.load(Acquire) == v && spins < SPIN_LIMIT {
                                 spins += 1;
                                 std::hint::spin_loop();
                             }
                             continue 'retry;
-                        }
-                        match slot.compare_exchange(v, 0, SeqCst, SeqCst) {
-                            Ok(_) => {
-                                // Same key, same home: its counts were ours
-                                // to lower now.
-                                self.release(home, d);
-                                break;
-                            }
-                            Err(now_v) => v = now_v,
                         }
                     }
                 }
@@ -266,6 +262,45 @@ impl Table {
         }
         self.hdr.sweep.contended.fetch_add(1, Relaxed);
         Claim::Full
+    }
+
+    /// Settles an inserter of key `kw` (entry `id`) with `slot`, which
+    /// carries the key's tag: no rival (another key, or gone); a pending
+    /// rival with a higher id, removed now (the caller lowers its counts:
+    /// same key, same home); a committed live owner, which wins; or a slot
+    /// to wait out (a lower pending id wins, a dying owner is unlinking).
+    #[cold]
+    #[inline(never)]
+    fn rival(&self, slot: &AtomicU64, kw: &[u64; 5], tag: u64, id: u32) -> Rival {
+        let mut v = slot.load(SeqCst);
+        loop {
+            if v & TAG_MASK != tag || v == 0 {
+                return Rival::None;
+            }
+            let other = slot_id(v);
+            let Some(snap) = self.read(other) else {
+                return Rival::None;
+            };
+            let k = if slot_dir(v) == Dir::Orig {
+                &snap.orig
+            } else {
+                &snap.reply
+            };
+            if !same(k, kw) || snap.word.life() == FREE {
+                return Rival::None;
+            }
+            let dying = snap.word.life() == DYING;
+            if v & COMMITTED != 0 && !dying {
+                return Rival::Owner(other);
+            }
+            if dying || other < id {
+                return Rival::Wait(v);
+            }
+            match slot.compare_exchange(v, 0, SeqCst, SeqCst) {
+                Ok(_) => return Rival::Removed,
+                Err(now_v) => v = now_v,
+            }
+        }
     }
 
     /// Raises the overflow counts of the `disp` buckets from `home` on (a
