@@ -54,16 +54,20 @@
 //! - **Probe length**: a slot may sit up to `MAX_PROBE` buckets from its home
 //!   (the insert fails as full beyond it); overflow counts are at most
 //!   `(MAX_PROBE - 1) * 7` plus one in-flight reservation per concurrent
-//!   inserter, far below the byte's 255.
+//!   inserter (workers: a handful), far below the byte's 255.
 //! - **Reclamation**: an entry is claimed `LIVE → DYING` by one CAS (reclaim,
 //!   eviction or `remove`), its two slots are unlinked (CAS v → 0), and only
 //!   then is it freed (seq bump) and pushed on the free list (a Treiber stack
 //!   with an ABA tag in the head word).
-//! - **Per packet** (`track` on an established flow): one `FlowKey::hash`,
-//!   usually one bucket (a cache line) whose control word names the one slot
-//!   to read, the key compared in place as five words, the entry's version
-//!   checked, and no write unless the state changes (one CAS) or the
-//!   last-seen tick moves (one plain store, at most once per tick per flow).
+//! - **Per packet** (`track`): one index hash (`index_hash`, a folded
+//!   multiply; not `FlowKey::hash`), usually one bucket (a cache line) whose
+//!   control word decides a miss by itself or names the one slot to read; on
+//!   a hit the key compared in place as five words, the entry's version
+//!   checked, the state word's change bits answer "does this packet change
+//!   the state" with one AND, and no write unless the state changes (one
+//!   CAS) or the last-seen tick moves (one plain store, at most once per
+//!   tick per flow). The miss and first-slot tests are inlined into the
+//!   caller; the entry check is one call.
 //! - **Timestamps** are `u32` ticks of 2^20 ns compared with wrapping
 //!   arithmetic (valid for idle times under 2^31 ticks, ~26 days, far above
 //!   any timeout; timeouts are capped there).
