@@ -672,9 +672,15 @@ impl Table {
             let Some(bucket) = self.index.get(b) else {
                 return Look::Miss;
             };
-            for slot in &bucket.0[..SLOTS] {
-                let v = slot.load(Acquire);
-                if v & (TAG_MASK | COMMITTED) != tag | COMMITTED {
+            let want = tag | COMMITTED;
+            let mut m = 0u32;
+            for (i, slot) in bucket.0[..SLOTS].iter().enumerate() {
+                m |= u32::from(slot.load(Acquire) & (TAG_MASK | COMMITTED) == want) << i;
+            }
+            while m != 0 {
+                let v = bucket.0[m.trailing_zeros() as usize & 7].load(Acquire);
+                m &= m - 1;
+                if v & (TAG_MASK | COMMITTED) != want {
                     continue;
                 }
                 let id = slot_id(v);
