@@ -1028,3 +1028,16 @@ fn a_million_service_flows_spread_over_the_index() {
     assert_eq!(t.stats().refused_full, 0);
     assert!(census.max_displacement <= 6, "{census:?}");
 }
+
+#[test]
+fn prefetching_a_key_changes_nothing() {
+    let t = table(64);
+    let k = client(5, 1, proto::UDP);
+    t.prefetch(&k);
+    assert!(t.track(&k, 0, 0).is_none());
+    let h = insert_dnat(&t, &k, 0, 0);
+    t.prefetch(&k);
+    t.prefetch(&dnat_reply(&k));
+    assert_eq!(t.track(&k, 0, 0).map(|x| x.id), Some(h.id));
+    assert_eq!(t.check_index().expect("consistent").slots, 2);
+}
