@@ -364,11 +364,12 @@ pub(crate) fn index_hash(w: &[u64; 5]) -> u64 {
     (p as u64) ^ (p >> 64) as u64 ^ a.wrapping_add(b)
 }
 
-/// A key's tag byte in its bucket's control word: seven hash bits under the
-/// top bit (so a set byte is never 0, the empty byte).
+/// A key's tag byte in its bucket's control word: the top seven hash bits
+/// (also the top of the slot tag) under the top bit, so a set byte is never
+/// 0, the empty byte.
 #[inline]
 fn tag8(h: u64) -> u64 {
-    (h >> 32) & 0x7f | 0x80
+    h >> 57 | 0x80
 }
 
 /// Bit 7 of byte `i` (0-6) is set in the result if byte `i` of `x` is zero,
@@ -484,7 +485,9 @@ impl Table {
         let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
         if m != 0 {
             let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
-            if v & (TAG_MASK | COMMITTED) == tag | COMMITTED {
+            // Committed with the key's tag: the slot's high half (compared
+            // shifted down, which spares two 64-bit mask constants).
+            if v >> 32 == (tag | COMMITTED) >> 32 {
                 return self.track_slot(v, key, tcp_flags, now);
             }
         } else if ctrl < OVF_ONE {
@@ -513,7 +516,7 @@ impl Table {
         let kw = key.words();
         let h = index_hash(&kw);
         let (mut b, tag) = self.home(h);
-        let want = tag | COMMITTED;
+        let want = (tag | COMMITTED) >> 32;
         let bcast = tag8(h) * BYTE_LO;
         let mut left = self.hdr.geo.probe;
         loop {
@@ -523,7 +526,7 @@ impl Table {
             while m != 0 {
                 let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
                 m &= m - 1;
-                if v & (TAG_MASK | COMMITTED) == want {
+                if v >> 32 == want {
                     match self.hit_at(v, &kw, tcp_flags, now) {
                         Found::Hit(h) => return Some(h),
                         Found::Expired => return None,
