@@ -146,7 +146,7 @@ fn masquerade(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Opt
     };
     let mut xkey = m.key;
     xkey.src = src;
-    let hash = m.hash;
+    let hash = m.key.hash();
     let (hit, retries) = match nat::insert_flow(
         env.ct,
         &m.key,

@@ -18,25 +18,26 @@
 //! `bench-pipeline` scenario `service-encap`): ingress reads the Ethernet,
 //! IPv4 and L4 headers as fixed-size chunks (one length check per header, the
 //! IPv4 header checksum verified in three word adds, as a Linux router
-//! does), fills a `Meta` with offsets and the flow key built straight
-//! from the bytes, and hashes the key once (`Meta::hash`, reused for the
-//! conntrack prefetch, Maglev, SNAT ports and the VXLAN source port). The flow
-//! stage's conntrack hit rewrites IPv4 TCP/UDP with one 32-bit-word checksum
-//! delta per header (`nat::rewrite`). Forwarding finds the translated
-//! destination in a 64-slot direct-mapped route cache, decrements the TTL with
-//! a constant checksum delta, and pushes the remote node's precomputed outer
-//! headers, deriving the outer IPv4 checksum from the template's partial sum.
+//! does) and fills a `Meta` with offsets and the flow key built straight
+//! from the bytes. The flow stage's conntrack hit rewrites IPv4 TCP/UDP with
+//! one 32-bit-word checksum delta per header (`nat::rewrite`). Forwarding
+//! finds the translated destination in a 4096-slot direct-mapped route cache,
+//! decrements the TTL with a constant checksum delta, and pushes the remote
+//! node's precomputed outer headers, deriving the outer IPv4 checksum from the
+//! template's partial sum. VXLAN for this node is decapsulated before the
+//! outer packet is parsed into metadata (`vxlan::fast_decap_v4`).
 //!
 //! **Prefetch scheme**: at 1M flows the conntrack index and entries no longer
 //! fit in cache, and a lookup is two dependent misses. So the batch is
-//! processed stage by stage: the ingress loop ends each frame with
-//! `ct.prefetch(m.hash)` (the key's home bucket), and the flow loop runs only
-//! after every frame of the batch was parsed, by which time up to 64 bucket
-//! misses have overlapped instead of queueing (service-encap at 1M flows went
-//! from ~0.2 to ~0.7 of the 10k-flow packet rate). An entry-level prefetch
-//! (probing the fetched bucket's tags a few frames ahead and prefetching the
-//! entry) was tried and lost ~15% in the benchmark, whose entries are touched
-//! in allocation order and so already streamed by the hardware prefetcher.
+//! processed in two passes: the ingress loop ends each frame with
+//! `ct.prefetch(&m.key)` (the key's home index bucket), and the flow loop
+//! runs only after every frame of the batch was parsed, by which time up to
+//! 64 bucket misses have overlapped instead of queueing (service-encap at 1M
+//! flows went from ~0.2 to ~0.7 of the 10k-flow packet rate). An entry-level
+//! prefetch (probing the fetched bucket's tags a few frames ahead and
+//! prefetching the entry) was tried and lost ~15% in the benchmark, whose
+//! entries are touched in allocation order and so already streamed by the
+//! hardware prefetcher.
 //!
 //! Every frame ends with a [`Verdict`]; every drop names a [`DropReason`].
 //! Counters are summed per batch and added to [`Pipeline::counters`] once. No
@@ -216,8 +217,7 @@ impl Pipeline {
             }
             // Start the conntrack index miss now; the flow stage reads the
             // bucket after the rest of the batch has been parsed.
-            m.hash = m.key.hash();
-            env.ct.prefetch(m.hash);
+            env.ct.prefetch(&m.key);
         }
         // Flow and forwarding in one pass (the stages stay separate
         // functions; one loop saves the second walk over the batch and its
@@ -312,7 +312,6 @@ fn run_stashed(env: &Env, st: &mut State, frame: &mut Frame, ingress: parse::Ing
         Err(r) => return Verdict::Drop(r),
     }
     m.ingress = ingress;
-    m.hash = m.key.hash();
     if let Some(v) = flow::run(env, st, frame, &mut m) {
         return v;
     }

@@ -80,9 +80,6 @@ pub(crate) struct Meta {
     pub dont_frag: bool,
     /// The tuple as received.
     pub key: FlowKey,
-    /// `key.hash()`, computed once after ingress (conntrack prefetch, Maglev,
-    /// SNAT port choice, VXLAN source port).
-    pub hash: u64,
     /// The tuple as sent (after NAT); meaningful only when `nat` is set (see
     /// [`Meta::out`]).
     pub xkey: FlowKey,

@@ -53,7 +53,7 @@ pub(crate) fn new_flow(
     } else {
         Scope::Cluster
     };
-    let hash = m.hash;
+    let hash = m.key.hash();
     let client = m.key.src_ip();
     let backend = services
         .select(svc, scope, hash, client, env.now, env.aff)
