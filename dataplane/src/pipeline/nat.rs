@@ -63,28 +63,35 @@ fn rewrite_v4_ports(d: &mut [u8], m: &Meta, from: &FlowKey, to: &FlowKey) -> boo
     let Some(ports) = l.first_chunk_mut::<4>() else {
         return false;
     };
-    let (os, ns) = (be32(&from.src), be32(&to.src));
-    let (od, nd) = (be32(&from.dst), be32(&to.dst));
-    let addr = u64::from(!os) + u64::from(ns) + u64::from(!od) + u64::from(nd);
-    h[12..16].copy_from_slice(&ns.to_be_bytes());
-    h[16..20].copy_from_slice(&nd.to_be_bytes());
-    let c = apply(u16::from_be_bytes([h[10], h[11]]), addr);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    ports[0..2].copy_from_slice(&to.sport.to_be_bytes());
-    ports[2..4].copy_from_slice(&to.dport.to_be_bytes());
+    // Summed in native byte order: a one's-complement sum of byte-swapped
+    // words is the byte-swapped sum (RFC 1071 2.B), so with the checksum
+    // fields read and written natively too no word needs a swap but the
+    // ports (callgrind: -10).
+    let ne32 = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+    let ne16 = |p: u16| p.to_be_bytes();
+    let addr = u64::from(!ne32(&from.src))
+        + u64::from(ne32(&to.src))
+        + u64::from(!ne32(&from.dst))
+        + u64::from(ne32(&to.dst));
+    h[12..16].copy_from_slice(&to.src[..4]);
+    h[16..20].copy_from_slice(&to.dst[..4]);
+    let c = apply(u16::from_ne_bytes([h[10], h[11]]), addr);
+    h[10..12].copy_from_slice(&c.to_ne_bytes());
+    let (osp, nsp) = (ne16(from.sport), ne16(to.sport));
+    let (odp, ndp) = (ne16(from.dport), ne16(to.dport));
+    ports[0..2].copy_from_slice(&nsp);
+    ports[2..4].copy_from_slice(&ndp);
     if m.csum_at != 0 {
-        let sum = addr
-            + u64::from(!from.sport)
-            + u64::from(to.sport)
-            + u64::from(!from.dport)
-            + u64::from(to.dport);
+        let w = |b: [u8; 2]| u16::from_ne_bytes(b);
+        let sum =
+            addr + u64::from(!w(osp)) + u64::from(w(nsp)) + u64::from(!w(odp)) + u64::from(w(ndp));
         let at = (m.csum_at - m.l4) as usize;
         if let Some(f) = l.get_mut(at..).and_then(|s| s.first_chunk_mut::<2>()) {
-            let mut c = apply(u16::from_be_bytes(*f), sum);
+            let mut c = apply(u16::from_ne_bytes(*f), sum);
             if c == 0 && m.l4kind == L4::Udp {
                 c = 0xffff;
             }
-            *f = c.to_be_bytes();
+            *f = c.to_ne_bytes();
         }
     }
     true
