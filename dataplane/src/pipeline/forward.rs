@@ -155,7 +155,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             }
             dec_ttl(frame, m);
             st.ident = st.ident.wrapping_add(1);
-            let hash = m.key.hash();
+            let hash = vxlan::flow_entropy(&m.key);
             match vxlan::encap(frame, c, r, outer, hash, st.ident) {
                 Ok(()) => {
                     st.cnt.encap += 1;
