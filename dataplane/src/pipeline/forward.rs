@@ -7,7 +7,7 @@
 use super::drop::DropReason;
 use super::icmp_gen::{self, IcmpError};
 use super::nat;
-use super::parse::{fold64, Ingress, Meta, ETH_LEN};
+use super::parse::{Ingress, Meta, ETH_LEN};
 use super::service::v4key;
 use super::verdict::Verdict;
 use super::vxlan;
@@ -217,10 +217,13 @@ fn dec_ttl(frame: &mut Frame, m: &Meta) {
         };
         // The TTL/protocol word drops by 0x100 (the TTL is at least 2 here):
         // RFC 1624 eqn. 3 with ~m + m' = ~m + m - 0x100 = 0xfeff, whatever the
-        // protocol byte, so the old word is not read (callgrind: -12).
-        let c = !fold64(u64::from(!u16::from_be_bytes([h[10], h[11]])) + 0xfeff);
+        // protocol byte, so the old word is not read. Summed in native byte
+        // order (0xfeff byte-swapped is 0xfffe); one end-around carry
+        // suffices below 0x1_fffe (callgrind: -12, then -9).
+        let s = u32::from(!u16::from_ne_bytes([h[10], h[11]])) + 0xfffe;
+        let c = !(((s & 0xffff) + (s >> 16)) as u16);
         h[8] = m.ttl.wrapping_sub(1);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h[10..12].copy_from_slice(&c.to_ne_bytes());
     } else if let Some(h) = d.get_mut(l3 + 7) {
         *h = m.ttl.wrapping_sub(1);
     }
