@@ -417,9 +417,7 @@ fn parse_l4(l: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), D
 /// Whether a destination is multicast or broadcast.
 #[inline]
 pub(crate) fn is_multicast(k: &FlowKey) -> bool {
-    if k.family == 4 {
-        k.dst[0] >= 224
-    } else {
-        k.dst[0] == 0xff
-    }
+    // IPv4 224.0.0.0/4 and up (broadcast included), IPv6 ff00::/8: one
+    // compare against a per-family threshold (0xff is the largest first byte).
+    k.dst[0] >= if k.family == 4 { 224 } else { 0xff }
 }
