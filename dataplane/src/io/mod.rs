@@ -40,13 +40,17 @@
 #![allow(unsafe_code)]
 
 pub mod forward;
+pub mod handoff;
 pub mod netns;
+pub mod worker;
 pub mod xdp;
 pub mod xsk;
 
 pub use forward::{
     control_channel, reply_channel, Control, ControlSender, Forwarder, IoStats, RunOptions,
 };
+pub use handoff::{Fabric, Handoff, HandoffStats};
+pub use worker::{available_cpus, WorkerReport, Workers, WorkersBuilder};
 pub use xdp::{
     snat_overlaps_kernel_ports, IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode,
 };
