@@ -14,6 +14,9 @@ use dataplane::pipeline::{DropReason, Frame, Pipeline, Verdict};
 #[path = "twill-dataplane/synth.rs"]
 mod synth;
 
+#[path = "twill-dataplane/run.rs"]
+mod run;
+
 use synth::{Bufs, Scenario, Shape, BATCH};
 
 #[derive(Parser)]
@@ -44,6 +47,20 @@ To count instructions in the pipeline only:
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node dataplane: attach the uplink and the pods named by the
+    /// config file, start the pinned workers; stops on SIGINT/SIGTERM,
+    /// detaching every XDP program.
+    Run {
+        /// The node config file (TOML; see configs/node.example.toml).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Keep the workers spinning when idle (benchmarks).
+        #[arg(long)]
+        busy_poll: bool,
+        /// Seconds between counter lines (0: only at exit).
+        #[arg(long, default_value_t = 10)]
+        stats_interval: u64,
+    },
     /// Measure the packet pipeline on synthetic frames (no I/O).
     #[command(after_help = BENCH_HELP)]
     BenchPipeline {
@@ -201,6 +218,15 @@ fn bench_pipeline(scenario: Scenario, shape: Shape) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run {
+            config,
+            busy_poll,
+            stats_interval,
+        } => run::run(run::RunArgs {
+            config: &config,
+            busy_poll,
+            stats_interval,
+        }),
         Command::BenchPipeline {
             scenario,
             packets,

@@ -41,6 +41,7 @@
 
 pub mod forward;
 pub mod handoff;
+pub mod neigh;
 pub mod netns;
 pub mod worker;
 pub mod xdp;
