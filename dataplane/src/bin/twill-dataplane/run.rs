@@ -22,8 +22,7 @@ use anyhow::{anyhow, Context};
 use dataplane::config::{fmt_mac, Macs, NodeFile, ZeroCopyMode, UPLINK_PORT};
 use dataplane::io::neigh::{self, LinkInfo, Neighbour};
 use dataplane::io::{
-    IfaceMode, RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig,
-    ZeroCopy,
+    IfaceMode, RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig, ZeroCopy,
 };
 use dataplane::pipeline::{DropReason, Pipeline};
 use dataplane::{conntrack, lb, Mac};
@@ -66,8 +65,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     {
         st.add_node_addr(ip)?;
     }
-    let node_ip = |ip: &IpAddr| Some(*ip) == cfg.node_ipv4.map(IpAddr::V4)
-        || Some(*ip) == cfg.node_ipv6.map(IpAddr::V6);
+    let node_ip = |ip: &IpAddr| {
+        Some(*ip) == cfg.node_ipv4.map(IpAddr::V4) || Some(*ip) == cfg.node_ipv6.map(IpAddr::V6)
+    };
     for s in &file.services {
         for ip in s
             .cluster_ips
@@ -107,7 +107,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("attaching the uplink {}", file.node.uplink))?;
     for (i, p) in file.pods.iter().enumerate() {
         let (w, _) = b
-            .attach(p.worker, &p.interface, NodeFile::pod_port(i), IfaceMode::Pod)
+            .attach(
+                p.worker,
+                &p.interface,
+                NodeFile::pod_port(i),
+                IfaceMode::Pod,
+            )
             .with_context(|| format!("attaching pod {} ({})", p.name, p.interface))?;
         log::info!(
             "pod {} on {} is port {} on worker {w}",
@@ -140,7 +145,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         if !refresh.is_zero() && last_refresh.elapsed() >= refresh {
             last_refresh = Instant::now();
             match resolve(&file, &up, false) {
-                Ok(m) if m.underlay_gateway != macs.underlay_gateway || m.remotes != macs.remotes => {
+                Ok(m)
+                    if m.underlay_gateway != macs.underlay_gateway || m.remotes != macs.remotes =>
+                {
                     match file.tables(&file_name, &m) {
                         Ok(t) => {
                             log::info!("next-hop MACs changed: publishing new tables");
@@ -220,7 +227,11 @@ fn resolve(file: &NodeFile, up: &LinkInfo, poke: bool) -> anyhow::Result<Macs> {
             table = neigh::neighbours()?;
         }
     }
-    let gateway = match n.underlay_gateway_mac.get().or_else(|| find(&table, &gw_ips)) {
+    let gateway = match n
+        .underlay_gateway_mac
+        .get()
+        .or_else(|| find(&table, &gw_ips))
+    {
         Some(m) => m,
         None => {
             log::warn!(
