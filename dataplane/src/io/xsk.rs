@@ -382,12 +382,9 @@ impl Xsk {
         for &mode in attempts {
             match self.open(ifname, queue, mode) {
                 Ok(mut s) => {
-                    if mode == BindMode::Copy && self.cfg.zero_copy == ZeroCopy::Auto {
+                    if let Some(e) = last.as_ref().filter(|_| mode == BindMode::Copy) {
                         log::info!(
-                            "{ifname} queue {queue}: zero-copy refused ({}), using copy mode",
-                            last.as_ref()
-                                .map(|e: &IoError| e.to_string())
-                                .unwrap_or_default()
+                            "{ifname} queue {queue}: zero-copy refused ({e}), using copy mode"
                         );
                     }
                     log::info!("{ifname} queue {queue}: AF_XDP socket bound in {mode:?} mode");
