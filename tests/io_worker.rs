@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::io::{
-    netns, IfaceMode, RunOptions, SteerConfig, Steering, WorkersBuilder, XskConfig,
+    netns, IfaceMode, RunOptions, SteerConfig, Steering, Workers, WorkersBuilder, XskConfig,
 };
 use dataplane::pipeline::Pipeline;
-use dataplane::state::demo::{self, CLIENT_MAC, CLIENT_PORT, WEB_LOCAL_MAC, WEB_LOCAL_PORT};
+use dataplane::state::demo::{
+    self, CLIENT_MAC, CLIENT_PORT, OTHER_MAC, OTHER_PORT, WEB_LOCAL_MAC, WEB_LOCAL_PORT,
+};
 use dataplane::{conntrack, lb};
 use io_support::Topo;
 
@@ -193,4 +195,96 @@ fn pods_on_different_workers_exchange_a_bounded_stream_through_the_hand_off_with
         !io_support::has_xdp(&topo, &node, "p1") && !io_support::has_xdp(&topo, &node, "p2"),
         "stopping the workers detached XDP"
     );
+}
+
+/// Starts two workers in `node` serving p1 (worker 0) and p2 (worker 1);
+/// the returned handle is used from any thread (each worker applies
+/// control messages in its own thread, in the node namespace).
+fn two_workers(node: &str) -> Workers {
+    let node = node.to_string();
+    std::thread::spawn(move || {
+        netns::enter_named(&node).expect("enter node namespace");
+        let tables = Arc::new(demo::demo_tables().expect("demo tables"));
+        let mut st = Steering::load(&SteerConfig::from_node(tables.config())).expect("load");
+        st.add_node_addr(demo::NODE_V4.into()).unwrap();
+        let c = tables.config();
+        let ct = Arc::new(conntrack::Table::new(c.conntrack_capacity, c.timeouts));
+        let aff = Arc::new(lb::AffinityTable::new(c.affinity_capacity));
+        let mut b = WorkersBuilder::new(st, &[None, None], XskConfig::default(), |_| {
+            Pipeline::new(tables.clone(), ct.clone(), aff.clone())
+        })
+        .expect("workers");
+        b.attach(Some(0), "p1", CLIENT_PORT, IfaceMode::Pod)
+            .expect("attach p1");
+        b.attach(Some(1), "p2", WEB_LOCAL_PORT, IfaceMode::Pod)
+            .expect("attach p2");
+        let opts = RunOptions {
+            busy_poll: false,
+            idle_polls: 16,
+            sleep_ms: 5,
+        };
+        b.start(opts, Arc::new(AtomicBool::new(false)))
+            .expect("start")
+    })
+    .join()
+    .expect("set-up thread")
+}
+
+#[test]
+fn a_pod_attached_at_run_time_joins_the_least_loaded_worker_and_detaching_it_leaves_the_others_served(
+) {
+    let mut topo = Topo::new("wa");
+    let node = topo.netns("node");
+    let pod1 = topo.netns("pod1");
+    let pod2 = topo.netns("pod2");
+    let pod3 = topo.netns("pod3");
+    topo.veth(&node, "p1", &pod1, "eth0");
+    topo.veth(&node, "p2", &pod2, "eth0");
+    topo.veth(&node, "p3", &pod3, "eth0");
+    pod(&topo, &pod1, CLIENT_MAC, "10.244.1.2");
+    pod(&topo, &pod2, WEB_LOCAL_MAC, "10.244.1.3");
+    pod(&topo, &pod3, OTHER_MAC, "10.244.1.4");
+
+    let mut w = two_workers(&node);
+    let ping = |from: &str, to: &str| {
+        topo.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", to])
+            .status
+            .success()
+    };
+    assert!(ping(&pod1, "10.244.1.3"), "pod1 -> pod2 before");
+    assert!(
+        !io_support::has_xdp(&topo, &node, "p3"),
+        "p3 is not served yet"
+    );
+
+    // Both workers have one port: the tie goes to worker 0.
+    let (w3, mode) = w
+        .attach(None, "p3", OTHER_PORT, IfaceMode::Pod)
+        .expect("attach p3 at run time");
+    assert_eq!(w3, 0, "least loaded (first of equals)");
+    assert!(io_support::has_xdp(&topo, &node, "p3"));
+    assert!(
+        ping(&pod3, "10.244.1.2"),
+        "pod3 -> pod1 on the same worker ({mode:?})"
+    );
+    assert!(ping(&pod3, "10.244.1.3"), "pod3 -> pod2 across workers");
+
+    w.detach(OTHER_PORT).expect("detach p3");
+    assert!(!io_support::has_xdp(&topo, &node, "p3"), "p3 detached");
+    assert!(ping(&pod1, "10.244.1.3"), "pod1 -> pod2 still served");
+    assert!(
+        w.detach(OTHER_PORT).is_err(),
+        "detaching a port no longer attached is an error"
+    );
+
+    let live = w.reports();
+    assert_eq!(live.len(), 2, "both workers answer between polls");
+    assert_eq!(live[0].ports, vec![CLIENT_PORT]);
+    let reports = w.stop();
+    for r in &reports {
+        assert_eq!(r.account.missing(), 0, "no frame leaked: {r:#?}");
+        assert_eq!(r.account.held, 0, "{r:#?}");
+    }
+    assert!(reports[1].handoff.received > 0, "{reports:#?}");
+    assert!(!io_support::has_xdp(&topo, &node, "p1"));
 }
