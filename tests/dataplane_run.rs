@@ -132,12 +132,42 @@ fn pod(topo: &Topo, ns: &str, mac: &str, ip: &str) {
 /// node (up0 <-> underlay's eth0, p1 <-> pod1, p2 <-> pod2) and a config
 /// file in a fresh directory.
 fn node(tag: &str, workers: &str) -> (Node, PathBuf) {
+    node_with(tag, workers, 1)
+}
+
+/// As [`node`], the uplink veth with `queues` rx/tx queues each side.
+fn node_with(tag: &str, workers: &str, queues: u32) -> (Node, PathBuf) {
     let mut topo = Topo::new(tag);
     let node = topo.netns("node");
     let under = topo.netns("under");
     let pod1 = topo.netns("pod1");
     let pod2 = topo.netns("pod2");
-    topo.veth(&node, "up0", &under, "eth0");
+    let q = queues.to_string();
+    topo.ip(
+        &node,
+        &[
+            "link",
+            "add",
+            "up0",
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "netns",
+            &under,
+        ],
+    );
+    topo.ip(&node, &["link", "set", "up0", "up"]);
+    topo.ip(&under, &["link", "set", "eth0", "up"]);
     topo.ip(&node, &["addr", "add", "192.168.77.1/24", "dev", "up0"]);
     topo.ip(&under, &["addr", "add", "192.168.77.254/24", "dev", "eth0"]);
     topo.veth(&node, "p1", &pod1, "eth0");
@@ -423,4 +453,43 @@ fn a_cpu_that_does_not_exist_is_a_clear_error_and_nothing_stays_attached() {
     );
     assert!(!err.contains("panicked"), "{err}");
     no_xdp_left(&n);
+}
+
+#[test]
+fn with_two_pinned_workers_the_uplink_queues_are_split_and_pods_on_different_workers_talk() {
+    const N: u32 = 1000;
+    let (n, cfg) = node_with("r2", "cpus = [0, 1]", 2);
+    let mut dp = Dataplane::start(&n.node, &cfg);
+    dp.wait_running();
+    let ping = n.topo.exec(
+        &n.pod1,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.3"],
+    );
+    let got = udp_stream(&n, N);
+    dp.signal("-INT");
+    let (code, out, err) = dp.wait();
+    assert!(ping.status.success(), "ping across workers:\n{out}\n{err}");
+    assert_eq!(got, N, "every datagram arrived:\n{out}\n{err}");
+    assert_eq!(code, Some(0), "clean exit on SIGINT:\n{out}\n{err}");
+    assert!(
+        out.contains("running 2 worker(s) on CPUs [Some(0), Some(1)], uplink up0 (2 queue(s))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("worker 0 (cpu 0) ports [0, 1]")
+            && out.contains("worker 1 (cpu 1) ports [0, 2]"),
+        "uplink queue i on worker i, pods spread:\n{out}"
+    );
+    assert!(err.contains("up0 queue 1: AF_XDP socket bound in"), "{err}");
+    assert!(
+        !out.contains("handed_off 0 "),
+        "both directions crossed workers:\n{out}"
+    );
+    assert!(out.contains("handoff_drops 0 "), "{out}");
+    assert!(
+        !out.contains("missing -") && out.matches("missing 0").count() == 2,
+        "{out}"
+    );
+    no_xdp_left(&n);
+    println!("{out}");
 }

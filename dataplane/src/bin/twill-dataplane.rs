@@ -1,6 +1,7 @@
 //! `twill-dataplane`: the node dataplane process (a thin binary over the library).
 //!
-//! Today it has one subcommand, `bench-pipeline`, which measures the packet
+//! `run --config FILE` runs the node dataplane (see `twill-dataplane/run.rs`).
+//! `bench-pipeline` measures the packet
 //! pipeline alone: no I/O, frames synthesized once and restored from
 //! templates before every batch, the pipeline call isolated in
 //! [`run_batch`] so callgrind can count it alone.

@@ -206,7 +206,8 @@ impl Forwarder {
         self.xsk.remove_socket(port)
     }
 
-    /// One pass over all sockets; returns the frames received.
+    /// One pass over all sockets (and the hand-off inbox); returns the
+    /// frames received and taken over.
     pub fn poll_once(&mut self, now: u64) -> u64 {
         self.stats.polls += 1;
         self.xsk.reclaim();
@@ -219,18 +220,21 @@ impl Forwarder {
                 total += n as u64;
             }
         }
-        if let Some(h) = self.handoff.as_mut() {
-            total += h.receive(&mut self.xsk, BATCH) as u64;
-        }
+        // Frames other workers handed over (counted in their HandoffStats,
+        // not in `rx`) are work too: not an empty poll.
+        let handed = match self.handoff.as_mut() {
+            Some(h) => h.receive(&mut self.xsk, BATCH) as u64,
+            None => 0,
+        };
         self.xsk.flush();
         if let Some(h) = self.handoff.as_mut() {
             h.wake_peers();
         }
-        if total == 0 {
+        if total + handed == 0 {
             self.stats.empty_polls += 1;
         }
         self.stats.rx += total;
-        total
+        total + handed
     }
 
     /// Runs the held batch (received on socket `i`) through the pipeline and

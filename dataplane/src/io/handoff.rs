@@ -339,3 +339,93 @@ impl Handoff {
         unsafe { libc::read(k.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_goes_to_the_inbox_of_the_worker_owning_its_port() {
+        let f = Fabric::new(2, 4).unwrap();
+        let mut h0 = Handoff::new(f.clone(), 0);
+        f.set_owner(7, 1);
+        assert!(h0.send(7, &[1, 2, 3]));
+        assert_eq!(f.inboxes[1].len(), 1);
+        assert_eq!(f.pool_len(), f.pool_capacity() - 1);
+        let s = f.inboxes[1].pop().unwrap();
+        assert_eq!((s.port, &s.data[..s.len as usize]), (7, &[1u8, 2, 3][..]));
+        assert_eq!(h0.stats().sent, 1);
+    }
+
+    #[test]
+    fn a_port_without_a_worker_or_of_the_sender_itself_is_a_counted_drop() {
+        let f = Fabric::new(2, 4).unwrap();
+        let mut h0 = Handoff::new(f.clone(), 0);
+        assert!(!h0.send(9, &[0; 60]));
+        f.set_owner(9, 0);
+        assert!(!h0.send(9, &[0; 60]));
+        assert_eq!(h0.stats().no_owner, 2);
+        assert_eq!(f.pool_len(), f.pool_capacity(), "no slot taken");
+    }
+
+    #[test]
+    fn a_full_inbox_drops_and_returns_the_slot_to_the_pool() {
+        let f = Fabric::new(2, 2).unwrap();
+        let mut h0 = Handoff::new(f.clone(), 0);
+        f.set_owner(1, 1);
+        assert!(h0.send(1, &[0; 64]) && h0.send(1, &[0; 64]));
+        assert!(!h0.send(1, &[0; 64]));
+        assert_eq!(h0.stats().inbox_full, 1);
+        assert_eq!(
+            f.pool_len(),
+            2,
+            "4 slots, 2 in the inbox, the refused one back"
+        );
+    }
+
+    #[test]
+    fn an_empty_pool_is_a_counted_drop() {
+        let f = Fabric::new(3, 1).unwrap();
+        let mut h0 = Handoff::new(f.clone(), 0);
+        let mut h2 = Handoff::new(f.clone(), 2);
+        f.set_owner(1, 1);
+        assert!(h0.send(1, &[0; 64]));
+        // Drain the pool by hand: nothing left for the next sender.
+        while f.pool.pop().is_some() {}
+        f.set_owner(3, 0);
+        assert!(!h2.send(3, &[0; 64]));
+        assert_eq!(h2.stats().no_slot, 1);
+    }
+
+    #[test]
+    fn a_worker_does_not_block_while_frames_wait_in_its_inbox_and_a_sleeper_is_woken() {
+        let f = Fabric::new(2, 4).unwrap();
+        let mut h0 = Handoff::new(f.clone(), 0);
+        let h1 = Handoff::new(f.clone(), 1);
+        assert!(h1.prepare_sleep(), "empty inbox: may block");
+        f.set_owner(5, 1);
+        assert!(h0.send(5, &[0; 64]));
+        h0.wake_peers();
+        assert_eq!(h0.stats().wakeups, 1, "the sleeper was kicked");
+        let mut pfd = libc::pollfd {
+            fd: h1.event_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert_eq!(r, 1, "its eventfd is readable");
+        h1.woke();
+        assert!(!h1.prepare_sleep(), "a frame waits: must not block");
+        // A peer that is awake is not kicked.
+        assert!(h0.send(5, &[0; 64]));
+        h0.wake_peers();
+        assert_eq!(h0.stats().wakeups, 1);
+    }
+
+    #[test]
+    fn more_workers_than_the_wake_mask_holds_are_refused() {
+        assert!(Fabric::new(MAX_WORKERS + 1, 4).is_err());
+        assert!(Fabric::new(0, 4).is_err());
+    }
+}

@@ -12,6 +12,14 @@
 //!   is ever leaked;
 //! - [`forward`]: the minimal poll loop: receive a batch, run the pipeline,
 //!   transmit / free, with idle back-off to a blocking `poll()`;
+//! - [`worker`]: N pinned worker threads, each a [`Forwarder`] with its own
+//!   UMEM and pipeline (uplink queue i on worker i, pods spread), attach and
+//!   detach at run time, clean stop;
+//! - [`handoff`]: frames for another worker's port, copied through bounded
+//!   lock-free queues (why copies and not UMEM tokens: see there), with
+//!   eventfd wake-ups of sleeping workers;
+//! - [`neigh`]: interface MACs and queue counts, and the kernel's neighbour
+//!   table (the underlay next hops' MACs), over rtnetlink;
 //! - [`netns`]: runs the calling thread in another network namespace (tests,
 //!   multi-node setups on one machine).
 //!
