@@ -6,9 +6,7 @@
 //! behind; a bad config file or a CPU that does not exist is one clear error
 //! line and exit code 1. Needs root (fails otherwise).
 //!
-//! The binary must be built first (`cargo build [--release] -p dataplane
-//! --bin twill-dataplane`, the same profile as the tests): it is looked up
-//! beside this test's executable.
+//! The binary is built by cargo from the test (see [`binary`]).
 
 mod io_support;
 
@@ -16,27 +14,52 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dataplane::io::netns;
 use io_support::Topo;
 
-/// target/<profile>/twill-dataplane, beside target/<profile>/deps/<this test>.
+/// target/<profile>/twill-dataplane, beside target/<profile>/deps/<this
+/// test>, built (or found up to date) by cargo once per test process, in the
+/// profile of this test: `cargo test` builds another package's binary only
+/// when asked, and a stale one would test old code.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let bin = dir.join("twill-dataplane");
-    assert!(
-        bin.exists(),
-        "{} is not built: run `cargo build -p dataplane --bin twill-dataplane` \
-         (with --release for release tests) before these tests",
-        bin.display()
-    );
-    bin
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .expect("target/<profile>")
+                .to_path_buf();
+            let target = profile_dir.parent().expect("target dir");
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args([
+                "build",
+                "-j1",
+                "-p",
+                "dataplane",
+                "--bin",
+                "twill-dataplane",
+            ])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let out = cmd.output().expect("run cargo build");
+            assert!(
+                out.status.success(),
+                "building twill-dataplane: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bin = profile_dir.join("twill-dataplane");
+            assert!(bin.exists(), "{} was not built", bin.display());
+            bin
+        })
+        .clone()
 }
 
 const POD1_MAC: &str = "0a:58:0a:f4:01:02";
