@@ -117,6 +117,7 @@ vtep_mac = "02:ee:00:00:00:02"
 struct Node {
     topo: Topo,
     node: String,
+    under: String,
     pod1: String,
     pod2: String,
     dir: PathBuf,
@@ -205,6 +206,7 @@ fn node_with(tag: &str, workers: &str, queues: u32) -> (Node, PathBuf) {
         Node {
             topo,
             node,
+            under,
             pod1,
             pod2,
             dir,
@@ -515,4 +517,121 @@ fn with_two_pinned_workers_the_uplink_queues_are_split_and_pods_on_different_wor
     );
     no_xdp_left(&n);
     println!("{out}");
+}
+
+#[test]
+fn a_next_hop_learnt_by_the_kernel_after_start_is_picked_up_and_encapsulated_traffic_reaches_it() {
+    let (n, cfg) = node("rr", "cpus = []");
+    // The gateway's MAC is given (and wrong for the remote node); the remote
+    // node 192.168.77.2 lives on the underlay but answers no ARP, so at start
+    // it is unresolved and its VXLAN frames go to the gateway's MAC.
+    std::fs::write(
+        &cfg,
+        config("cpus = []").replace(
+            "underlay_gateway_mac = \"auto\"",
+            "underlay_gateway_mac = \"02:00:00:00:00:99\"",
+        ),
+    )
+    .unwrap();
+    let under = n.under.clone();
+    n.topo.ip(
+        &under,
+        &["link", "set", "eth0", "address", "02:77:00:00:00:02"],
+    );
+    n.topo.ip(&under, &["link", "set", "eth0", "arp", "off"]);
+    n.topo
+        .ip(&under, &["addr", "add", "192.168.77.2/24", "dev", "eth0"]);
+
+    let got = std::sync::Mutex::new(Vec::<Vec<u8>>::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (bound_tx, bound) = mpsc::channel();
+    let mut dp = Dataplane::start(&n.node, &cfg);
+    dp.wait_running();
+    let (before, after) = std::thread::scope(|s| {
+        s.spawn(|| {
+            netns::enter_named(&under).expect("enter underlay");
+            let sock = UdpSocket::bind("192.168.77.2:8472").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            bound_tx.send(()).unwrap();
+            let mut buf = [0u8; 2048];
+            let t0 = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(30)
+            {
+                if let Ok(len) = sock.recv(&mut buf) {
+                    got.lock().unwrap().push(buf[..len].to_vec());
+                }
+            }
+        });
+        let ping = || {
+            n.topo
+                .exec(&n.pod1, &["ping", "-c", "1", "-W", "1", "10.244.2.5"]);
+        };
+        bound
+            .recv_timeout(Duration::from_secs(10))
+            .expect("underlay socket bound");
+        ping();
+        let before = got.lock().unwrap().len();
+        // The kernel learns the remote node (as ARP would make it).
+        n.topo.ip(
+            &n.node,
+            &[
+                "neigh",
+                "replace",
+                "192.168.77.2",
+                "lladdr",
+                "02:77:00:00:00:02",
+                "dev",
+                "up0",
+                "nud",
+                "reachable",
+            ],
+        );
+        let t0 = Instant::now();
+        while got.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(8) {
+            ping();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (before, got.lock().unwrap().clone())
+    });
+    dp.signal("-TERM");
+    let (code, out, err) = dp.wait();
+    assert_eq!(
+        before, 0,
+        "nothing reached the remote node before it was resolved"
+    );
+    assert!(
+        !after.is_empty(),
+        "VXLAN reached the remote node once the kernel knew its MAC:\n{out}\n{err}"
+    );
+    let v = &after[0];
+    assert!(v.len() >= 8 + 14 + 20, "{v:?}");
+    assert_eq!(v[0], 0x08, "VXLAN I flag");
+    assert_eq!(&v[4..7], &[0, 0, 1], "VNI 1");
+    assert_eq!(
+        &v[8..14],
+        &[0x02, 0xee, 0, 0, 0, 0x02],
+        "inner dst: its VTEP MAC"
+    );
+    assert_eq!(
+        &v[8 + 14 + 16..8 + 14 + 20],
+        &[10, 244, 2, 5],
+        "inner dst IP"
+    );
+    assert!(
+        err.contains("next-hop MACs changed: publishing new tables"),
+        "{err}"
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let encap: u64 = out
+        .split("encap ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        encap > after.len() as u64,
+        "the ping before resolution was encapsulated too (to the wrong MAC): {out}"
+    );
 }
