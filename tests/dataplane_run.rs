@@ -226,12 +226,16 @@ struct Dataplane {
 
 impl Dataplane {
     fn start(ns: &str, cfg: &std::path::Path) -> Dataplane {
+        Dataplane::start_with(ns, cfg, &["--stats-interval", "0"])
+    }
+
+    fn start_with(ns: &str, cfg: &std::path::Path, args: &[&str]) -> Dataplane {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(binary())
             .args(["run", "--config"])
             .arg(cfg)
-            .args(["--stats-interval", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -259,14 +263,19 @@ impl Dataplane {
 
     /// Waits for the "running" line (panics with the output otherwise).
     fn wait_running(&mut self) {
+        self.wait_line("twill-dataplane: running");
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns it.
+    fn wait_line(&mut self, prefix: &str) -> String {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(30) {
             match self.lines.recv_timeout(Duration::from_millis(100)) {
                 Ok(l) => {
-                    let running = l.starts_with("twill-dataplane: running");
-                    self.out.push(l);
-                    if running {
-                        return;
+                    let found = l.starts_with(prefix);
+                    self.out.push(l.clone());
+                    if found {
+                        return l;
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -277,7 +286,7 @@ impl Dataplane {
                 Err(_) => break,
             }
         }
-        panic!("twill-dataplane did not start: {:?}", self.out);
+        panic!("no line {prefix:?} from twill-dataplane: {:?}", self.out);
     }
 
     fn signal(&self, sig: &str) {
@@ -314,6 +323,22 @@ impl Drop for Dataplane {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The `Cpus_allowed_list` of the thread named `name` of process `pid`.
+fn thread_cpus(pid: u32, name: &str) -> Option<String> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = t.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string());
+        }
+    }
+    None
 }
 
 fn no_xdp_left(n: &Node) {
@@ -415,8 +440,15 @@ fn the_dataplane_process_forwards_pings_and_a_udp_stream_between_pods_and_detach
 #[test]
 fn the_dataplane_killed_by_pid_leaves_no_xdp_program_attached() {
     let (n, cfg) = node("rk", "cpus = []");
-    let mut dp = Dataplane::start(&n.node, &cfg);
-    dp.wait_running();
+    let mut dp = Dataplane::start_with(&n.node, &cfg, &["--busy-poll", "--stats-interval", "1"]);
+    let running = dp.wait_line("twill-dataplane: running");
+    assert!(running.ends_with(", busy-polling"), "{running}");
+    dp.wait_line("counters:");
+    let w0 = dp.wait_line("  worker 0");
+    assert!(
+        w0.contains(" sleeps 0;"),
+        "a busy-polling worker never blocks: {w0}"
+    );
     for dev in ["up0", "p1", "p2"] {
         assert!(io_support::has_xdp(&n.topo, &n.node, dev), "{dev} attached");
     }
@@ -486,6 +518,13 @@ fn with_two_pinned_workers_the_uplink_queues_are_split_and_pods_on_different_wor
     let (n, cfg) = node_with("r2", "cpus = [0, 1]", 2);
     let mut dp = Dataplane::start(&n.node, &cfg);
     dp.wait_running();
+    for (w, cpu) in [(0, "0"), (1, "1")] {
+        assert_eq!(
+            thread_cpus(dp.child.id(), &format!("twill-worker-{w}")).as_deref(),
+            Some(cpu),
+            "worker {w} is pinned to CPU {cpu}"
+        );
+    }
     let ping = n.topo.exec(
         &n.pod1,
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.3"],
