@@ -103,6 +103,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .unwrap_or(up.rx_queues)
         .min(up.rx_queues)
         .min(cpus.len() as u32);
+    if (queues as usize) < cpus.len() {
+        log::warn!(
+            "uplink {} serves {queues} rx queue(s) for {} workers: workers {queues}.. have no \
+             uplink socket (their uplink traffic is handed to worker 0) and their first pod \
+             cannot be detached at run time",
+            file.node.uplink,
+            cpus.len()
+        );
+    }
     b.attach_uplink(&file.node.uplink, UPLINK_PORT, queues)
         .with_context(|| format!("attaching the uplink {}", file.node.uplink))?;
     for (i, p) in file.pods.iter().enumerate() {
