@@ -280,6 +280,21 @@ fn a_pod_attached_at_run_time_joins_the_least_loaded_worker_and_detaching_it_lea
     let live = w.reports();
     assert_eq!(live.len(), 2, "both workers answer between polls");
     assert_eq!(live[0].ports, vec![CLIENT_PORT]);
+
+    // p2 is worker 1's first socket (its UMEM's own): detaching it retires
+    // the socket; worker 0 keeps serving p1.
+    w.detach(WEB_LOCAL_PORT)
+        .expect("detach p2, worker 1's first socket");
+    assert!(!io_support::has_xdp(&topo, &node, "p2"), "p2 detached");
+    assert!(io_support::has_xdp(&topo, &node, "p1"), "p1 still attached");
+    let e = w
+        .attach(Some(1), "p2", WEB_LOCAL_PORT, IfaceMode::Pod)
+        .expect_err("the retired socket still binds p2");
+    assert!(e.to_string().contains("retired socket"), "{e}");
+    let live = w.reports();
+    assert!(live[1].ports.is_empty(), "{:?}", live[1]);
+    assert!(live[1].account.retired > 0, "{:?}", live[1].account);
+
     let reports = w.stop();
     for r in &reports {
         assert_eq!(r.account.missing(), 0, "no frame leaked: {r:#?}");

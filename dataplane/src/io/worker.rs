@@ -5,9 +5,11 @@
 //! - Sockets: the uplink's rx queue `i` is served by worker `i` (each worker
 //!   with an uplink queue sends its uplink traffic on its own queue's socket);
 //!   pod interfaces are spread over the workers (fewest ports first). The
-//!   first socket of a worker's UMEM is permanent (its fd is the UMEM's), so
-//!   a worker whose first socket is a pod cannot detach that pod: give the
-//!   uplink as many queues as workers.
+//!   first socket of a worker's UMEM is the UMEM's own: detaching its port
+//!   retires it (kept open, unused, its fill-ring frames with it; see
+//!   `Xsk::remove_socket`), so that interface cannot be attached again until
+//!   the process restarts, unless it was deleted. Give the uplink as many
+//!   queues as workers and every worker's first socket is an uplink queue.
 //! - A frame whose `Tx` port another worker serves is copied to that worker
 //!   through the bounded lock-free hand-off fabric ([`super::handoff`]): no
 //!   lock, no allocation on the packet path.

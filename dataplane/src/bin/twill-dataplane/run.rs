@@ -106,8 +106,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     if (queues as usize) < cpus.len() {
         log::warn!(
             "uplink {} serves {queues} rx queue(s) for {} workers: workers {queues}.. have no \
-             uplink socket (their uplink traffic is handed to worker 0) and their first pod \
-             cannot be detached at run time",
+             uplink socket (their uplink traffic is handed to worker 0) and their first pod's \
+             interface, once detached, cannot be attached again before a restart",
             file.node.uplink,
             cpus.len()
         );
