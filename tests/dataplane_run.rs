@@ -515,13 +515,16 @@ fn a_cpu_that_does_not_exist_is_a_clear_error_and_nothing_stays_attached() {
 #[test]
 fn with_two_pinned_workers_the_uplink_queues_are_split_and_pods_on_different_workers_talk() {
     const N: u32 = 1000;
-    let (n, cfg) = node_with("r2", "cpus = [0, 1]", 2);
+    let cpus = dataplane::io::available_cpus();
+    assert!(cpus.len() >= 2, "this test needs 2 CPUs, has {cpus:?}");
+    let (c0, c1) = (cpus[0], cpus[1]);
+    let (n, cfg) = node_with("r2", &format!("cpus = [{c0}, {c1}]"), 2);
     let mut dp = Dataplane::start(&n.node, &cfg);
     dp.wait_running();
-    for (w, cpu) in [(0, "0"), (1, "1")] {
+    for (w, cpu) in [(0, c0), (1, c1)] {
         assert_eq!(
-            thread_cpus(dp.child.id(), &format!("twill-worker-{w}")).as_deref(),
-            Some(cpu),
+            thread_cpus(dp.child.id(), &format!("twill-worker-{w}")),
+            Some(cpu.to_string()),
             "worker {w} is pinned to CPU {cpu}"
         );
     }
@@ -536,12 +539,14 @@ fn with_two_pinned_workers_the_uplink_queues_are_split_and_pods_on_different_wor
     assert_eq!(got, N, "every datagram arrived:\n{out}\n{err}");
     assert_eq!(code, Some(0), "clean exit on SIGINT:\n{out}\n{err}");
     assert!(
-        out.contains("running 2 worker(s) on CPUs [Some(0), Some(1)], uplink up0 (2 queue(s))"),
+        out.contains(&format!(
+            "running 2 worker(s) on CPUs [Some({c0}), Some({c1})], uplink up0 (2 queue(s))"
+        )),
         "{out}"
     );
     assert!(
-        out.contains("worker 0 (cpu 0) ports [0, 1]")
-            && out.contains("worker 1 (cpu 1) ports [0, 2]"),
+        out.contains(&format!("worker 0 (cpu {c0}) ports [0, 1]"))
+            && out.contains(&format!("worker 1 (cpu {c1}) ports [0, 2]")),
         "uplink queue i on worker i, pods spread:\n{out}"
     );
     assert!(err.contains("up0 queue 1: AF_XDP socket bound in"), "{err}");
