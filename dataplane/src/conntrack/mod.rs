@@ -2,7 +2,7 @@
 //! the NAT translation of each flow implicit in its two stored tuples, and a
 //! per-worker fragment table.
 //!
-//! - [`key`]: the flow key and its hash (shared with Maglev and VXLAN).
+//! - `key`: the flow key and its hash (shared with Maglev and VXLAN).
 //! - `table`: the shared [`Table`] (layout, concurrency discipline and
 //!   reclamation are described in its module doc).
 //! - `state`: protocol state machines and [`Timeouts`].
@@ -15,6 +15,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use frag::{FragKey, FragStats, FragTable};
 pub use key::{ip_to_key_bytes, FlowKey};
 pub use state::{CtState, Timeouts};
 pub use table::{

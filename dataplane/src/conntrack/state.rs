@@ -205,7 +205,8 @@ pub(crate) fn tcp_next(cur: CtState, reply: bool, flags: u8) -> CtState {
 }
 
 /// The entry's state word: lifecycle in bits 0-1, [`CtState`] in bits 4-7,
-/// "reply seen" in bit 8, "assured" in bit 9.
+/// "reply seen" in bit 8, "assured" in bit 9, "translated" (reply !=
+/// swap(orig)) in bit 10.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Word(pub u32);
 
@@ -215,6 +216,8 @@ pub(crate) const LIVE: u32 = 2;
 pub(crate) const DYING: u32 = 3;
 const SEEN_REPLY: u32 = 1 << 8;
 const ASSURED: u32 = 1 << 9;
+const NAT: u32 = 1 << 10;
+const TCP_CHANGERS: u8 = SYN | FIN | RST;
 
 impl Word {
     #[inline]
@@ -233,6 +236,29 @@ impl Word {
     pub(crate) fn state(self) -> CtState {
         CtState::from_bits((self.0 >> 4) & 0xf)
     }
+    #[inline]
+    pub(crate) fn with_nat(self, nat: bool) -> Word {
+        Word(if nat { self.0 | NAT } else { self.0 & !NAT })
+    }
+    #[inline]
+    pub(crate) fn nat(self) -> bool {
+        self.0 & NAT != 0
+    }
+
+    /// True when a packet cannot change the word: the common case of an
+    /// assured flow's data packet, answered by two compares.
+    #[inline]
+    pub(crate) fn steady(self, reply: bool, tcp_flags: u8) -> bool {
+        if self.0 & ASSURED == 0 || (reply && self.0 & SEEN_REPLY == 0) {
+            return false;
+        }
+        match (self.0 >> 4) & 0xf {
+            3 => tcp_flags & TCP_CHANGERS == 0,
+            10..=12 => true,
+            _ => false,
+        }
+    }
+
     #[inline]
     pub(crate) fn assured(self) -> bool {
         self.0 & ASSURED != 0
@@ -261,5 +287,39 @@ impl Word {
             w |= ASSURED;
         }
         Word(w & !0xf0 | (next as u32) << 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_word_is_one_no_packet_can_change() {
+        for st in CtState::ALL {
+            for bits in 0..8u32 {
+                let w = Word(Word::new(LIVE, st).0 | bits << 8);
+                for flags in 0..=255u8 {
+                    for reply in [false, true] {
+                        if w.steady(reply, flags) {
+                            assert_eq!(w.next(reply, flags), w, "{st:?} {bits} {flags} {reply}");
+                        }
+                    }
+                }
+            }
+        }
+        let est = Word::new(LIVE, CtState::Established).next(true, ACK);
+        assert!(est.steady(false, ACK) && est.steady(true, ACK | 0x08));
+        assert!(!est.steady(false, FIN | ACK));
+    }
+
+    #[test]
+    fn flags_classify_like_linux_rst_then_syn_then_fin_then_ack() {
+        assert_eq!(TcpEvent::of(RST | SYN | FIN | ACK), TcpEvent::Rst);
+        assert_eq!(TcpEvent::of(SYN | FIN), TcpEvent::Syn);
+        assert_eq!(TcpEvent::of(SYN | ACK | FIN), TcpEvent::SynAck);
+        assert_eq!(TcpEvent::of(FIN | ACK), TcpEvent::Fin);
+        assert_eq!(TcpEvent::of(ACK), TcpEvent::Ack);
+        assert_eq!(TcpEvent::of(0x08), TcpEvent::None);
     }
 }

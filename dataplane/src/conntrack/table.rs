@@ -25,18 +25,39 @@
 //!   which fails if a lower id removed it. With SeqCst publication and scans,
 //!   of two racers at least one sees the other, so two committed slots with
 //!   equal keys never exist (see `claim`). The loser returns the winner's entry.
+//!   A committed slot of a `DYING` entry is waited out (it is being unlinked),
+//!   not treated as an owner. An insert commits its orig slot, then claims the
+//!   reply slot the same way (`ReplyTaken` if another flow holds it, after
+//!   which the orig slot is unlinked); the entry stays `INSERTING` (invisible
+//!   to `track`; a racing insert of the same orig waits for it) until both
+//!   are committed. The only waits are on another inserter of the same tuple
+//!   between two of its CAS steps, bounded (`SPIN_LIMIT`, then `Full`,
+//!   counted as `contended`); lookups never wait.
+//! - **Lookups span**: a slot may sit up to `MAX_PROBE` buckets from its home;
+//!   the largest displacement ever published is kept in the header (raised
+//!   before publishing) and lookups scan only that far, usually one bucket.
 //! - **Reclamation**: an entry is claimed `LIVE → DYING` by one CAS (reclaim,
 //!   eviction or `remove`), its two slots are unlinked (CAS v → 0), and only
 //!   then is it freed (seq bump) and pushed on the free list (a Treiber stack
 //!   with an ABA tag in the head word).
+//! - **Per packet** (`track` on an established flow): one `FlowKey::hash`,
+//!   one read of the scan span, usually one bucket (a cache line), the key
+//!   compared in place as five words, the entry's version checked, and no
+//!   write unless the state changes (one CAS) or the last-seen tick moves
+//!   (one plain store, at most once per tick per flow).
+//! - **Timestamps** are `u32` ticks of 2^20 ns compared with wrapping
+//!   arithmetic (valid for idle times under 2^31 ticks, ~26 days, far above
+//!   any timeout; timeouts are capped there).
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
+mod write;
+
 use super::key::FlowKey;
-use super::state::{CtState, Timeouts, Word, DYING, FREE, INSERTING, LIVE};
+use super::state::{CtState, Timeouts, Word, FREE, INSERTING, LIVE};
 
 /// Entries are 96 bytes: two 40-byte tuples and four 32-bit words.
-#[repr(C)]
+#[repr(C, align(32))]
 pub(crate) struct Entry {
     /// Seqlock version: odd while tuples/user/lifecycle are being rewritten.
     seq: AtomicU32,
@@ -69,8 +90,9 @@ const MAX_PROBE: usize = 16;
 pub const MAX_CAPACITY: usize = (1 << 31) - 2;
 /// Entries examined by one eviction attempt on a full table.
 const EVICT_SCAN: usize = 128;
-/// Bound on waiting for a racing inserter (each round is a spin hint).
-const SPIN_LIMIT: u32 = 1 << 20;
+/// Bound on waiting for a racing inserter of the same flow, in spin-hint
+/// rounds (tens of milliseconds: only a descheduled racer takes that long).
+const SPIN_LIMIT: u32 = 1 << 22;
 const TICK_SHIFT: u32 = 20;
 
 const COMMITTED: u64 = 1 << 63;
@@ -120,7 +142,10 @@ pub struct Stats {
     pub evicted_unassured: u64,
     pub reclaimed: u64,
     pub reply_taken: u64,
-    /// Inserts refused after waiting too long for a racing inserter.
+    /// Flows removed by [`Table::remove`].
+    pub removed: u64,
+    /// Inserts refused after waiting too long for a racing inserter of the
+    /// same tuple (also counted in `refused_full`; the caller sees `Full`).
     pub contended: u64,
 }
 
@@ -137,23 +162,34 @@ pub struct FlowSnapshot {
     pub idle_ns: u64,
 }
 
-/// The table's fixed header: geometry, timeouts (ticks), free list, cursors
-/// and counters.
+/// The table's fixed header, one cache line per access pattern so that the
+/// line every lookup reads is never written by inserts.
 #[repr(C)]
 struct Header {
+    geo: Geometry,
+    free: FreeHead,
+    counters: Counters,
+    sweep: Sweep,
+}
+
+/// Read by every lookup; written at start-up, `max_disp` rarely after.
+#[repr(C, align(64))]
+struct Geometry {
     capacity: u32,
     buckets: u32,
     probe: u32,
-    _pad: u32,
-    /// Timeout per [`CtState`] discriminant, in ticks.
-    timeout_ticks: [u32; 16],
-    /// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
-    free: AtomicU64,
     /// Largest bucket displacement ever published (lookups scan up to it).
     max_disp: AtomicU32,
-    reclaim_cursor: AtomicU32,
-    evict_cursor: AtomicU32,
-    _pad2: u32,
+    /// Timeout per [`CtState`] (discriminant - 1), in ticks.
+    timeout_ticks: [u32; 12],
+}
+
+/// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
+#[repr(C, align(64))]
+struct FreeHead(AtomicU64);
+
+#[repr(C, align(64))]
+struct Counters {
     live: AtomicU64,
     inserted: AtomicU64,
     races: AtomicU64,
@@ -162,20 +198,43 @@ struct Header {
     evicted_unassured: AtomicU64,
     reclaimed: AtomicU64,
     reply_taken: AtomicU64,
-    contended: AtomicU64,
 }
 
-/// The lock-free flow table shared by all workers.
+#[repr(C, align(64))]
+struct Sweep {
+    reclaim_cursor: AtomicU32,
+    evict_cursor: AtomicU32,
+    contended: AtomicU64,
+    removed: AtomicU64,
+}
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Table>();
+};
+
+/// Eight index slots: one cache line, the unit of a probe.
+#[repr(C, align(64))]
+struct Bucket([AtomicU64; BUCKET]);
+
+const _: () = assert!(std::mem::size_of::<Geometry>() == 64);
+const _: () = assert!(std::mem::size_of::<Counters>() == 64);
+const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+/// The lock-free flow table shared by all workers: a header, an entry array
+/// and an index array, indices only (no pointers inside), so a later
+/// constructor can lay the same three parts over a shared-memory mapping.
 #[repr(C)]
 pub struct Table {
     hdr: Header,
     entries: Box<[Entry]>,
-    index: Box<[AtomicU64]>,
+    index: Box<[Bucket]>,
 }
 
 /// A consistent read of an entry's tuples, user word and state word.
 #[derive(Clone, Copy)]
 struct Snap {
+    seq: u32,
     orig: [u64; 5],
     reply: [u64; 5],
     user: u32,
@@ -191,6 +250,13 @@ enum Look {
     Miss,
 }
 
+enum Found {
+    Hit(Hit),
+    Expired,
+    /// Not this key (or no longer): keep probing.
+    Other,
+}
+
 enum Claim {
     Won,
     /// An equal key is committed by entry `id`.
@@ -201,6 +267,23 @@ enum Claim {
 #[inline]
 fn tick(now: u64) -> u32 {
     (now >> TICK_SHIFT) as u32
+}
+
+#[inline]
+fn load5(a: &[AtomicU64; 5]) -> [u64; 5] {
+    [
+        a[0].load(Relaxed),
+        a[1].load(Relaxed),
+        a[2].load(Relaxed),
+        a[3].load(Relaxed),
+        a[4].load(Relaxed),
+    ]
+}
+
+/// The five-word key compare, branch-free.
+#[inline]
+fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
 
 #[inline]
@@ -235,10 +318,10 @@ impl Table {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = capacity * SLOTS_PER_FLOW;
         let buckets = slots.div_ceil(BUCKET);
-        let mut timeout_ticks = [0u32; 16];
-        for st in CtState::ALL {
+        let mut timeout_ticks = [0u32; 12];
+        for (t, st) in timeout_ticks.iter_mut().zip(CtState::ALL) {
             let ns = u64::from(timeouts.of(st)) * 1_000_000_000;
-            timeout_ticks[st as usize] = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
+            *t = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
         }
         let entries: Box<[Entry]> = (0..capacity)
             .map(|i| Entry {
@@ -251,28 +334,33 @@ impl Table {
                 reply: Default::default(),
             })
             .collect();
-        let index: Box<[AtomicU64]> = (0..buckets * BUCKET).map(|_| AtomicU64::new(0)).collect();
+        let index: Box<[Bucket]> = (0..buckets).map(|_| Bucket(Default::default())).collect();
         Table {
             hdr: Header {
-                capacity: capacity as u32,
-                buckets: buckets as u32,
-                probe: buckets.min(MAX_PROBE) as u32,
-                _pad: 0,
-                timeout_ticks,
-                free: AtomicU64::new(1),
-                max_disp: AtomicU32::new(0),
-                reclaim_cursor: AtomicU32::new(0),
-                evict_cursor: AtomicU32::new(0),
-                _pad2: 0,
-                live: AtomicU64::new(0),
-                inserted: AtomicU64::new(0),
-                races: AtomicU64::new(0),
-                refused_full: AtomicU64::new(0),
-                evicted_expired: AtomicU64::new(0),
-                evicted_unassured: AtomicU64::new(0),
-                reclaimed: AtomicU64::new(0),
-                reply_taken: AtomicU64::new(0),
-                contended: AtomicU64::new(0),
+                geo: Geometry {
+                    capacity: capacity as u32,
+                    buckets: buckets as u32,
+                    probe: buckets.min(MAX_PROBE) as u32,
+                    max_disp: AtomicU32::new(0),
+                    timeout_ticks,
+                },
+                free: FreeHead(AtomicU64::new(1)),
+                counters: Counters {
+                    live: AtomicU64::new(0),
+                    inserted: AtomicU64::new(0),
+                    races: AtomicU64::new(0),
+                    refused_full: AtomicU64::new(0),
+                    evicted_expired: AtomicU64::new(0),
+                    evicted_unassured: AtomicU64::new(0),
+                    reclaimed: AtomicU64::new(0),
+                    reply_taken: AtomicU64::new(0),
+                },
+                sweep: Sweep {
+                    reclaim_cursor: AtomicU32::new(0),
+                    evict_cursor: AtomicU32::new(0),
+                    contended: AtomicU64::new(0),
+                    removed: AtomicU64::new(0),
+                },
             },
             entries,
             index,
@@ -280,12 +368,12 @@ impl Table {
     }
 
     pub fn capacity(&self) -> usize {
-        self.hdr.capacity as usize
+        self.hdr.geo.capacity as usize
     }
 
     /// Live flows.
     pub fn len(&self) -> usize {
-        self.hdr.live.load(Relaxed) as usize
+        self.hdr.counters.live.load(Relaxed) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -294,21 +382,22 @@ impl Table {
 
     /// Bytes of entries and index actually allocated.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.len() * ENTRY_BYTES + self.index.len() * 8
+        self.entries.len() * ENTRY_BYTES + self.index.len() * BUCKET * 8
     }
 
     pub fn stats(&self) -> Stats {
         let h = &self.hdr;
         Stats {
-            live: h.live.load(Relaxed),
-            inserted: h.inserted.load(Relaxed),
-            races: h.races.load(Relaxed),
-            refused_full: h.refused_full.load(Relaxed),
-            evicted_expired: h.evicted_expired.load(Relaxed),
-            evicted_unassured: h.evicted_unassured.load(Relaxed),
-            reclaimed: h.reclaimed.load(Relaxed),
-            reply_taken: h.reply_taken.load(Relaxed),
-            contended: h.contended.load(Relaxed),
+            live: h.counters.live.load(Relaxed),
+            inserted: h.counters.inserted.load(Relaxed),
+            races: h.counters.races.load(Relaxed),
+            refused_full: h.counters.refused_full.load(Relaxed),
+            evicted_expired: h.counters.evicted_expired.load(Relaxed),
+            evicted_unassured: h.counters.evicted_unassured.load(Relaxed),
+            reclaimed: h.counters.reclaimed.load(Relaxed),
+            reply_taken: h.counters.reply_taken.load(Relaxed),
+            contended: h.sweep.contended.load(Relaxed),
+            removed: h.sweep.removed.load(Relaxed),
         }
     }
 
@@ -317,10 +406,65 @@ impl Table {
     /// expired, or still being inserted by another worker.
     #[inline]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
-        match self.look(key, now) {
-            Look::Live(id, dir, snap) => Some(self.touch(key, id, dir, &snap, tcp_flags, now)),
-            _ => None,
+        // The hot path, kept apart from `look`: one hash, usually one
+        // bucket, the key compared in place, nothing copied twice.
+        let kw = key.words();
+        let (home, tag) = self.home(key.hash());
+        let want = tag | COMMITTED;
+        for d in 0..self.span() {
+            let bucket = self.index.get(self.bucket_at(home, d))?;
+            for slot in &bucket.0 {
+                let v = slot.load(Acquire);
+                if v & (TAG_MASK | COMMITTED) != want {
+                    continue;
+                }
+                match self.hit_at(v, &kw, tcp_flags, now) {
+                    Found::Hit(h) => return Some(h),
+                    Found::Expired => return None,
+                    Found::Other => {}
+                }
+            }
         }
+        None
+    }
+
+    /// Matches slot value `v` against key words `kw`; on a live match,
+    /// updates the flow and returns its hit.
+    #[inline]
+    fn hit_at(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found {
+        let id = slot_id(v);
+        let Some(e) = self.entries.get(id as usize) else {
+            return Found::Other;
+        };
+        let dir = slot_dir(v);
+        let (mine, other) = match dir {
+            Dir::Orig => (&e.orig, &e.reply),
+            Dir::Reply => (&e.reply, &e.orig),
+        };
+        let s1 = e.seq.load(Acquire);
+        if s1 & 1 == 1 || !same(&load5(mine), kw) {
+            return Found::Other;
+        }
+        let ow = load5(other);
+        let user = e.user.load(Relaxed);
+        let word = Word(e.state.load(Relaxed));
+        fence(Acquire);
+        // A changed version means the entry was freed or reused under us:
+        // the flow it held is gone.
+        if e.seq.load(Relaxed) != s1 || word.life() != LIVE {
+            return Found::Other;
+        }
+        if self.expired(id, word, now) {
+            return Found::Expired;
+        }
+        self.update(e, s1, word, dir == Dir::Reply, flags, now);
+        Found::Hit(Hit {
+            id,
+            dir,
+            xlate: key_from_words(&FlowKey::swap_words(&ow)),
+            nat: word.nat(),
+            user,
+        })
     }
 
     /// Inserts a new flow: `orig` as seen, `reply` the tuple its replies will
@@ -343,8 +487,8 @@ impl Table {
                     if let Some(m) = mine {
                         self.free(m);
                     }
-                    self.hdr.races.fetch_add(1, Relaxed);
-                    return Ok(self.touch(orig, id, dir, &snap, tcp_flags, now));
+                    self.hdr.counters.races.fetch_add(1, Relaxed);
+                    return Ok(self.touch(id, dir, &snap, tcp_flags, now));
                 }
                 Look::Busy => {
                     spins += 1;
@@ -353,8 +497,9 @@ impl Table {
                 }
                 Look::Expired(id) => {
                     if self.kill(id, Some(now)) {
-                        self.hdr.evicted_expired.fetch_add(1, Relaxed);
+                        self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
                     }
+                    spins += 1;
                     continue;
                 }
                 Look::Miss => {}
@@ -363,7 +508,7 @@ impl Table {
                 Some(id) => id,
                 None => {
                     let id = self.alloc(now).ok_or_else(|| {
-                        self.hdr.refused_full.fetch_add(1, Relaxed);
+                        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
                         InsertError::Full
                     })?;
                     self.init(id, orig, reply, user, tcp_flags, now);
@@ -379,7 +524,7 @@ impl Table {
                 }
                 Claim::Full => {
                     self.free(id);
-                    self.hdr.refused_full.fetch_add(1, Relaxed);
+                    self.hdr.counters.refused_full.fetch_add(1, Relaxed);
                     return Err(InsertError::Full);
                 }
             }
@@ -388,8 +533,10 @@ impl Table {
                     self.unlink(orig, id, Dir::Orig);
                     self.free(id);
                     match e {
-                        InsertError::Full => self.hdr.refused_full.fetch_add(1, Relaxed),
-                        InsertError::ReplyTaken => self.hdr.reply_taken.fetch_add(1, Relaxed),
+                        InsertError::Full => self.hdr.counters.refused_full.fetch_add(1, Relaxed),
+                        InsertError::ReplyTaken => {
+                            self.hdr.counters.reply_taken.fetch_add(1, Relaxed)
+                        }
                     };
                     return Err(e);
                 }
@@ -397,8 +544,8 @@ impl Table {
             let e = &self.entries[id as usize];
             let w = Word(e.state.load(Relaxed)).with_life(LIVE);
             e.state.store(w.0, Release);
-            self.hdr.live.fetch_add(1, Relaxed);
-            self.hdr.inserted.fetch_add(1, Relaxed);
+            self.hdr.counters.live.fetch_add(1, Relaxed);
+            self.hdr.counters.inserted.fetch_add(1, Relaxed);
             return Ok(Hit {
                 id,
                 dir: Dir::Orig,
@@ -410,16 +557,17 @@ impl Table {
         if let Some(m) = mine {
             self.free(m);
         }
-        self.hdr.contended.fetch_add(1, Relaxed);
+        self.hdr.sweep.contended.fetch_add(1, Relaxed);
+        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
         Err(InsertError::Full)
     }
 
     /// Frees expired flows among the next `budget` entries of the sweep
     /// cursor; returns how many it freed.
     pub fn reclaim(&self, now: u64, budget: usize) -> usize {
-        let cap = self.hdr.capacity;
+        let cap = self.hdr.geo.capacity;
         let budget = budget.min(cap as usize) as u32;
-        let start = self.hdr.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
+        let start = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
         let mut freed = 0;
         for i in 0..budget {
             let id = (start + i) % cap;
@@ -427,20 +575,20 @@ impl Table {
                 freed += 1;
             }
         }
-        self.hdr.reclaimed.fetch_add(freed as u64, Relaxed);
+        self.hdr.counters.reclaimed.fetch_add(freed as u64, Relaxed);
         freed
     }
 
     /// Removes flow `id` if live (no-op otherwise).
     pub fn remove(&self, id: u32) {
-        if id < self.hdr.capacity {
-            self.kill(id, None);
+        if id < self.hdr.geo.capacity && self.kill(id, None) {
+            self.hdr.sweep.removed.fetch_add(1, Relaxed);
         }
     }
 
     /// Snapshots of the live flows (allocates; for the control path only).
     pub fn iter_live(&self, now: u64) -> impl Iterator<Item = FlowSnapshot> + '_ {
-        (0..self.hdr.capacity).filter_map(move |id| {
+        (0..self.hdr.geo.capacity).filter_map(move |id| {
             let snap = self.read(id)?;
             if snap.word.life() != LIVE {
                 return None;
@@ -472,20 +620,25 @@ impl Table {
 
     #[inline]
     fn home(&self, h: u64) -> (usize, u64) {
-        let b = ((h & 0xffff_ffff) * u64::from(self.hdr.buckets)) >> 32;
+        let b = ((h & 0xffff_ffff) * u64::from(self.hdr.geo.buckets)) >> 32;
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
     /// Buckets to scan: the largest displacement published so far, plus one.
     #[inline]
     fn span(&self) -> usize {
-        (self.hdr.max_disp.load(SeqCst) as usize + 1).min(self.hdr.probe as usize)
+        (self.hdr.geo.max_disp.load(SeqCst) as usize + 1).min(self.hdr.geo.probe as usize)
+    }
+
+    #[inline]
+    fn slot(&self, s: usize) -> &AtomicU64 {
+        &self.index[s / BUCKET].0[s % BUCKET]
     }
 
     #[inline]
     fn bucket_at(&self, home: usize, d: usize) -> usize {
         let b = home + d;
-        let n = self.hdr.buckets as usize;
+        let n = self.hdr.geo.buckets as usize;
         if b >= n {
             b - n
         } else {
@@ -500,11 +653,10 @@ impl Table {
         let span = self.span();
         let mut busy = false;
         for d in 0..span {
-            let base = self.bucket_at(home, d) * BUCKET;
-            let Some(bucket) = self.index.get(base..base + BUCKET) else {
+            let Some(bucket) = self.index.get(self.bucket_at(home, d)) else {
                 return Look::Miss;
             };
-            for slot in bucket {
+            for slot in &bucket.0 {
                 let v = slot.load(Acquire);
                 if v & TAG_MASK != tag || v & COMMITTED == 0 {
                     continue;
@@ -517,7 +669,7 @@ impl Table {
                 } else {
                     &snap.reply
                 };
-                if *k != kw {
+                if !same(k, &kw) {
                     continue;
                 }
                 match snap.word.life() {
@@ -549,13 +701,14 @@ impl Table {
                 std::hint::spin_loop();
                 continue;
             }
-            let orig = [0, 1, 2, 3, 4].map(|i| e.orig[i].load(Relaxed));
-            let reply = [0, 1, 2, 3, 4].map(|i| e.reply[i].load(Relaxed));
+            let orig = load5(&e.orig);
+            let reply = load5(&e.reply);
             let user = e.user.load(Relaxed);
             let word = Word(e.state.load(Relaxed));
             fence(Acquire);
             if e.seq.load(Relaxed) == s1 {
                 return Some(Snap {
+                    seq: s1,
                     orig,
                     reply,
                     user,
@@ -570,16 +723,38 @@ impl Table {
     fn expired(&self, id: u32, w: Word, now: u64) -> bool {
         let last = self.entries[id as usize].last.load(Relaxed);
         let age = tick(now).wrapping_sub(last) as i32;
-        age > self.hdr.timeout_ticks[w.state() as usize] as i32
+        age > self.hdr.geo.timeout_ticks[w.state() as usize - 1] as i32
     }
 
     /// Builds the hit and updates state and last-seen where they changed.
     #[inline]
-    fn touch(&self, key: &FlowKey, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
+    fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
-        let mut cur = snap.word;
-        for _ in 0..4 {
+        self.update(e, snap.seq, snap.word, reply, flags, now);
+        let other = if reply { &snap.orig } else { &snap.reply };
+        Hit {
+            id,
+            dir,
+            xlate: key_from_words(&FlowKey::swap_words(other)),
+            nat: snap.word.nat(),
+            user: snap.user,
+        }
+    }
+
+    /// Writes the state word (CAS) only if the packet changes it and the
+    /// last-seen tick (plain store) only if it moved forward.
+    #[inline]
+    fn update(&self, e: &Entry, seq: u32, word: Word, reply: bool, flags: u8, now: u64) {
+        let mut cur = word;
+        for round in 0..4 {
+            // Retry a lost CAS only while the entry still holds the same flow.
+            if round > 0 && e.seq.load(Acquire) != seq {
+                break;
+            }
+            if cur.steady(reply, flags) {
+                break;
+            }
             let next = cur.next(reply, flags);
             if next == cur || cur.life() != LIVE {
                 break;
@@ -593,297 +768,8 @@ impl Table {
             }
         }
         let t = tick(now);
-        let last = e.last.load(Relaxed);
-        if (t.wrapping_sub(last) as i32) > 0 {
+        if (t.wrapping_sub(e.last.load(Relaxed)) as i32) > 0 {
             e.last.store(t, Relaxed);
         }
-        let other = if reply { &snap.orig } else { &snap.reply };
-        let xlate = key_from_words(other).swap();
-        Hit {
-            id,
-            dir,
-            xlate,
-            nat: xlate != *key,
-            user: snap.user,
-        }
-    }
-
-    // ---- insert ----
-
-    fn init(&self, id: u32, orig: &FlowKey, reply: &FlowKey, user: u32, flags: u8, now: u64) {
-        let e = &self.entries[id as usize];
-        let s = e.seq.load(Relaxed);
-        e.seq.store(s.wrapping_add(1), Relaxed);
-        fence(Release);
-        for (a, w) in e.orig.iter().zip(orig.words()) {
-            a.store(w, Relaxed);
-        }
-        for (a, w) in e.reply.iter().zip(reply.words()) {
-            a.store(w, Relaxed);
-        }
-        e.user.store(user, Relaxed);
-        let st = CtState::initial(orig.proto, flags);
-        e.state.store(Word::new(INSERTING, st).0, Relaxed);
-        e.last.store(tick(now), Relaxed);
-        e.seq.store(s.wrapping_add(2), Release);
-    }
-
-    /// Publishes and commits the index slot for `key` -> (`id`, `dir`), or
-    /// finds the committed entry that holds an equal key.
-    ///
-    /// Why no duplicates: say X (id x) and Y (id y > x) both commit key K.
-    /// Each published pending (P) before its scan (S) and committed (C) after,
-    /// all SeqCst. Y committed, so S_Y did not see X's slot pending or
-    /// committed (either would make Y lose): S_Y < P_X. Hence P_Y < S_Y < P_X
-    /// < S_X, so S_X saw Y's slot pending (then X's CAS removed it, and C_Y
-    /// failed) or committed (then X lost). Either way one of them did not
-    /// commit.
-    fn claim(&self, key: &FlowKey, id: u32, dir: Dir) -> Claim {
-        let kw = key.words();
-        let (home, tag) = self.home(key.hash());
-        let mine = slot_val(tag, id, dir);
-        let probe = self.hdr.probe as usize;
-        let mut spins = 0u32;
-        'retry: while spins < SPIN_LIMIT {
-            spins += 1;
-            // 1. Publish pending in the first empty slot.
-            let mut pos = None;
-            'find: for d in 0..probe {
-                let base = self.bucket_at(home, d) * BUCKET;
-                for s in base..base + BUCKET {
-                    if self.index[s].load(Relaxed) == 0 {
-                        self.hdr.max_disp.fetch_max(d as u32, SeqCst);
-                        if self.index[s]
-                            .compare_exchange(0, mine, SeqCst, Relaxed)
-                            .is_ok()
-                        {
-                            pos = Some(s);
-                            break 'find;
-                        }
-                    }
-                }
-            }
-            let Some(pos) = pos else { return Claim::Full };
-            // 2. Scan for equal keys elsewhere.
-            let span = self.span();
-            for d in 0..span {
-                let base = self.bucket_at(home, d) * BUCKET;
-                for s in base..base + BUCKET {
-                    if s == pos {
-                        continue;
-                    }
-                    let mut v = self.index[s].load(SeqCst);
-                    loop {
-                        if v == 0 || v & TAG_MASK != tag {
-                            break;
-                        }
-                        let other = slot_id(v);
-                        let Some(snap) = self.read(other) else { break };
-                        let k = if slot_dir(v) == Dir::Orig {
-                            &snap.orig
-                        } else {
-                            &snap.reply
-                        };
-                        if *k != kw || snap.word.life() == FREE {
-                            break;
-                        }
-                        if v & COMMITTED != 0 {
-                            self.withdraw(pos, mine);
-                            return Claim::Lost(other);
-                        }
-                        if other < id {
-                            self.withdraw(pos, mine);
-                            std::hint::spin_loop();
-                            continue 'retry;
-                        }
-                        match self.index[s].compare_exchange(v, 0, SeqCst, SeqCst) {
-                            Ok(_) => break,
-                            Err(now_v) => v = now_v,
-                        }
-                    }
-                }
-            }
-            // 3. Commit (fails if a lower id removed our pending slot).
-            if self.index[pos]
-                .compare_exchange(mine, mine | COMMITTED, SeqCst, Relaxed)
-                .is_ok()
-            {
-                return Claim::Won;
-            }
-        }
-        self.hdr.contended.fetch_add(1, Relaxed);
-        Claim::Full
-    }
-
-    fn claim_reply(&self, reply: &FlowKey, id: u32, now: u64) -> Result<(), InsertError> {
-        for _ in 0..4 {
-            match self.claim(reply, id, Dir::Reply) {
-                Claim::Won => return Ok(()),
-                Claim::Full => return Err(InsertError::Full),
-                Claim::Lost(other) => {
-                    // A flow whose time is up does not hold its tuple.
-                    let stale = self
-                        .read(other)
-                        .is_some_and(|s| s.word.life() == LIVE && self.expired(other, s.word, now));
-                    if !(stale && self.kill(other, Some(now))) {
-                        return Err(InsertError::ReplyTaken);
-                    }
-                    self.hdr.evicted_expired.fetch_add(1, Relaxed);
-                }
-            }
-        }
-        Err(InsertError::ReplyTaken)
-    }
-
-    #[inline]
-    fn withdraw(&self, pos: usize, mine: u64) {
-        let _ = self.index[pos].compare_exchange(mine, 0, SeqCst, Relaxed);
-    }
-
-    /// Removes the committed slot of (`id`, `dir`) for `key`.
-    fn unlink(&self, key: &FlowKey, id: u32, dir: Dir) {
-        let (home, tag) = self.home(key.hash());
-        let v = slot_val(tag, id, dir) | COMMITTED;
-        for d in 0..self.span() {
-            let base = self.bucket_at(home, d) * BUCKET;
-            for s in base..base + BUCKET {
-                if self.index[s]
-                    .compare_exchange(v, 0, SeqCst, Relaxed)
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-        }
-    }
-
-    // ---- entries: allocation, eviction, freeing ----
-
-    fn alloc(&self, now: u64) -> Option<u32> {
-        for _ in 0..4 {
-            if let Some(id) = self.pop() {
-                return Some(id);
-            }
-            if !self.evict(now) {
-                return None;
-            }
-        }
-        self.pop()
-    }
-
-    fn pop(&self) -> Option<u32> {
-        let mut head = self.hdr.free.load(Acquire);
-        loop {
-            let idp1 = head as u32;
-            if idp1 == 0 {
-                return None;
-            }
-            let id = idp1 - 1;
-            let next = self.entries[id as usize].user.load(Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
-            match self
-                .hdr
-                .free
-                .compare_exchange_weak(head, new, AcqRel, Acquire)
-            {
-                Ok(_) => return Some(id),
-                Err(h) => head = h,
-            }
-        }
-    }
-
-    fn push(&self, id: u32) {
-        let e = &self.entries[id as usize];
-        let mut head = self.hdr.free.load(Relaxed);
-        loop {
-            e.user.store(head as u32, Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(id + 1);
-            match self
-                .hdr
-                .free
-                .compare_exchange_weak(head, new, Release, Relaxed)
-            {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
-        }
-    }
-
-    /// Frees an entry whose slots are unlinked (or never committed): bumps
-    /// the version so readers holding the id see the change.
-    fn free(&self, id: u32) {
-        let e = &self.entries[id as usize];
-        let s = e.seq.load(Relaxed);
-        e.seq.store(s.wrapping_add(1), Relaxed);
-        fence(Release);
-        e.state.store(FREE, Relaxed);
-        e.seq.store(s.wrapping_add(2), Release);
-        self.push(id);
-    }
-
-    /// Claims a live entry (only if expired at `now`, when given), unlinks
-    /// its slots and frees it. Returns whether this call freed it.
-    fn kill(&self, id: u32, expired_at: Option<u64>) -> bool {
-        let e = &self.entries[id as usize];
-        let mut cur = Word(e.state.load(Acquire));
-        loop {
-            if cur.life() != LIVE {
-                return false;
-            }
-            if let Some(now) = expired_at {
-                if !self.expired(id, cur, now) {
-                    return false;
-                }
-            }
-            match e
-                .state
-                .compare_exchange(cur.0, cur.with_life(DYING).0, AcqRel, Acquire)
-            {
-                Ok(_) => break,
-                Err(x) => cur = Word(x),
-            }
-        }
-        // DYING is exclusive: nobody rewrites the tuples until we free it.
-        let orig = key_from_words(&[0, 1, 2, 3, 4].map(|i| e.orig[i].load(Relaxed)));
-        let reply = key_from_words(&[0, 1, 2, 3, 4].map(|i| e.reply[i].load(Relaxed)));
-        self.unlink(&orig, id, Dir::Orig);
-        if reply != orig {
-            self.unlink(&reply, id, Dir::Reply);
-        }
-        self.free(id);
-        self.hdr.live.fetch_sub(1, Relaxed);
-        true
-    }
-
-    /// Makes room on a full table: an expired entry first, else an unassured
-    /// one, among the next [`EVICT_SCAN`] entries. Returns whether it freed one.
-    fn evict(&self, now: u64) -> bool {
-        let cap = self.hdr.capacity;
-        let n = (EVICT_SCAN as u32).min(cap);
-        let start = self.hdr.evict_cursor.fetch_add(n, Relaxed) % cap;
-        let mut unassured = None;
-        for i in 0..n {
-            let id = (start + i) % cap;
-            let w = Word(self.entries[id as usize].state.load(Relaxed));
-            if w.life() != LIVE {
-                continue;
-            }
-            if self.expired(id, w, now) {
-                if self.kill(id, Some(now)) {
-                    self.hdr.evicted_expired.fetch_add(1, Relaxed);
-                    return true;
-                }
-            } else if unassured.is_none() && !w.assured() {
-                unassured = Some(id);
-            }
-        }
-        if let Some(id) = unassured {
-            let w = Word(self.entries[id as usize].state.load(Relaxed));
-            if !w.assured() && self.kill(id, None) {
-                self.hdr.evicted_unassured.fetch_add(1, Relaxed);
-                return true;
-            }
-        }
-        false
     }
 }
