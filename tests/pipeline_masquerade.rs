@@ -132,7 +132,37 @@ fn hairpin_to_own_service_is_dnated_and_snatted_to_the_gateway(f: Fam) {
     assert_eq!(s.payload, b"yes");
 }
 
+fn an_unanswered_udp_flow_expires_after_its_timeout(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.outside(), udp(40000, 53)).build();
+    let s = a.send(POD1_PORT, &p).tx(UPLINK);
+    let port = s.sport;
+    // Linux's unreplied UDP timeout is 30 s: a reply 31 s later finds no flow.
+    a.advance_secs(31);
+    let r = Pkt::from_uplink(f.outside(), f.node_a(), udp(53, port)).build();
+    let out = a.send(UPLINK, &r);
+    assert!(
+        !matches!(out.verdict, Verdict::Tx(_)),
+        "expired flow still translated: {:?}",
+        out.verdict
+    );
+}
+
+fn an_answered_udp_flow_outlives_the_unreplied_timeout(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.outside(), udp(40000, 53)).build();
+    let port = a.send(POD1_PORT, &p).tx(UPLINK).sport;
+    let r = Pkt::from_uplink(f.outside(), f.node_a(), udp(53, port)).build();
+    a.send(UPLINK, &r).tx(POD1_PORT);
+    // Assured UDP lives 120 s: 60 s later the reply still gets through.
+    a.advance_secs(60);
+    let s = a.send(UPLINK, &r).tx(POD1_PORT);
+    assert_eq!((s.dst, s.dport), (f.pod1(), 40000));
+}
+
 both_families!(
+    an_unanswered_udp_flow_expires_after_its_timeout,
+    an_answered_udp_flow_outlives_the_unreplied_timeout,
     pod_to_outside_is_masqueraded_and_the_reply_translated_back,
     ping_to_outside_is_masqueraded_by_identifier,
     two_pods_using_the_same_source_port_get_distinct_snat_ports,

@@ -154,7 +154,8 @@ impl Fam {
 /// with external and LoadBalancer IPs and a NodePort; `remote`: UDP, backend
 /// on node B; `empty`: no backend; `local`: externalTrafficPolicy Local with a
 /// local and a remote backend; `localnone`: eTP Local with only a remote
-/// backend; `multi`: four remote backends; `dns`: UDP, local backend pod2:5353;
+/// backend; `multi`: four remote backends; `dns`: UDP, local backend pod2:5353,
+/// NodePort;
 /// `sticky`: four remote backends with sessionAffinity ClientIP.
 pub mod svc {
     pub const WEB: u8 = 0x10;
@@ -174,6 +175,7 @@ pub mod svc {
     pub const REMOTE_NODEPORT: u16 = 30081;
     pub const LOCAL_NODEPORT: u16 = 30084;
     pub const LOCALNONE_NODEPORT: u16 = 30085;
+    pub const DNS_NODEPORT: u16 = 30087;
 }
 
 pub fn backend(ip: IpAddr, port: u16, local: bool) -> BackendSpec {
@@ -288,7 +290,7 @@ pub fn services_a(f: Fam) -> Vec<ServiceSpec> {
             UDP,
             53,
             vec![(f.vip(svc::DNS), VipKind::ClusterIp)],
-            None,
+            Some(f.node_port(svc::DNS_NODEPORT)),
             false,
             vec![backend(f.pod2(), 5353, true)],
         ),
