@@ -265,7 +265,40 @@ fn an_icmp_error_from_a_nodeport_backend_reaches_the_client_with_both_nats_undon
     );
 }
 
+fn time_exceeded_about_a_masqueraded_ping_is_translated_back_by_identifier(f: Fam) {
+    let mut a = node_a();
+    let sent = Pkt::from_pod1(f, f.outside(), L4::EchoRequest { id: 4242, seq: 9 })
+        .payload(b"ping")
+        .build();
+    let out = a.send(POD1_PORT, &sent);
+    let left = out.tx(UPLINK);
+    assert_eq!(left.src, f.node_a());
+    let (ty, code) = if f == Fam::V4 { (11, 0) } else { (3, 0) };
+    let err = icmp_error(
+        ROUTER_MAC,
+        A_UPLINK_MAC,
+        f.router(),
+        f.node_a(),
+        ty,
+        code,
+        [0; 4],
+        &out.bytes[14..],
+    );
+    let s = a.send(UPLINK, &err).tx(POD1_PORT);
+    assert_eq!((s.src, s.dst), (f.router(), f.pod1()));
+    assert_eq!((s.icmp_type, s.icmp_code), (ty, code));
+    // The quoted echo request: source and identifier back to the pod's, its
+    // ICMP checksum valid again (`parse_ip` with the whole quote checks it).
+    let q = parse_ip(s.quoted_bytes(), true);
+    assert_eq!(q.src, f.pod1());
+    assert_eq!(q.dst, f.outside());
+    assert_eq!(q.sport, 4242, "quoted echo identifier");
+    assert_eq!(&q.icmp_rest[2..], &9u16.to_be_bytes(), "quoted sequence");
+    assert_eq!(q.l4_checksum, parse(&sent).l4_checksum);
+}
+
 both_families!(
+    time_exceeded_about_a_masqueraded_ping_is_translated_back_by_identifier,
     too_big_for_the_tunnel_to_a_service_backend_quotes_what_the_pod_sent,
     an_icmp_error_from_a_nodeport_backend_reaches_the_client_with_both_nats_undone,
     ttl_one_to_a_remote_pod_gets_time_exceeded_and_is_not_encapsulated,
