@@ -65,6 +65,12 @@ impl Counters {
         self.drops[reason.index()]
     }
 
+    /// Every drop reason with its count, in [`DropReason::ALL`] order (for
+    /// `twillctl stats`: `reason.name()`, `reason.description()`, count).
+    pub fn drops_by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.drops[r.index()]))
+    }
+
     /// Counts a verdict (rx and the verdict kind).
     #[inline]
     pub(crate) fn count_verdict(&mut self, v: Verdict) {

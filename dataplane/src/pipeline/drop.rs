@@ -48,7 +48,7 @@ drop_reasons! {
     BadIpv6ExtHeader => "IPv6 extension header chain malformed or too long",
     ArpMalformed => "ARP that is not Ethernet/IPv4 or is truncated",
     ArpIgnored => "ARP that needs no answer (not a request, or for the pod's own address)",
-    NdIgnored => "ICMPv6 neighbor discovery the dataplane does not answer",
+    NdIgnored => "ICMPv6 neighbor or multicast listener discovery the dataplane does not answer",
     Spoofed => "source address is not the sending pod's",
     Multicast => "multicast or broadcast IP destination from a pod",
     TtlExceeded => "TTL or hop limit expired and no ICMP error may be sent about it",

@@ -13,7 +13,7 @@ use super::{Env, Frame, State};
 use crate::state::RouteTarget;
 
 /// Runs the flow stage on one frame; `None`: go on to forwarding with `m.xkey`.
-#[inline]
+#[inline(always)]
 pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
     if m.frag == Frag::Later {
         return later_fragment(env, st, frame, m);
@@ -30,7 +30,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
     v
 }
 
-#[inline]
+#[inline(always)]
 fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
     if m.l4kind == L4::IcmpError {
         match icmp_xlate::translate(frame.data_mut(), m, env.ct, env.now) {
@@ -44,8 +44,7 @@ fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<
     } else if let Some(hit) = env.ct.track(&m.key, m.tcp_flags, env.now) {
         st.cnt.ct_hits += 1;
         if hit.nat {
-            let key = m.key;
-            nat::rewrite(frame.data_mut(), m, &key, &hit.xlate);
+            nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
             m.xkey = hit.xlate;
             m.nat = true;
         }
@@ -58,6 +57,7 @@ fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<
 fn first_packet(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
     let t = env.t;
     let route = st.route.lookup(t, m.key.family, &m.key.dst);
+    m.route = Some(route);
     let services = t.services();
     let has_ports = matches!(m.l4kind, L4::Tcp | L4::Udp);
     match m.ingress {
@@ -164,8 +164,7 @@ fn masquerade(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Opt
     st.cnt.ct_new += 1;
     st.cnt.snat += 1;
     st.cnt.snat_port_retries += retries as u64;
-    let key = m.key;
-    nat::rewrite(frame.data_mut(), m, &key, &hit.xlate);
+    nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
     m.xkey = hit.xlate;
     m.nat = true;
     None
@@ -185,8 +184,7 @@ fn later_fragment(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             x.src = src;
             x.dst = dst;
             if x != m.key {
-                let k = m.key;
-                nat::rewrite(frame.data_mut(), m, &k, &x);
+                nat::rewrite(frame.data_mut(), m, &m.key, &x);
                 m.xkey = x;
                 m.nat = true;
             }

@@ -15,12 +15,20 @@ use super::{Env, Frame, State};
 use crate::state::{RouteTarget, Tables};
 use crate::wire::checksum::update16;
 
-/// A one-entry cache of the last route lookup, reset with the tables.
-#[derive(Clone, Copy, Debug)]
+/// Route lookups cached across batches: a small direct-mapped cache of recent
+/// destinations (one entry per slot, the last lookup wins), reset with the tables.
+/// With a handful of backends or peers in flight it turns the LPM walk into one
+/// compare.
 pub(crate) struct RouteCache {
-    /// The family in the top byte of the key would collide with nothing: keys
-    /// are compared with `family` separately.
-    valid: bool,
+    slots: [Slot; ROUTE_CACHE_SLOTS],
+}
+
+/// Slots of the route cache (a power of two).
+const ROUTE_CACHE_SLOTS: usize = 64;
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// 0: empty; else the address family.
     family: u8,
     dst: u128,
     target: RouteTarget,
@@ -29,10 +37,11 @@ pub(crate) struct RouteCache {
 impl Default for RouteCache {
     fn default() -> Self {
         RouteCache {
-            valid: false,
-            family: 0,
-            dst: 0,
-            target: RouteTarget::Outside,
+            slots: [Slot {
+                family: 0,
+                dst: 0,
+                target: RouteTarget::Outside,
+            }; ROUTE_CACHE_SLOTS],
         }
     }
 }
@@ -41,12 +50,15 @@ impl RouteCache {
     #[inline]
     pub fn lookup(&mut self, t: &Tables, family: u8, dst: &[u8; 16]) -> RouteTarget {
         let d = u128::from_ne_bytes(*dst);
-        if self.valid && self.dst == d && self.family == family {
-            return self.target;
+        let x = (d as u64) ^ ((d >> 64) as u64);
+        let x = x ^ (x >> 32);
+        let i = ((x ^ (x >> 16) ^ (x >> 8)) as usize) & (ROUTE_CACHE_SLOTS - 1);
+        let slot = &mut self.slots[i];
+        if slot.dst == d && slot.family == family {
+            return slot.target;
         }
         let target = t.route(family, dst);
-        *self = RouteCache {
-            valid: true,
+        *slot = Slot {
             family,
             dst: d,
             target,
@@ -55,17 +67,24 @@ impl RouteCache {
     }
 
     pub fn reset(&mut self) {
-        self.valid = false;
+        for s in self.slots.iter_mut() {
+            s.family = 0;
+        }
     }
 }
 
 /// Forwards one frame whose flow stage is done.
-#[inline]
+#[inline(always)]
 pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Verdict {
     let t = env.t;
     let c = t.config();
-    let out = m.out();
-    let route = st.route.lookup(t, out.family, &out.dst);
+    let route = match m.route {
+        Some(r) if !m.nat => r,
+        _ => {
+            let out = m.out();
+            st.route.lookup(t, out.family, &out.dst)
+        }
+    };
     match route {
         RouteTarget::LocalPod(idx) => {
             let Some(pod) = t.pod(idx) else {
@@ -86,9 +105,10 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
             let Some(r) = t.remote(idx) else {
                 return Verdict::Drop(DropReason::UnknownPod);
             };
-            let Some(outer) = vxlan::outer_family(c, r) else {
+            let outer = r.outer;
+            if outer == 0 {
                 return Verdict::Drop(DropReason::NoRemoteUnderlay);
-            };
+            }
             if m.ttl <= 1 {
                 return error(
                     env,
@@ -99,7 +119,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
                     DropReason::TtlExceeded,
                 );
             }
-            let room = vxlan::inner_limit(c.underlay_mtu, m.family, outer);
+            let room = r.inner_limit[(m.family == 6) as usize] as usize;
             if frame.len() - ETH_LEN > room {
                 if m.family == 4 && !m.dont_frag {
                     return Verdict::Drop(DropReason::TooBig);

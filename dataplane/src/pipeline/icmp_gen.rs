@@ -1,12 +1,16 @@
 //! Building ICMP and ICMPv6 errors in place: the offending packet (untranslated)
 //! stays where it is and becomes the quoted data; new Ethernet, IP and ICMP
-//! headers are pushed in front of it and the frame is trimmed to the quote limit
-//! (576 bytes total for IPv4, RFC 1812 4.3.2.3; 1280 for IPv6, RFC 4443 2.4).
+//! headers are pushed in front of it (emitted through the `wire` reprs, each
+//! ending with its checksum) and the frame is trimmed to the quote limit (576
+//! bytes total for IPv4, RFC 1812 4.3.2.3; 1280 for IPv6, RFC 4443 2.4).
 
-use super::parse::{is_multicast, wr16, Frag, Meta, ETH_LEN, L4};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::parse::{is_multicast, Frag, Meta, ETH_LEN, L4};
 use super::Frame;
 use crate::proto;
-use crate::wire::checksum;
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::{icmpv4, icmpv6, ipv4, ipv6};
 use crate::Mac;
 
 /// The error to send.
@@ -53,74 +57,74 @@ pub(crate) fn build(
     let mut peer_mac = [0u8; 6];
     peer_mac.copy_from_slice(&frame.data()[6..12]);
     let dst = m.key.src;
-    if m.family == 4 {
-        let quote = orig_len.min(576 - 28);
-        frame.trim(ETH_LEN + quote);
-        if !frame.push_head(28) {
-            return false;
-        }
-        let d = frame.data_mut();
-        d[0..6].copy_from_slice(&peer_mac);
-        d[6..12].copy_from_slice(&our_mac);
-        d[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut d[ETH_LEN..ETH_LEN + 20];
-        ip[0] = 0x45;
-        ip[1] = 0;
-        wr16(ip, 2, (28 + quote) as u16);
-        wr16(ip, 4, 0);
-        wr16(ip, 6, 0);
-        ip[8] = 64;
-        ip[9] = proto::ICMP;
-        wr16(ip, 10, 0);
-        ip[12..16].copy_from_slice(&src[..4]);
-        ip[16..20].copy_from_slice(&dst[..4]);
-        let c = checksum::finish(checksum::sum(ip));
-        wr16(ip, 10, c);
-        let icmp = &mut d[ETH_LEN + 20..];
-        let (t, code, rest) = match err {
-            IcmpError::TimeExceeded => (11, 0, 0u32),
-            IcmpError::TooBig(mtu) => (3, 4, mtu as u32),
-            IcmpError::PortUnreachable => (3, 3, 0),
-        };
-        icmp[0] = t;
-        icmp[1] = code;
-        wr16(icmp, 2, 0);
-        icmp[4..8].copy_from_slice(&rest.to_be_bytes());
-        let c = checksum::finish(checksum::sum(&icmp[..8 + quote]));
-        wr16(icmp, 2, c);
+    let (ip_len, limit, ethertype) = if m.family == 4 {
+        (ipv4::HEADER_LEN, 576, EtherType::Ipv4)
     } else {
-        let quote = orig_len.min(1280 - 48);
-        frame.trim(ETH_LEN + quote);
-        if !frame.push_head(48) {
-            return false;
-        }
-        let d = frame.data_mut();
-        d[0..6].copy_from_slice(&peer_mac);
-        d[6..12].copy_from_slice(&our_mac);
-        d[12..14].copy_from_slice(&[0x86, 0xdd]);
-        let plen = (8 + quote) as u16;
-        {
-            let ip = &mut d[ETH_LEN..ETH_LEN + 40];
-            ip[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
-            wr16(ip, 4, plen);
-            ip[6] = proto::ICMPV6;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(src);
-            ip[24..40].copy_from_slice(&dst);
-        }
-        let icmp = &mut d[ETH_LEN + 40..];
-        let (t, code, rest) = match err {
-            IcmpError::TimeExceeded => (3, 0, 0u32),
-            IcmpError::TooBig(mtu) => (2, 0, mtu as u32),
-            IcmpError::PortUnreachable => (1, 4, 0),
+        (ipv6::HEADER_LEN, 1280, EtherType::Ipv6)
+    };
+    let head = ip_len + icmpv4::HEADER_LEN;
+    let quote = orig_len.min(limit - head);
+    frame.trim(ETH_LEN + quote);
+    if !frame.push_head(head) {
+        return false;
+    }
+    let d = frame.data_mut();
+    let (eth, rest) = d.split_at_mut(ETH_LEN);
+    let (ip, icmp) = rest.split_at_mut(ip_len);
+    ethernet::Repr {
+        src: our_mac,
+        dst: peer_mac,
+        ethertype,
+    }
+    .emit(&mut ethernet::Frame::new_unchecked(eth));
+    let payload_len = icmp.len();
+    if m.family == 4 {
+        let ip_repr = ipv4::Repr {
+            src: Ipv4Addr::new(src[0], src[1], src[2], src[3]),
+            dst: Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]),
+            protocol: proto::ICMP,
+            payload_len,
+            ttl: 64,
+            ident: 0,
+            dont_frag: false,
+            dscp_ecn: 0,
         };
-        icmp[0] = t;
-        icmp[1] = code;
-        wr16(icmp, 2, 0);
-        icmp[4..8].copy_from_slice(&rest.to_be_bytes());
-        let sum = checksum::pseudo_v6(src, &dst, proto::ICMPV6, plen as u32)
-            + checksum::sum(&icmp[..plen as usize]);
-        wr16(icmp, 2, checksum::finish(sum));
+        ip_repr.emit(&mut ipv4::Packet::new_unchecked(ip));
+        let repr = match err {
+            IcmpError::TimeExceeded => icmpv4::Repr::TimeExceeded {
+                code: icmpv4::TTL_EXCEEDED,
+            },
+            IcmpError::TooBig(mtu) => icmpv4::Repr::DstUnreachable {
+                code: icmpv4::FRAG_NEEDED,
+                next_hop_mtu: mtu,
+            },
+            IcmpError::PortUnreachable => icmpv4::Repr::DstUnreachable {
+                code: icmpv4::PORT_UNREACHABLE,
+                next_hop_mtu: 0,
+            },
+        };
+        repr.emit(&mut icmpv4::Packet::new_unchecked(icmp));
+    } else {
+        let ip_repr = ipv6::Repr {
+            src: Ipv6Addr::from(*src),
+            dst: Ipv6Addr::from(dst),
+            next_header: proto::ICMPV6,
+            payload_len,
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+        };
+        ip_repr.emit(&mut ipv6::Packet::new_unchecked(ip));
+        let repr = match err {
+            IcmpError::TimeExceeded => icmpv6::Repr::TimeExceeded {
+                code: icmpv6::HOP_LIMIT_EXCEEDED,
+            },
+            IcmpError::TooBig(mtu) => icmpv6::Repr::PacketTooBig { mtu: mtu.into() },
+            IcmpError::PortUnreachable => icmpv6::Repr::DstUnreachable {
+                code: icmpv6::PORT_UNREACHABLE,
+            },
+        };
+        repr.emit(&mut icmpv6::Packet::new_unchecked(icmp), src, &dst);
     }
     true
 }

@@ -90,7 +90,7 @@ pub(crate) fn run(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) ->
     }
 }
 
-#[inline]
+#[inline(always)]
 fn parse_trim(frame: &mut Frame, l3: usize, et: u16, m: &mut Meta) -> Result<(), DropReason> {
     let end = parse_ip(frame.data(), l3, et, m)?;
     frame.trim(end);

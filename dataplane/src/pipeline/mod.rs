@@ -3,11 +3,15 @@
 //! Shape (VPP-style): `process` runs three stages over the batch, each a loop
 //! writing per-frame metadata (offsets, family, flow key, translation) into a
 //! parallel array on the [`Pipeline`] and deciding some frames:
-//! 1. [`ingress`](ingress): port kind, Ethernet/IP parsing, ARP/ND answers,
+//! 1. `ingress`: port kind, Ethernet/IP parsing, ARP/ND answers,
 //!    anti-spoofing, VXLAN decapsulation;
-//! 2. [`flow`](flow): fragments, ICMP errors about NATed flows, conntrack
+//! 2. `flow`: fragments, ICMP errors about NATed flows, conntrack
 //!    hits with their NAT, first packets (Services, masquerade, pass, drop);
-//! 3. [`forward`](forward): route, TTL, MTU, local delivery, VXLAN encap, uplink.
+//! 3. `forward`: route, TTL, MTU, local delivery, VXLAN encap, uplink.
+//!
+//! Released fragments (a later fragment stashed until its first one came) are
+//! handed out by [`Pipeline::take_released`]; a stashed frame's own verdict is
+//! `Drop(FragStashed)` (its bytes were copied, the caller frees the buffer).
 //!
 //! Every frame ends with a [`Verdict`]; every drop names a [`DropReason`].
 //! Counters are summed per batch and added to [`Pipeline::counters`] once. No
@@ -49,6 +53,10 @@ use parse::{ethertype, parse_ip, Meta};
 
 /// The most frames `process` handles at once (larger slices are cut into batches).
 pub const BATCH: usize = 64;
+
+/// Conntrack entries swept for expiry per `process` call (incremental reclaim,
+/// so expired flows free their entries without a separate thread).
+pub const RECLAIM_PER_CALL: usize = 16;
 
 /// Shared, read-only inputs of one batch.
 pub(crate) struct Env<'a> {
@@ -157,6 +165,7 @@ impl Pipeline {
         if !self.st.release.is_empty() {
             self.release(now);
         }
+        self.ct.reclaim(now, RECLAIM_PER_CALL);
         self.counters.drain_from(&mut self.st.cnt);
     }
 

@@ -1,11 +1,16 @@
 //! Parsing: per-frame metadata (offsets of the IP and L4 headers, family, flow
-//! key, fragment state) kept in a parallel array on the pipeline. Lengths are
-//! checked here once; later stages index the frame at these offsets without
-//! re-checking (the same contract as a wire view after `new_checked`).
+//! key, fragment state, where the ports and the L4 checksum are) kept in a
+//! parallel array on the pipeline. Lengths are checked here once; later stages
+//! index the frame at these offsets without re-checking (the same contract as a
+//! wire view after `new_checked`). The hot path reads fixed offsets directly
+//! rather than through `wire` views so one pass fills the metadata the NAT and
+//! forwarding stages need (no view is rebuilt per stage); malformed input is a
+//! `DropReason`, never a panic (see the fuzz test in `pipeline/tests.rs`).
 
 use super::drop::DropReason;
 use crate::conntrack::FlowKey;
 use crate::proto;
+use crate::state::RouteTarget;
 
 pub(crate) const ETH_LEN: usize = 14;
 pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -38,7 +43,8 @@ pub(crate) enum L4 {
     EchoReply,
     /// ICMP/ICMPv6 error: an embedded IP header follows the 8-byte header.
     IcmpError,
-    /// ICMPv6 neighbor discovery (133..=137).
+    /// ICMPv6 neighbor discovery (133..=137) or multicast listener discovery
+    /// (130..=132, 143).
     Nd,
     /// Anything else, or a non-first fragment: no ports.
     #[default]
@@ -87,6 +93,9 @@ pub(crate) struct Meta {
     pub dport_at: u16,
     /// Whether the L4 checksum covers the pseudo-header (TCP, UDP, ICMPv6).
     pub pseudo: bool,
+    /// The route of the untranslated destination, when the flow stage already
+    /// looked it up (saves forwarding a second lookup).
+    pub route: Option<RouteTarget>,
 }
 
 impl Meta {
@@ -142,6 +151,7 @@ pub(crate) fn ethertype(d: &[u8]) -> Option<(u16, usize)> {
 
 /// Parses the IP packet at `l3` (IPv4 or IPv6 by `ethertype`) into `m`. Returns the
 /// IP packet's end (l3 + total length) so the caller can trim Ethernet padding.
+#[inline(always)]
 pub(crate) fn parse_ip(
     d: &[u8],
     l3: usize,
@@ -154,6 +164,7 @@ pub(crate) fn parse_ip(
     m.frag = Frag::None;
     m.frag_ident = 0;
     m.dont_frag = false;
+    m.route = None;
     m.csum_at = 0;
     m.sport_at = 0;
     m.dport_at = 0;
@@ -165,7 +176,7 @@ pub(crate) fn parse_ip(
     }
 }
 
-#[inline]
+#[inline(always)]
 fn parse_v4(d: &[u8], l3: usize, m: &mut Meta) -> Result<usize, DropReason> {
     let ip = d.get(l3..).ok_or(DropReason::Truncated)?;
     let Some(h) = ip.first_chunk::<20>() else {
@@ -283,7 +294,7 @@ fn parse_v6(d: &[u8], l3: usize, m: &mut Meta) -> Result<usize, DropReason> {
 
 /// Reads ports (or the echo identifier) and the L4 kind; checks the L4 header
 /// fits (for non-first fragments there is none).
-#[inline]
+#[inline(always)]
 fn parse_l4(d: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), DropReason> {
     if m.frag == Frag::Later {
         m.l4kind = L4::Other;
@@ -336,7 +347,7 @@ fn parse_l4(d: &[u8], l4: usize, m: &mut Meta, icmp: u8) -> Result<(u16, u16), D
                     128 => (L4::EchoRequest, (id, 0)),
                     129 => (L4::EchoReply, (0, id)),
                     1..=4 => (L4::IcmpError, (0, 0)),
-                    133..=137 => (L4::Nd, (0, 0)),
+                    130..=137 | 143 => (L4::Nd, (0, 0)),
                     _ => (L4::Other, (0, 0)),
                 }
             };

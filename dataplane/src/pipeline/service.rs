@@ -5,8 +5,10 @@
 //! NAT decisions, as kube-proxy: traffic from outside the node to an
 //! `externalTrafficPolicy: Cluster` Service is SNATed to the node address (so the
 //! reply comes back through this node); `Local` keeps the client address and uses
-//! local endpoints only (none: dropped, counted). A pod reaching its own Service
-//! and landing on itself (hairpin) is SNATed to the gateway address.
+//! local endpoints only (none here but some elsewhere: dropped, counted; none at
+//! all: rejected like any Service without endpoints). `internalTrafficPolicy:
+//! Local` does the same for pods reaching a ClusterIP. A pod reaching its own
+//! Service and landing on itself (hairpin) is SNATed to the gateway address.
 
 use super::drop::DropReason;
 use super::icmp_gen::{self, IcmpError};
@@ -59,7 +61,9 @@ pub(crate) fn new_flow(
         .filter(|b| b.family() == m.family)
         .map(|b| (b.ip_bytes(), b.port()));
     let Some((bip, bport)) = backend else {
-        if external && ext_local {
+        // As kube-proxy: a Service with endpoints, none of them local under a
+        // Local policy, drops; a Service with no endpoints at all rejects.
+        if scope == Scope::Local && s.usable_count(Scope::Cluster, m.family) > 0 {
             return Some(Verdict::Drop(DropReason::NoLocalEndpoint));
         }
         return Some(port_unreachable(env, st, frame, m));
@@ -109,8 +113,7 @@ pub(crate) fn new_flow(
     st.cnt.dnat += 1;
     st.cnt.snat += snat as u64;
     st.cnt.snat_port_retries += retries as u64;
-    let key = m.key;
-    nat::rewrite(frame.data_mut(), m, &key, &hit.xlate);
+    nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
     m.xkey = hit.xlate;
     m.nat = true;
     None

@@ -308,6 +308,30 @@ fn a_neighbor_solicitation_for_the_gateway_is_answered_with_a_solicited_override
     assert!(s.is_checksum_valid(ip.source, ip.destination));
 }
 
+#[test]
+fn a_pods_multicast_listener_report_is_ignored_not_counted_as_spoofing() {
+    let mut p = pipe();
+    let ll: Ipv6Addr = "fe80::858:aff:fef4:102".parse().unwrap();
+    let ty = Icmpv6Type::Unknown {
+        type_u8: 143,
+        code_u8: 0,
+        bytes5to8: [0, 0, 0, 1],
+    };
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, [0x33, 0x33, 0, 0, 0, 0x16])
+        .ipv6(o6(ll), o6("ff02::16".parse().unwrap()), 1)
+        .icmpv6(ty)
+        .write(
+            &mut f,
+            &[
+                4, 0, 0, 0, 0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 2,
+            ],
+        )
+        .unwrap();
+    let (v, _) = run(&mut p, &f, CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Drop(DropReason::NdIgnored));
+}
+
 // ---------------------------------------------------------------- local
 
 #[test]
@@ -707,6 +731,29 @@ fn external_traffic_policy_local_keeps_the_client_address_and_uses_local_endpoin
 }
 
 #[test]
+fn internal_traffic_policy_local_without_a_local_endpoint_drops_and_without_any_rejects() {
+    let mut b = builder();
+    let remote = vec![backend(
+        IpAddr::V4(Ipv4Addr::new(10, 244, 2, 2)),
+        8080,
+        false,
+    )];
+    let mut s = service("itp", proto::TCP, 80, &[IpAddr::V4(SOLO)], remote);
+    s.int_local = true;
+    b.add_service(s);
+    let none = Ipv4Addr::new(10, 96, 0, 78);
+    let mut s = service("itp-empty", proto::TCP, 80, &[IpAddr::V4(none)], Vec::new());
+    s.int_local = true;
+    b.add_service(s);
+    let mut p = pipe_with(b.build().unwrap());
+    let (v, _) = run(&mut p, &from_client4(SOLO, 40030, 80), CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Drop(DropReason::NoLocalEndpoint));
+    let (v, out) = run(&mut p, &from_client4(none, 40031, 80), CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!((out[34], out[35]), (3, 3), "port unreachable");
+}
+
+#[test]
 fn pod_to_outside_is_masqueraded_and_the_reply_translated_back() {
     let mut p = pipe();
     let f = udp4(
@@ -842,6 +889,121 @@ fn traffic_not_ours_passes_to_the_kernel() {
     );
 }
 
+#[test]
+fn ipv6_node_port_from_outside_is_snated_to_the_node_ipv6_address() {
+    let mut p = pipe();
+    let client: Ipv6Addr = "2001:db8::5".parse().unwrap();
+    let f = tcp6(
+        UPLINK_GATEWAY_MAC,
+        UPLINK_MAC,
+        client,
+        NODE_V6,
+        55555,
+        WEB_NODE_PORT,
+        60,
+    );
+    let (v, out) = run(&mut p, &f, UPLINK, NOW);
+    let inner = match v {
+        Verdict::Tx(WEB_LOCAL_PORT) => out.clone(),
+        Verdict::Tx(UPLINK) => unwrap_vxlan(&out).2,
+        other => panic!("unexpected {other:?}"),
+    };
+    let ip = ip6(&inner);
+    assert_eq!(ip.source, o6(NODE_V6));
+    assert_eq!(ports(&inner).1, 8080);
+    assert_checksums(&inner);
+}
+
+#[test]
+fn a_pod_reaching_a_load_balancer_ip_may_use_any_endpoint_and_keeps_its_address() {
+    // lb-remote-only has externalTrafficPolicy Local and no local endpoint: from
+    // outside it drops, from a pod it is served by the remote one.
+    let mut p = pipe();
+    let (v, out) = run(
+        &mut p,
+        &from_client4(LB_REMOTE_ONLY_V4, 40010, 80),
+        CLIENT_PORT,
+        NOW,
+    );
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let (_, _, inner) = unwrap_vxlan(&out);
+    let ip = ip4(&inner);
+    assert_eq!(
+        (ip.source, ip.destination),
+        (o4(CLIENT_V4), [10, 244, 2, 2])
+    );
+    assert_checksums(&inner);
+}
+
+#[test]
+fn a_pod_reaching_its_nodes_node_port_is_dnated_without_snat() {
+    let mut p = pipe_with(with_solo_service(WEB_LOCAL_V4, true));
+    let (v, out) = run(
+        &mut p,
+        &from_client4(NODE_V4, 40011, WEB_NODE_PORT),
+        CLIENT_PORT,
+        NOW,
+    );
+    let inner = match v {
+        Verdict::Tx(WEB_LOCAL_PORT) => out,
+        Verdict::Tx(UPLINK) => unwrap_vxlan(&out).2,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(ip4(&inner).source, o4(CLIENT_V4));
+    assert_eq!(ports(&inner), (40011, 8080));
+}
+
+#[test]
+fn session_affinity_sends_every_connection_of_a_client_to_one_backend() {
+    let mut b = builder();
+    let mut s = service(
+        "sticky",
+        proto::TCP,
+        80,
+        &[IpAddr::V4(SOLO)],
+        (2..12)
+            .map(|h| backend(IpAddr::V4(Ipv4Addr::new(10, 244, 2, h)), 8080, false))
+            .collect(),
+    );
+    s.affinity_timeout_s = Some(60);
+    b.add_service(s);
+    let mut p = pipe_with(b.build().unwrap());
+    let mut seen = std::collections::HashSet::new();
+    for sp in 41000..41020 {
+        let (v, out) = run(&mut p, &from_client4(SOLO, sp, 80), CLIENT_PORT, NOW);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        seen.insert(ip4(&unwrap_vxlan(&out).2).destination);
+    }
+    assert_eq!(seen.len(), 1, "one backend for the client: {seen:?}");
+}
+
+#[test]
+fn pod_ping_to_outside_is_masqueraded_by_identifier_and_the_reply_returns() {
+    let mut p = pipe();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .ipv4(o4(CLIENT_V4), o4(OUTSIDE), 64)
+        .icmpv4_echo_request(0x77, 1)
+        .write(&mut f, b"ping")
+        .unwrap();
+    let (v, out) = run(&mut p, &f, CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip4(&out).source, o4(NODE_V4));
+    assert!(ones_complement_ok(&out[34..], &[]));
+    let ident = u16::from_be_bytes([out[38], out[39]]);
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(UPLINK_GATEWAY_MAC, UPLINK_MAC)
+        .ipv4(o4(OUTSIDE), o4(NODE_V4), 60)
+        .icmpv4_echo_reply(ident, 1)
+        .write(&mut reply, b"ping")
+        .unwrap();
+    let (v, out) = run(&mut p, &reply, UPLINK, NOW);
+    assert_eq!(v, Verdict::Tx(CLIENT_PORT));
+    assert_eq!(ip4(&out).destination, o4(CLIENT_V4));
+    assert_eq!(u16::from_be_bytes([out[38], out[39]]), 0x77);
+    assert!(ones_complement_ok(&out[34..], &[]));
+}
+
 // ---------------------------------------------------------------- ICMP errors
 
 #[test]
@@ -892,6 +1054,86 @@ fn an_icmp_error_about_a_masqueraded_flow_is_translated_to_the_pod() {
         "embedded UDP checksum back to the original"
     );
     assert_eq!(p.counters().icmp_errors_translated, 1);
+}
+
+#[test]
+fn an_icmp_error_from_a_backend_is_translated_as_from_the_service() {
+    // The backend answers port unreachable: the client must see it from the VIP,
+    // about its own packet to the VIP.
+    let mut b = builder();
+    let backends = vec![backend(IpAddr::V4(WEB_LOCAL_V4), 8080, true)];
+    b.add_service(service(
+        "solo-udp",
+        proto::UDP,
+        80,
+        &[IpAddr::V4(SOLO)],
+        backends,
+    ));
+    let mut p = pipe_with(b.build().unwrap());
+    let f = udp4(CLIENT_MAC, GATEWAY_MAC, CLIENT_V4, SOLO, 40020, 80, b"x");
+    let (v, sent) = run(&mut p, &f, CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Tx(WEB_LOCAL_PORT));
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(WEB_LOCAL_MAC, GATEWAY_MAC)
+        .ipv4(o4(WEB_LOCAL_V4), o4(CLIENT_V4), 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut err, &sent[14..])
+        .unwrap();
+    let (v, out) = run(&mut p, &err, WEB_LOCAL_PORT, NOW);
+    assert_eq!(v, Verdict::Tx(CLIENT_PORT));
+    let ip = ip4(&out);
+    assert_eq!((ip.source, ip.destination), (o4(SOLO), o4(CLIENT_V4)));
+    let icmp = &out[34..];
+    assert!(ones_complement_ok(icmp, &[]));
+    // The quoted packet is the client's (with the TTL the backend saw).
+    assert_eq!(
+        &icmp[8 + 12..],
+        &f[14 + 12..],
+        "addresses, ports, checksum and payload"
+    );
+    let q = etherparse::Ipv4HeaderSlice::from_slice(&icmp[8..])
+        .unwrap()
+        .to_header();
+    assert_eq!(q.header_checksum, q.calc_header_checksum());
+}
+
+#[test]
+fn an_icmpv6_error_about_a_masqueraded_flow_is_translated_with_its_pseudo_header() {
+    let mut p = pipe();
+    let outside: Ipv6Addr = "2001:db8::53".parse().unwrap();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .ipv6(o6(CLIENT_V6), o6(outside), 64)
+        .udp(5353, 53)
+        .write(&mut f, b"query")
+        .unwrap();
+    let (v, sent) = run(&mut p, &f, CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&sent).source, o6(NODE_V6));
+    let router: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(UPLINK_GATEWAY_MAC, UPLINK_MAC)
+        .ipv6(o6(router), o6(NODE_V6), 64)
+        .icmpv6_raw(1, 4, [0; 4])
+        .write(&mut err, &sent[14..])
+        .unwrap();
+    let (v, out) = run(&mut p, &err, UPLINK, NOW);
+    assert_eq!(v, Verdict::Tx(CLIENT_PORT));
+    let ip = ip6(&out);
+    assert_eq!((ip.source, ip.destination), (o6(router), o6(CLIENT_V6)));
+    let s = etherparse::Icmpv6Slice::from_slice(&out[54..]).unwrap();
+    assert!(
+        s.is_checksum_valid(ip.source, ip.destination),
+        "ICMPv6 checksum over the new pseudo-header"
+    );
+    let quoted = &out[54 + 8..];
+    let q = etherparse::Ipv6HeaderSlice::from_slice(quoted).unwrap();
+    assert_eq!((q.source(), q.destination()), (o6(CLIENT_V6), o6(outside)));
+    assert_eq!(
+        &quoted[40..48],
+        &f[54..62],
+        "quoted UDP header back to the original, checksum included"
+    );
 }
 
 // ---------------------------------------------------------------- fragments
@@ -982,6 +1224,53 @@ fn a_stashed_fragment_whose_first_never_comes_times_out_counted() {
     assert_eq!(p.counters().drop_count(DropReason::FragTimeout), 1);
 }
 
+/// IPv6 fragments (RFC 8200 fragment header, built by hand) of a UDP datagram
+/// from the client to `dst`: (first, later).
+fn udp6_fragments(dst: Ipv6Addr, ident: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut whole = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .ipv6(o6(CLIENT_V6), o6(dst), 64)
+        .udp(5353, 53)
+        .write(&mut whole, &[9u8; 40])
+        .unwrap();
+    let l4 = &whole[54..];
+    let mk = |data: &[u8], off: u16, more: bool| {
+        let mut v = whole[..54].to_vec();
+        v[18..20].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        v[20] = 44;
+        v.push(proto::UDP);
+        v.push(0);
+        v.extend_from_slice(&(off | more as u16).to_be_bytes());
+        v.extend_from_slice(&ident.to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    };
+    (mk(&l4[..24], 0, true), mk(&l4[24..], 24, false))
+}
+
+#[test]
+fn ipv6_fragments_follow_the_first_fragments_snat_in_any_order() {
+    let mut p = pipe();
+    let outside: Ipv6Addr = "2001:db8::53".parse().unwrap();
+    let (first, later) = udp6_fragments(outside, 0xabcdef);
+    assert_eq!(
+        run(&mut p, &later, CLIENT_PORT, NOW).0,
+        Verdict::Drop(DropReason::FragStashed)
+    );
+    let (v, out) = run(&mut p, &first, CLIENT_PORT, NOW);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).source, o6(NODE_V6));
+    let mut released = Vec::new();
+    p.take_released(&mut released);
+    assert_eq!(released.len(), 1);
+    let (bytes, v) = &released[0];
+    assert_eq!(*v, Verdict::Tx(UPLINK));
+    let ip = etherparse::Ipv6HeaderSlice::from_slice(&bytes[14..]).unwrap();
+    assert_eq!((ip.source(), ip.destination()), (o6(NODE_V6), o6(outside)));
+    assert_eq!(ip.hop_limit(), 63);
+    assert_eq!(&bytes[56..58], &[0, 24], "offset 24, last fragment");
+}
+
 // ---------------------------------------------------------------- batches
 
 #[test]
@@ -1062,3 +1351,38 @@ fn arbitrary_bytes_never_panic_and_always_get_a_verdict() {
 }
 
 mod drops;
+mod rewrite;
+
+#[test]
+fn a_pipeline_can_move_to_its_worker_thread() {
+    fn movable<T: Send>() {}
+    movable::<Pipeline>();
+}
+
+#[test]
+fn new_tables_replace_cached_routes() {
+    let mut p = pipe();
+    let dst = Ipv4Addr::new(10, 244, 2, 7);
+    assert_eq!(
+        run(&mut p, &client_udp_to(dst), CLIENT_PORT, NOW).0,
+        Verdict::Tx(UPLINK)
+    );
+    // The pod at 10.244.2.7 is now on this node, on port 7.
+    let mut b = builder();
+    b.add_pod(PodSpec {
+        port: 7,
+        mac: [2, 0, 0, 0, 0, 7],
+        ipv4: Some(dst),
+        ipv6: None,
+        name: "moved".into(),
+    });
+    p.set_tables(Arc::new(b.build().unwrap()));
+    assert_eq!(
+        run(&mut p, &client_udp_to(dst), CLIENT_PORT, NOW).0,
+        Verdict::Tx(7)
+    );
+}
+
+fn client_udp_to(dst: Ipv4Addr) -> Vec<u8> {
+    udp4(CLIENT_MAC, GATEWAY_MAC, CLIENT_V4, dst, 5000, 5000, b"x")
+}

@@ -41,36 +41,10 @@ pub(crate) fn source_port(hash: u64) -> u16 {
     49152 | ((hash ^ (hash >> 32)) as u16 & 0x3fff)
 }
 
-/// The outer family toward `r`: IPv4 whenever both ends have an IPv4 underlay
-/// address (one VTEP per node, as flannel's `flannel.1`), IPv6 otherwise (an
-/// IPv6-only underlay carries both inner families).
-#[inline]
-pub(crate) fn outer_family(c: &NodeConfig, r: &RemoteNode) -> Option<u8> {
-    if c.node_ipv4.is_some() && r.ipv4.is_some() {
-        Some(4)
-    } else if c.node_ipv6.is_some() && r.ipv6.is_some() {
-        Some(6)
-    } else {
-        None
-    }
-}
-
-/// The largest inner IP packet sent over the overlay: the underlay MTU minus
-/// the outer headers (50 bytes over IPv4, 70 over IPv6); IPv6 inner packets are
-/// held to the IPv6 overhead whatever the outer family, so the path MTU a pod
-/// learns does not change with the underlay family.
-#[inline]
-pub(crate) fn inner_limit(mtu: u16, inner: u8, outer: u8) -> usize {
-    // Inner Ethernet + VXLAN + UDP + outer IP.
-    let outer_ip = if inner == 6 || outer == 6 { 40 } else { 20 };
-    let overhead = ETH_LEN + VXLAN_LEN + UDP_LEN + outer_ip;
-    (mtu as usize).saturating_sub(overhead)
-}
-
 /// Encapsulates the frame (its Ethernet header at the head) toward `r`: rewrites
 /// the inner MACs to the VTEPs and pushes the node's precomputed outer headers,
 /// filling in the per-packet fields. `outer` is from [`outer_family`].
-#[inline]
+#[inline(always)]
 pub(crate) fn encap(
     frame: &mut Frame,
     c: &NodeConfig,

@@ -36,7 +36,7 @@ pub const UPLINK_GATEWAY_MAC: Mac = [0x02, 0x50, 0, 0, 0, 0xfe];
 pub const GATEWAY_MAC: Mac = [0x02, 0x44, 0, 0, 0, 0x01];
 pub const VTEP_MAC: Mac = [0x02, 0xee, 0, 0, 0, 0x01];
 
-/// The pods' ports, in the order of [`PODS`].
+/// The pods' ports (pod indexes 0, 1, 2 in this order).
 pub const CLIENT_PORT: PortId = 1;
 pub const WEB_LOCAL_PORT: PortId = 2;
 pub const OTHER_PORT: PortId = 3;

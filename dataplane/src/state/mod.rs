@@ -182,6 +182,15 @@ pub struct RemoteNode {
     /// The outer headers toward this node, precomputed (see [`Outer`]).
     pub(crate) outer4: Option<Outer<50>>,
     pub(crate) outer6: Option<Outer<70>>,
+    /// The underlay family used toward this node: 4 whenever both ends have an
+    /// IPv4 underlay address (one VTEP per node, as flannel's `flannel.1`), else
+    /// 6 (an IPv6-only underlay carries both inner families), 0 if neither.
+    pub(crate) outer: u8,
+    /// The largest inner IP packet for an IPv4 and an IPv6 inner packet: the
+    /// underlay MTU minus the outer headers and the inner Ethernet header (50
+    /// bytes over IPv4, 70 over IPv6; IPv6 inner packets are held to 70 whatever
+    /// the outer family, so the path MTU a pod learns does not depend on it).
+    pub(crate) inner_limit: [u16; 2],
 }
 
 /// Outer headers of a VXLAN frame toward one remote node, built once per table:
@@ -194,6 +203,26 @@ pub struct RemoteNode {
 pub(crate) struct Outer<const N: usize> {
     pub hdr: [u8; N],
     pub sum: u32,
+}
+
+fn outer_family(c: &NodeConfig, r: &RemoteNodeSpec) -> u8 {
+    if c.node_ipv4.is_some() && r.ipv4.is_some() {
+        4
+    } else if c.node_ipv6.is_some() && r.ipv6.is_some() {
+        6
+    } else {
+        0
+    }
+}
+
+fn inner_limit(mtu: u16, inner: u8, outer: u8) -> u16 {
+    // Inner Ethernet + VXLAN + UDP + outer IP.
+    let overhead = if inner == 6 || outer == 6 {
+        14 + 8 + 8 + 40
+    } else {
+        14 + 8 + 8 + 20
+    };
+    mtu.saturating_sub(overhead)
 }
 
 fn outer4(c: &NodeConfig, r: &RemoteNodeSpec) -> Option<Outer<50>> {
@@ -442,6 +471,11 @@ impl TablesBuilder {
                 name: r.name.clone(),
                 outer4: outer4(c, r),
                 outer6: outer6(c, r),
+                outer: outer_family(c, r),
+                inner_limit: [
+                    inner_limit(c.underlay_mtu, 4, outer_family(c, r)),
+                    inner_limit(c.underlay_mtu, 6, outer_family(c, r)),
+                ],
             });
         }
         let max_port = self

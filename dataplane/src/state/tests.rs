@@ -87,3 +87,29 @@ fn scaled_tables_hold_ten_thousand_services() {
         .lookup_vip(vip, 80, crate::proto::TCP)
         .is_some());
 }
+
+#[test]
+fn tables_can_be_shared_between_worker_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Tables>();
+    let t = std::sync::Arc::new(demo_tables().unwrap());
+    let t2 = t.clone();
+    let h = std::thread::spawn(move || t2.route4(CLIENT_V4.octets()));
+    assert_eq!(h.join().unwrap(), RouteTarget::LocalPod(0));
+}
+
+#[test]
+fn outer_headers_are_precomputed_for_each_remote_family() {
+    let t = demo_tables().unwrap();
+    let r = t.remote(0).unwrap();
+    let o4 = r.outer4.as_ref().expect("both ends have IPv4");
+    assert_eq!(&o4.hdr[0..6], &NODE2_MAC);
+    assert_eq!(&o4.hdr[26..30], &NODE_V4.octets());
+    assert_eq!(&o4.hdr[30..34], &NODE2_V4.octets());
+    assert_eq!(u16::from_be_bytes([o4.hdr[36], o4.hdr[37]]), 8472);
+    assert!(r.outer6.is_some());
+    let mut b = builder();
+    b.config_mut().node_ipv4 = None;
+    let t = b.build().unwrap();
+    assert!(t.remote(0).unwrap().outer4.is_none());
+}

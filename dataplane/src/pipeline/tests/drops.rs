@@ -328,4 +328,7 @@ fn counters_sum_drops_by_reason() {
     assert_eq!(c.drop_count(DropReason::FragStashFull), 1);
     assert_eq!(c.drop_count(DropReason::FragStashed), STASH_SLOTS as u64);
     assert_eq!(c.dropped, c.drops.iter().sum::<u64>());
+    let listed: u64 = c.drops_by_reason().map(|(_, n)| n).sum();
+    assert_eq!(listed, c.dropped);
+    assert_eq!(c.drops_by_reason().count(), DropReason::COUNT);
 }
