@@ -459,6 +459,7 @@ pub fn node_b() -> Node {
 pub struct Node {
     pub pipeline: Pipeline,
     pub ct: Arc<conntrack::Table>,
+    pub affinity: Arc<lb::AffinityTable>,
     /// Monotonic nanoseconds passed to `process`; tests advance it by hand.
     pub now: u64,
 }
@@ -481,11 +482,28 @@ impl Node {
             conntrack::Timeouts::default(),
         ));
         let affinity = Arc::new(lb::AffinityTable::new(1024));
-        let pipeline = Pipeline::new(Arc::new(tables), ct.clone(), affinity);
+        let pipeline = Pipeline::new(Arc::new(tables), ct.clone(), affinity.clone());
         Node {
             pipeline,
             ct,
+            affinity,
             now: 1_000_000_000,
+        }
+    }
+
+    /// Another worker of the same node: its own pipeline over the same
+    /// tables, conntrack and affinity table.
+    pub fn worker(&self) -> Node {
+        let pipeline = Pipeline::new(
+            self.pipeline.tables().clone(),
+            self.ct.clone(),
+            self.affinity.clone(),
+        );
+        Node {
+            pipeline,
+            ct: self.ct.clone(),
+            affinity: self.affinity.clone(),
+            now: self.now,
         }
     }
 
