@@ -64,6 +64,9 @@ enum Command {
         /// Backends per Service (all on remote nodes behind VXLAN).
         #[arg(long, default_value_t = 10)]
         backends: u32,
+        /// Pods talk IPv6 (over the same IPv4 underlay) instead of IPv4.
+        #[arg(long)]
+        ipv6: bool,
     },
 }
 
@@ -155,8 +158,9 @@ fn bench_pipeline(scenario: Scenario, shape: Shape) -> anyhow::Result<()> {
     let ns = net.as_nanos() as f64 / shape.packets as f64;
     writeln!(
         out,
-        "scenario {}: {} packets over {} flows",
+        "scenario {} (IPv{} pods): {} packets over {} flows",
         scenario.name(),
+        shape.family,
         shape.packets,
         n_templates
     )?;
@@ -215,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             flows,
             services,
             backends,
+            ipv6,
         } => {
             let sc = Scenario::parse(&scenario).with_context(|| {
                 format!("unknown scenario {scenario:?} (service-encap, decap-reverse, new-flow, pod-to-pod)")
@@ -232,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     services,
                     backends,
                     packets,
+                    family: if ipv6 { 6 } else { 4 },
                 },
             )
         }
