@@ -160,7 +160,23 @@ fn an_answered_udp_flow_outlives_the_unreplied_timeout(f: Fam) {
     assert_eq!((s.dst, s.dport), (f.pod1(), 40000));
 }
 
+fn pod_to_another_nodes_address_is_not_masqueraded(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.node_b(), tcp(40000, 10250, tcpf::SYN)).build();
+    let s = a.send(POD1_PORT, &p).tx(UPLINK);
+    // Through the overlay or straight out: either way the pod's own address.
+    let i = if s.eth.destination == B_UPLINK_MAC && s.proto == 17 && s.dport == VXLAN_PORT {
+        parse(&s.vxlan().2)
+    } else {
+        s
+    };
+    assert_eq!((i.src, i.sport), (f.pod1(), 40000));
+    assert_eq!((i.dst, i.dport), (f.node_b(), 10250));
+    assert_eq!(i.ttl, 63);
+}
+
 both_families!(
+    pod_to_another_nodes_address_is_not_masqueraded,
     an_unanswered_udp_flow_expires_after_its_timeout,
     an_answered_udp_flow_outlives_the_unreplied_timeout,
     pod_to_outside_is_masqueraded_and_the_reply_translated_back,
