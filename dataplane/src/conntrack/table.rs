@@ -624,6 +624,17 @@ impl Table {
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
+    /// Hints the CPU to fetch the home bucket of a key with hash `hash`
+    /// (`FlowKey::hash`), so a batch can start all its index misses before
+    /// the first [`Table::track`].
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        let (home, _) = self.home(hash);
+        if let Some(b) = self.index.get(home) {
+            crate::state::prefetch::read(b);
+        }
+    }
+
     /// Buckets to scan: the largest displacement published so far, plus one.
     #[inline]
     fn span(&self) -> usize {

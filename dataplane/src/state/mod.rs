@@ -13,6 +13,7 @@
 //! pod CIDRs, the Service and cluster CIDRs; anything else is [`RouteTarget::Outside`].
 
 pub mod demo;
+pub mod prefetch;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
