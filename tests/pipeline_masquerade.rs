@@ -175,7 +175,47 @@ fn pod_to_another_nodes_address_is_not_masqueraded(f: Fam) {
     assert_eq!(i.ttl, 63);
 }
 
+/// One TCP exchange pod1:40000 <-> outside:443 through masquerade, ending
+/// with `close` from the pod; returns the SNAT port used.
+fn tcp_session(a: &mut Node, f: Fam, close: u8) -> u16 {
+    let out = |a: &mut Node, flags: u8| {
+        let p = Pkt::from_pod1(f, f.outside(), tcp(40000, 443, flags)).build();
+        let s = a.send(POD1_PORT, &p).tx(UPLINK);
+        assert_eq!(s.src, f.node_a());
+        s.sport
+    };
+    let back = |a: &mut Node, port: u16, flags: u8| {
+        let r = Pkt::from_uplink(f.outside(), f.node_a(), tcp(443, port, flags)).build();
+        let s = a.send(UPLINK, &r).tx(POD1_PORT);
+        assert_eq!((s.dst, s.dport), (f.pod1(), 40000));
+    };
+    let port = out(a, tcpf::SYN);
+    back(a, port, tcpf::SYN | tcpf::ACK);
+    assert_eq!(out(a, tcpf::ACK), port);
+    assert_eq!(out(a, tcpf::ACK | tcpf::PSH), port);
+    assert_eq!(out(a, close), port);
+    if close & tcpf::FIN != 0 {
+        back(a, port, tcpf::FIN | tcpf::ACK);
+        assert_eq!(out(a, tcpf::ACK), port);
+    }
+    port
+}
+
+fn a_closed_tcp_connection_can_be_reopened_with_the_same_ports(f: Fam) {
+    for close in [tcpf::FIN | tcpf::ACK, tcpf::RST] {
+        let mut a = node_a();
+        tcp_session(&mut a, f, close);
+        // The pod reuses its port at once (TIME_WAIT / CLOSE on our side).
+        a.advance_secs(1);
+        tcp_session(&mut a, f, close);
+        // And long after every timeout.
+        a.advance_secs(3600);
+        tcp_session(&mut a, f, close);
+    }
+}
+
 both_families!(
+    a_closed_tcp_connection_can_be_reopened_with_the_same_ports,
     pod_to_another_nodes_address_is_not_masqueraded,
     an_unanswered_udp_flow_expires_after_its_timeout,
     an_answered_udp_flow_outlives_the_unreplied_timeout,
