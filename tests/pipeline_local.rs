@@ -98,6 +98,7 @@ fn spoofed_source_is_dropped(f: Fam) {
     // pod1 claims an address outside the cluster.
     let p = Pkt::new(POD1_MAC, A_GW_MAC, f.outside(), f.pod2(), udp(1000, 2000)).build();
     a.send(POD1_PORT, &p).dropped(DropReason::Spoofed);
+    assert_eq!(a.drops(DropReason::Spoofed), 2, "counted under Spoofed");
 }
 
 fn pod_to_local_pod_is_forwarded_with_gateway_mac_and_ttl_decremented(f: Fam) {

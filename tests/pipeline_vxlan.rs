@@ -181,6 +181,7 @@ fn vxlan_with_the_wrong_vni_is_dropped(f: Fam) {
     let inner = inner_from_b(f.remote_pod(0), f.pod1(), udp(5353, 40000)).build();
     let frame = vxlan_from_b(Fam::V4, 50000, VNI + 1, &inner);
     a.send(UPLINK, &frame).dropped(DropReason::BadVni);
+    assert_eq!(a.drops(DropReason::BadVni), 1, "counted under BadVni");
 }
 
 fn vxlan_for_an_unknown_local_address_is_not_delivered(f: Fam) {

@@ -558,6 +558,11 @@ impl Node {
             .collect()
     }
 
+    /// How many frames this worker dropped for `reason` so far.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.pipeline.counters().drop_count(reason)
+    }
+
     pub fn advance_secs(&mut self, s: u64) {
         self.now += s * 1_000_000_000;
     }
