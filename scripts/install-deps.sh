@@ -2,7 +2,14 @@
 # Installs every system package twill's build, tests and benches need on a fresh
 # Debian machine. Idempotent: skips apt when everything is already there.
 set -euo pipefail
-pkgs=(build-essential pkg-config clang llvm m4 libelf-dev zlib1g-dev iproute2 valgrind)
+# build-essential, pkg-config: C builds of the -sys crates (libbpf-sys, libxdp-sys run make);
+# clang, llvm, m4: libxdp's BPF objects (clang, llc; m4 for its dispatcher) and
+#   bindgen (libclang, pulled in by clang); clang also builds dataplane/bpf/steer.c;
+# libelf-dev, zlib1g-dev: libbpf; libbpf-dev: <bpf/bpf_helpers.h> for steer.c;
+# linux-libc-dev: <linux/bpf.h> and friends; iproute2, iputils-ping, ethtool: the netns
+#   integration tests (ip netns, veth, ping); valgrind: instruction counts.
+pkgs=(build-essential pkg-config clang llvm m4 libelf-dev zlib1g-dev libbpf-dev linux-libc-dev
+  iproute2 iputils-ping ethtool valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod conntrack;
+pub mod io;
 pub mod lb;
 pub mod pipeline;
 pub mod route;

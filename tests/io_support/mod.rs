@@ -1,0 +1,111 @@
+//! Network-namespace topologies for the AF_XDP integration tests.
+//!
+//! Every namespace a test makes carries a prefix unique to the process and
+//! the test (`tw<pid><tag>-`), and is deleted (with its veths) when the
+//! [`Topo`] is dropped, also when the test fails. Traffic stays inside these
+//! namespaces: the dataplane thread itself moves into the test's "node"
+//! namespace with `dataplane::io::netns::enter_named`.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// Fails (never skips) unless the test runs as root.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("?");
+    assert_eq!(
+        uid, "0",
+        "this test needs root (network namespaces, XDP, AF_XDP): run it as root, as CI does"
+    );
+}
+
+/// Network namespaces made by one test, deleted on drop.
+pub struct Topo {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Topo {
+    pub fn new(tag: &str) -> Topo {
+        require_root();
+        Topo {
+            prefix: format!("tw{}{}-", std::process::id(), tag),
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// Makes namespace `name` (returns its full name), with loopback up.
+    pub fn netns(&mut self, name: &str) -> String {
+        let full = format!("{}{}", self.prefix, name);
+        run(&["ip", "netns", "add", &full]);
+        self.namespaces.push(full.clone());
+        run(&["ip", "-n", &full, "link", "set", "lo", "up"]);
+        full
+    }
+
+    /// A veth pair: `a` in namespace `ns_a`, `b` in `ns_b`, both up.
+    pub fn veth(&self, ns_a: &str, a: &str, ns_b: &str, b: &str) {
+        run(&[
+            "ip", "-n", ns_a, "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b,
+        ]);
+        run(&["ip", "-n", ns_a, "link", "set", a, "up"]);
+        run(&["ip", "-n", ns_b, "link", "set", b, "up"]);
+    }
+
+    /// `ip -n ns ARGS`, which must succeed.
+    pub fn ip(&self, ns: &str, args: &[&str]) {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend_from_slice(args);
+        run(&v);
+    }
+
+    /// Runs a command in namespace `ns` and returns its output (any status).
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {ns} {cmd:?}: {e}"))
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Whether an XDP program is attached to `dev` in namespace `ns`.
+pub fn has_xdp(topo: &Topo, ns: &str, dev: &str) -> bool {
+    let out = topo.exec(ns, &["ip", "link", "show", "dev", dev]);
+    assert!(out.status.success(), "ip link show {dev} in {ns}");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+/// Runs a command that must succeed.
+pub fn run(cmd: &[&str]) {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sets a flag when dropped (stops a dataplane thread even if the test panics).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
