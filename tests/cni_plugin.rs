@@ -38,8 +38,14 @@ fn add_check_del_del_wires_a_pod_and_then_leaves_nothing() {
     assert_eq!(res["cniVersion"], "1.1.0");
     let ips = pod_ips(&res);
     assert_eq!(ips.len(), 2, "{res}");
-    assert!(ips[0].starts_with("10.88.1.") && ips[0].ends_with("/24"), "{ips:?}");
-    assert!(ips[1].starts_with("fd00:88:1::") && ips[1].ends_with("/64"), "{ips:?}");
+    assert!(
+        ips[0].starts_with("10.88.1.") && ips[0].ends_with("/24"),
+        "{ips:?}"
+    );
+    assert!(
+        ips[1].starts_with("fd00:88:1::") && ips[1].ends_with("/64"),
+        "{ips:?}"
+    );
     let host_veth = cni::config::host_veth_name(&id, "eth0");
     assert_eq!(res["interfaces"][0]["name"], host_veth.as_str());
     assert_eq!(res["interfaces"][1]["name"], "eth0");
@@ -58,12 +64,23 @@ fn add_check_del_del_wires_a_pod_and_then_leaves_nothing() {
         .iter()
         .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
         .collect();
-    assert!(addrs.contains(&ips[0]) && addrs.contains(&ips[1]), "{addrs:?}");
+    assert!(
+        addrs.contains(&ips[0]) && addrs.contains(&ips[1]),
+        "{addrs:?}"
+    );
     let r4 = Node::ip_json(&ns, &["-4", "route", "show", "default"]);
     assert_eq!(r4[0]["gateway"], "10.88.1.1");
     let r6 = Node::ip_json(&ns, &["-6", "route", "show", "default"]);
     assert_eq!(r6[0]["gateway"], "fd00:88:1::1");
-    let offload = sh(&["ip", "netns", "exec", ns.trim_start_matches("/run/netns/"), "ethtool", "-k", "eth0"]);
+    let offload = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns.trim_start_matches("/run/netns/"),
+        "ethtool",
+        "-k",
+        "eth0",
+    ]);
     assert!(offload.contains("tx-checksumming: off"), "{offload}");
 
     // The node side: the veth with the gateway MAC, a host route per address.
@@ -77,7 +94,8 @@ fn add_check_del_del_wires_a_pod_and_then_leaves_nothing() {
     assert_eq!(node.reservations().len(), 2);
     assert_eq!(node.registered(), vec![id.clone()]);
 
-    node.twill("CHECK", &id, &ns, &with_prev(&conf, &res)).expect_ok();
+    node.twill("CHECK", &id, &ns, &with_prev(&conf, &res))
+        .expect_ok();
 
     node.twill("DEL", &id, &ns, &conf).expect_ok();
     node.twill("DEL", &id, &ns, &conf).expect_ok();
@@ -87,7 +105,11 @@ fn add_check_del_del_wires_a_pod_and_then_leaves_nothing() {
     assert!(node.reservations().is_empty());
     assert!(node.registered().is_empty());
     // CHECK after DEL: the container is unknown.
-    assert_eq!(node.twill("CHECK", &id, &ns, &with_prev(&conf, &res)).code(), 3);
+    assert_eq!(
+        node.twill("CHECK", &id, &ns, &with_prev(&conf, &res))
+            .code(),
+        3
+    );
     // DEL once the namespace itself is gone still succeeds.
     sh(&["ip", "netns", "del", ns.trim_start_matches("/run/netns/")]);
     node.twill("DEL", &id, &ns, &conf).expect_ok();
@@ -99,7 +121,12 @@ fn fifty_parallel_adds_give_fifty_distinct_addresses() {
     node.start_control();
     let conf = node.conf("1.0.0");
     let pods: Vec<(String, String)> = (0..50)
-        .map(|i| (node.container_id(&format!("p{i}")), node.pod(&format!("p{i}"))))
+        .map(|i| {
+            (
+                node.container_id(&format!("p{i}")),
+                node.pod(&format!("p{i}")),
+            )
+        })
         .collect();
     let results: Vec<Value> = std::thread::scope(|s| {
         let hs: Vec<_> = pods
@@ -152,7 +179,19 @@ fn a_failing_step_in_the_middle_of_add_leaves_nothing_behind() {
     let ns = node.pod("a");
     let id = node.container_id("a");
     let taken = cni::config::host_veth_name(&id, "eth0");
-    sh(&["ip", "-n", &node.netns, "link", "add", &taken, "type", "veth", "peer", "name", "twpeer0"]);
+    sh(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "link",
+        "add",
+        &taken,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "twpeer0",
+    ]);
     let out = node.twill("ADD", &id, &ns, &conf);
     assert_eq!(out.code(), 100, "{}", out.stdout);
     assert!(out.json()["msg"].as_str().unwrap().contains("create veth"));
@@ -227,7 +266,15 @@ fn twill_chains_before_portmap_and_bandwidth_with_prev_result() {
     // ADD through the chain, each plugin getting the previous result.
     let mut prev: Option<Value> = None;
     for p in &plugins {
-        let out = node.exec(&path(p), "ADD", &id, Some(&ns), "eth0", &conf_of(p, prev.as_ref()), &[]);
+        let out = node.exec(
+            &path(p),
+            "ADD",
+            &id,
+            Some(&ns),
+            "eth0",
+            &conf_of(p, prev.as_ref()),
+            &[],
+        );
         assert!(out.ok, "{} ADD: {}", p["type"], out.stdout);
         prev = Some(out.json());
     }
@@ -238,13 +285,29 @@ fn twill_chains_before_portmap_and_bandwidth_with_prev_result() {
     // (1.1.1) fails its own CHECK looking for IPv6 rules it never made
     // (containernetworking/plugins#819, fixed upstream later): skipped.
     for p in plugins.iter().filter(|p| p["type"] != "portmap") {
-        let out = node.exec(&path(p), "CHECK", &id, Some(&ns), "eth0", &conf_of(p, Some(&fin)), &[]);
+        let out = node.exec(
+            &path(p),
+            "CHECK",
+            &id,
+            Some(&ns),
+            "eth0",
+            &conf_of(p, Some(&fin)),
+            &[],
+        );
         assert!(out.ok, "{} CHECK: {}", p["type"], out.stdout);
     }
     // DEL in reverse order, twice.
     for _ in 0..2 {
         for p in plugins.iter().rev() {
-            let out = node.exec(&path(p), "DEL", &id, Some(&ns), "eth0", &conf_of(p, Some(&fin)), &[]);
+            let out = node.exec(
+                &path(p),
+                "DEL",
+                &id,
+                Some(&ns),
+                "eth0",
+                &conf_of(p, Some(&fin)),
+                &[],
+            );
             assert!(out.ok, "{} DEL: {}", p["type"], out.stdout);
         }
     }
@@ -282,8 +345,16 @@ fn gc_with_a_partial_list_removes_exactly_the_others() {
 
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": pods[0].0, "ifname": "eth0"}]);
-    node.exec(&twill(), "GC", "", None, "", gc.to_string().as_bytes(), &[("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")])
-        .expect_ok();
+    node.exec(
+        &twill(),
+        "GC",
+        "",
+        None,
+        "",
+        gc.to_string().as_bytes(),
+        &[("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")],
+    )
+    .expect_ok();
     assert_eq!(
         node.host_veths(),
         vec![cni::config::host_veth_name(&pods[0].0, "eth0")]
@@ -304,7 +375,15 @@ fn control_down_makes_nothing_and_a_restarted_control_recovers_its_pods() {
     let id = node.container_id("a");
     let res = node.twill("ADD", &id, &ns, &conf).expect_ok().json();
     let status = |node: &Node| {
-        node.exec(&twill(), "STATUS", "", None, "", conf.to_string().as_bytes(), &[])
+        node.exec(
+            &twill(),
+            "STATUS",
+            "",
+            None,
+            "",
+            conf.to_string().as_bytes(),
+            &[],
+        )
     };
     status(&node).expect_ok();
 
@@ -312,14 +391,18 @@ fn control_down_makes_nothing_and_a_restarted_control_recovers_its_pods() {
     let ns_b = node.pod("b");
     let out = node.twill("ADD", &node.container_id("b"), &ns_b, &conf);
     assert_eq!(out.code(), 11);
-    assert!(out.json()["msg"].as_str().unwrap().contains("twill-control is not reachable"));
+    assert!(out.json()["msg"]
+        .as_str()
+        .unwrap()
+        .contains("twill-control is not reachable"));
     assert!(!Node::links(&ns_b).contains(&"eth0".to_string()));
     assert_eq!(node.host_veths().len(), 1);
     assert_eq!(node.reservations().len(), 2);
     assert_eq!(status(&node).code(), 50);
 
     node.start_control();
-    node.twill("CHECK", &id, &ns, &with_prev(&conf, &res)).expect_ok();
+    node.twill("CHECK", &id, &ns, &with_prev(&conf, &res))
+        .expect_ok();
     node.twill("DEL", &id, &ns, &conf).expect_ok();
     assert!(node.registered().is_empty());
 }

@@ -30,12 +30,8 @@ fn connect(cfg: &Config) -> Result<Client> {
 
 /// Opens CNI_NETNS; a path that does not exist is an invalid environment.
 fn open_netns(env: &Env) -> Result<File> {
-    File::open(&env.netns).map_err(|e| {
-        Error::env(format!(
-            "CNI_NETNS {:?} cannot be opened: {e}",
-            env.netns
-        ))
-    })
+    File::open(&env.netns)
+        .map_err(|e| Error::env(format!("CNI_NETNS {:?} cannot be opened: {e}", env.netns)))
 }
 
 fn pod_netlink(ns: &File, env: &Env) -> Result<Netlink> {
@@ -100,10 +96,7 @@ pub fn add(cfg: &Config, env: &Env) -> Result<CniResult> {
     if pod.link(&env.ifname).map_err(nl)?.is_some() {
         return Err(Error::new(
             code::ALREADY_EXISTS,
-            format!(
-                "interface {} already exists in {}",
-                env.ifname, env.netns
-            ),
+            format!("interface {} already exists in {}", env.ifname, env.netns),
         ));
     }
     let ipam = Ipam::new(cfg, env)?;
@@ -163,9 +156,8 @@ fn wire(
 ) -> Result<CniResult> {
     let mut addrs = Vec::new();
     for ip in &ipam_res.ips {
-        let c = Cidr::parse(&ip.address).ok_or_else(|| {
-            Error::decode(format!("IPAM returned address {:?}", ip.address))
-        })?;
+        let c = Cidr::parse(&ip.address)
+            .ok_or_else(|| Error::decode(format!("IPAM returned address {:?}", ip.address)))?;
         let gw = ip.gateway.as_deref().and_then(|g| g.parse::<IpAddr>().ok());
         addrs.push((c, gw));
     }
@@ -184,10 +176,12 @@ fn wire(
         .ok_or_else(|| Error::wiring(format!("veth {host_name} vanished after creation")))?;
     host.set_up(hl.index, &host_name).map_err(nl)?;
 
-    let pl = pod
-        .link(&env.ifname)
-        .map_err(nl)?
-        .ok_or_else(|| Error::wiring(format!("{} not found in the pod after creation", env.ifname)))?;
+    let pl = pod.link(&env.ifname).map_err(nl)?.ok_or_else(|| {
+        Error::wiring(format!(
+            "{} not found in the pod after creation",
+            env.ifname
+        ))
+    })?;
     for (c, _) in &addrs {
         pod.add_addr(pl.index, c.addr, c.len).map_err(nl)?;
     }
@@ -198,8 +192,10 @@ fn wire(
 
     let mut routes = Vec::new();
     for v4 in [true, false] {
-        let fam: Vec<&(Cidr, Option<IpAddr>)> =
-            addrs.iter().filter(|(c, _)| c.addr.is_ipv4() == v4).collect();
+        let fam: Vec<&(Cidr, Option<IpAddr>)> = addrs
+            .iter()
+            .filter(|(c, _)| c.addr.is_ipv4() == v4)
+            .collect();
         let Some(&&(_, ipam_gw)) = fam.first() else {
             continue;
         };
@@ -222,7 +218,9 @@ fn wire(
         });
         // Routes the IPAM configuration asked for, through the same gateway.
         for r in &ipam_res.routes {
-            let Some(d) = Cidr::parse(&r.dst) else { continue };
+            let Some(d) = Cidr::parse(&r.dst) else {
+                continue;
+            };
             if d.addr.is_ipv4() != v4 || d.len == 0 {
                 continue;
             }
@@ -242,8 +240,13 @@ fn wire(
     }
 
     for (c, _) in &addrs {
-        host.add_route(c.addr.is_ipv4(), Some((c.addr, max_len(c.addr))), None, hl.index)
-            .map_err(nl)?;
+        host.add_route(
+            c.addr.is_ipv4(),
+            Some((c.addr, max_len(c.addr))),
+            None,
+            hl.index,
+        )
+        .map_err(nl)?;
     }
 
     let mac = format_mac(&pl.mac);
@@ -310,9 +313,15 @@ fn tx_checksum_off(ns: &File, ifname: &str) -> Result<()> {
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
         .unwrap_or("ethtool");
-    let out = in_netns(ns, || Proc::new(bin).args(["-K", ifname, "tx", "off"]).output())
-        .map_err(nl)?
-        .map_err(|e| Error::wiring(format!("cannot run {bin} to turn tx checksum offload off: {e}")))?;
+    let out = in_netns(ns, || {
+        Proc::new(bin).args(["-K", ifname, "tx", "off"]).output()
+    })
+    .map_err(nl)?
+    .map_err(|e| {
+        Error::wiring(format!(
+            "cannot run {bin} to turn tx checksum offload off: {e}"
+        ))
+    })?;
     if !out.status.success() {
         return Err(Error::wiring(format!(
             "ethtool -K {ifname} tx off failed: {}",
@@ -414,7 +423,9 @@ pub fn check(cfg: &Config, env: &Env) -> Result<()> {
         .filter_map(|ip| Cidr::parse(&ip.address))
         .collect();
     if want.is_empty() {
-        return Err(mismatch("prevResult has no address for this interface".into()));
+        return Err(mismatch(
+            "prevResult has no address for this interface".into(),
+        ));
     }
     let have = pod.addrs(pl.index).map_err(nl)?;
     let routes = pod.routes().map_err(nl)?;
@@ -423,10 +434,11 @@ pub fn check(cfg: &Config, env: &Env) -> Result<()> {
             return Err(mismatch(format!("{} lacks address {c}", env.ifname)));
         }
         let v4 = c.addr.is_ipv4();
-        if !routes
-            .iter()
-            .any(|r| r.dst.is_none() && r.gateway.is_some_and(|g| g.is_ipv4() == v4) && r.oif == Some(pl.index))
-        {
+        if !routes.iter().any(|r| {
+            r.dst.is_none()
+                && r.gateway.is_some_and(|g| g.is_ipv4() == v4)
+                && r.oif == Some(pl.index)
+        }) {
             return Err(mismatch(format!(
                 "no IPv{} default route via {}",
                 if v4 { 4 } else { 6 },
@@ -574,7 +586,11 @@ fn host_local_reservations(cfg: &Config) -> Vec<(String, String)> {
 pub fn version(stdin: &[u8]) -> String {
     let asked = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| LATEST.to_string());
     serde_json::json!({

@@ -211,7 +211,9 @@ impl Cidr {
                 u32::from(n) & m == u32::from(a) & m
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(n) & m == u128::from(a) & m
             }
             _ => false,
@@ -226,7 +228,9 @@ impl Cidr {
                 IpAddr::V4(Ipv4Addr::from((u32::from(a) & m).wrapping_add(1)))
             }
             IpAddr::V6(a) => {
-                let m = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from((u128::from(a) & m).wrapping_add(1)))
             }
         }
@@ -316,13 +320,20 @@ impl Config {
     }
 
     pub fn mtu(&self) -> u32 {
-        self.conf
-            .mtu
-            .unwrap_or(self.conf.underlay_mtu.unwrap_or(1500).saturating_sub(VXLAN_OVERHEAD))
+        self.conf.mtu.unwrap_or(
+            self.conf
+                .underlay_mtu
+                .unwrap_or(1500)
+                .saturating_sub(VXLAN_OVERHEAD),
+        )
     }
 
     pub fn gateway_mac(&self) -> Result<[u8; 6]> {
-        let s = self.conf.gateway_mac.as_deref().unwrap_or(DEFAULT_GATEWAY_MAC);
+        let s = self
+            .conf
+            .gateway_mac
+            .as_deref()
+            .unwrap_or(DEFAULT_GATEWAY_MAC);
         parse_mac(s).ok_or_else(|| Error::config(format!("gatewayMac {s:?} is not a MAC address")))
     }
 

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -19,8 +19,7 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr as NlAddr};
@@ -117,7 +116,12 @@ impl Netlink {
     }
 
     /// Sends `req`; returns the messages of a dump, or nothing on an ACK.
-    fn request(&mut self, op: &str, req: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        op: &str,
+        req: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | flags;
         self.seq = self.seq.wrapping_add(1);
@@ -199,7 +203,11 @@ impl Netlink {
     pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(&format!("get link {name}"), RouteNetlinkMessage::GetLink(m), 0) {
+        match self.request(
+            &format!("get link {name}"),
+            RouteNetlinkMessage::GetLink(m),
+            0,
+        ) {
             Ok(v) => Ok(v.iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(Self::link_of(l)),
                 _ => None,
@@ -283,7 +291,8 @@ impl Netlink {
             // A pod's address is its own: no duplicate address detection, so
             // it is usable as soon as ADD returns.
             m.header.flags = AddressHeaderFlags::Nodad;
-            m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         m.attributes.push(AddressAttribute::Address(ip));
         self.request(
@@ -347,7 +356,8 @@ impl Netlink {
                 .push(RouteAttribute::Destination(RouteAddress::from(ip)));
         }
         if let Some(g) = gw {
-            m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(g)));
         }
         m.attributes.push(RouteAttribute::Oif(oif));
         let what = match (dst, gw) {

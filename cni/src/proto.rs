@@ -158,11 +158,14 @@ impl Client {
             )));
         }
         let r: Response = serde_json::from_str(&answer).map_err(|e| {
-            ClientError::Rejected(format!("twill-control sent an answer that does not decode: {e}"))
+            ClientError::Rejected(format!(
+                "twill-control sent an answer that does not decode: {e}"
+            ))
         })?;
         if !r.ok {
             return Err(ClientError::Rejected(
-                r.error.unwrap_or_else(|| "twill-control refused the request".into()),
+                r.error
+                    .unwrap_or_else(|| "twill-control refused the request".into()),
             ));
         }
         Ok(r)

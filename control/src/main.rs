@@ -14,7 +14,10 @@ use clap::{Parser, Subcommand};
 use control::cni_server;
 
 #[derive(Parser)]
-#[command(name = "twill-control", about = "twill's node control process (partial)")]
+#[command(
+    name = "twill-control",
+    about = "twill's node control process (partial)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -187,7 +187,10 @@ impl Node {
         self.control = Some(child);
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "twill-control did not listen");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "twill-control did not listen"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -214,6 +217,8 @@ impl Node {
 
     /// Runs `plugin` in the node namespace as a runtime does: `CNI_*` in
     /// the environment (`netns` None: CNI_NETNS unset), `conf` on stdin.
+    /// One argument per CNI variable, as the spec lists them.
+    #[allow(clippy::too_many_arguments)]
     pub fn exec(
         &self,
         plugin: &Path,

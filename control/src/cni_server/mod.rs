@@ -296,7 +296,12 @@ mod tests {
     #[test]
     fn requests_are_answered_as_the_protocol_says() {
         let mut s = Store::open(tmp("proto")).unwrap();
-        assert!(s.handle(Request::Add { attachment: att("c") }).ok);
+        assert!(
+            s.handle(Request::Add {
+                attachment: att("c")
+            })
+            .ok
+        );
         let r = s.handle(Request::Check {
             container_id: "c".into(),
             ifname: "eth0".into(),
