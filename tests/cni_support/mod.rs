@@ -365,3 +365,9 @@ impl Drop for Node {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+pub fn twill_dataplane() -> PathBuf {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| build("dataplane", "twill-dataplane"))
+        .clone()
+}
