@@ -406,3 +406,60 @@ fn control_down_makes_nothing_and_a_restarted_control_recovers_its_pods() {
     node.twill("DEL", &id, &ns, &conf).expect_ok();
     assert!(node.registered().is_empty());
 }
+
+/// An IPAM plugin speaking CNI 1.1.0 (a script standing in for host-local
+/// >= 1.5, which Debian does not ship yet): it records what it is asked.
+fn fake_ipam_1_1(dir: &std::path::Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("fake-ipam");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+log={log}
+case "$CNI_COMMAND" in
+VERSION) echo '{{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}}' ;;
+STATUS) if [ -e {down} ]; then echo '{{"cniVersion":"1.1.0","code":51,"msg":"no addresses left"}}'; exit 1; fi ;;
+*) echo "$CNI_COMMAND" >> "$log"; cat >> "$log"; echo >> "$log" ;;
+esac
+"#,
+            log = dir.join("ipam.log").display(),
+            down = dir.join("ipam-down").display(),
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    bin
+}
+
+#[test]
+fn gc_and_status_are_delegated_to_an_ipam_plugin_that_speaks_1_1() {
+    let mut node = Node::new("i11", 7);
+    node.start_control();
+    let bin = fake_ipam_1_1(&node.dir);
+    let path = format!("{}:{CNI_PATH}", bin.display());
+    let mut conf = node.conf("1.1.0");
+    conf["ipam"] = json!({"type": "fake-ipam"});
+    let run = |verb: &str, conf: &Value| {
+        node.exec(
+            &twill(),
+            verb,
+            "",
+            None,
+            "",
+            conf.to_string().as_bytes(),
+            &[("CNI_PATH", &path)],
+        )
+    };
+    run("STATUS", &conf).expect_ok();
+    let mut gc = conf.clone();
+    gc["cni.dev/attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    run("GC", &gc).expect_ok();
+    let log = std::fs::read_to_string(node.dir.join("ipam.log")).unwrap();
+    assert!(log.starts_with("GC\n"), "{log}");
+    let sent: Value = serde_json::from_str(log.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(sent["cni.dev/attachments"][0]["containerID"], "keep");
+    std::fs::write(node.dir.join("ipam-down"), b"").unwrap();
+    assert_eq!(run("STATUS", &conf).code(), 51);
+}

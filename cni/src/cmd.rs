@@ -487,6 +487,13 @@ pub fn status(cfg: &Config, env: &Env) -> Result<()> {
     if !env.path.is_empty() {
         crate::ipam::find(env, &cfg.ipam_type()).map_err(|e| unavailable(e.msg))?;
     }
+    if !env.path.is_empty() {
+        // A delegate that speaks 1.1.0 is asked too, its error passed on.
+        let ipam = Ipam::new(cfg, env).map_err(|e| unavailable(e.msg))?;
+        if ipam.speaks_1_1() {
+            ipam.status(cfg, env)?;
+        }
+    }
     let mut c = Client::connect(cfg.control_socket()).map_err(|e| unavailable(e.to_string()))?;
     let r = c
         .call(&Request::Status)
@@ -502,7 +509,12 @@ pub fn status(cfg: &Config, env: &Env) -> Result<()> {
 
 pub fn gc(cfg: &Config, env: &Env) -> Result<()> {
     require_1_1(cfg, "GC")?;
-    let Some(valid) = &cfg.conf.valid_attachments else {
+    let Some(valid) = cfg
+        .conf
+        .valid_attachments
+        .as_ref()
+        .or(cfg.conf.attachments.as_ref())
+    else {
         return Err(Error::config("GC needs cni.dev/valid-attachments"));
     };
     let is_valid = |id: &str, ifname: &str| {
@@ -537,9 +549,15 @@ pub fn gc(cfg: &Config, env: &Env) -> Result<()> {
         }
     }
     // Reservations the IPAM plugin holds for attachments control never saw
-    // (an ADD that died between IPAM and registration): host-local keeps one
-    // file per address holding "<container id>\r\n<ifname>".
-    if ipam.name == "host-local" {
+    // (an ADD that died between IPAM and registration): an IPAM plugin that
+    // speaks 1.1.0 gets the GC itself; for an older host-local, which keeps
+    // one file per address holding "<container id>\r\n<ifname>", each
+    // stale holder is released with an IPAM DEL.
+    if ipam.speaks_1_1() {
+        if let Err(e) = ipam.gc(cfg, env) {
+            first_err.get_or_insert(e);
+        }
+    } else if ipam.name == "host-local" {
         for (id, ifname) in host_local_reservations(cfg) {
             if !is_valid(&id, &ifname) {
                 if let Err(e) = ipam.del(cfg, env, &id, &ifname) {

@@ -186,6 +186,10 @@ pub struct NetConf {
     pub tx_checksum_off: Option<bool>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// The name an earlier draft of spec 1.1.0 used; libcni sends both
+    /// (containernetworking/cni#1101).
+    #[serde(default, rename = "cni.dev/attachments")]
+    pub attachments: Option<Vec<ValidAttachment>>,
 }
 
 /// An IP prefix (`addr/len`).

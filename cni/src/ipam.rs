@@ -189,4 +189,18 @@ impl Ipam {
         )
         .map(drop)
     }
+
+    pub fn speaks_1_1(&self) -> bool {
+        self.version == "1.1.0"
+    }
+
+    /// STATUS of a 1.1.0 delegate.
+    pub fn status(&self, cfg: &Config, env: &Env) -> Result<()> {
+        exec(&self.path, "STATUS", env, "", "", &self.stdin(cfg, None)).map(drop)
+    }
+
+    /// GC of a 1.1.0 delegate (the valid attachments are in the config).
+    pub fn gc(&self, cfg: &Config, env: &Env) -> Result<()> {
+        exec(&self.path, "GC", env, "", "", &self.stdin(cfg, None)).map(drop)
+    }
 }
