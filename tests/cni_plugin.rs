@@ -342,6 +342,34 @@ fn gc_with_a_partial_list_removes_exactly_the_others() {
     )
     .expect_ok();
     assert_eq!(node.reservations().len(), 8);
+    // And a host veth of an ADD that died before registering.
+    let ghost = cni::config::host_veth_name(&node.container_id("ghost"), "eth0");
+    sh(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "link",
+        "add",
+        &ghost,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ghostpeer",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "link",
+        "add",
+        "twkeepme",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "otherpeer",
+    ]);
 
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": pods[0].0, "ifname": "eth0"}]);
@@ -355,9 +383,16 @@ fn gc_with_a_partial_list_removes_exactly_the_others() {
         &[("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")],
     )
     .expect_ok();
+    let mut left = node.host_veths();
+    left.sort();
+    let mut want = vec![
+        cni::config::host_veth_name(&pods[0].0, "eth0"),
+        "twkeepme".to_string(),
+    ];
+    want.sort();
     assert_eq!(
-        node.host_veths(),
-        vec![cni::config::host_veth_name(&pods[0].0, "eth0")]
+        left, want,
+        "only the valid pod's veth and links not named by twill stay"
     );
     assert_eq!(node.registered(), vec![pods[0].0.clone()]);
     assert_eq!(node.reservations().len(), 2, "{:?}", node.reservations());

@@ -527,6 +527,13 @@ pub fn gc(cfg: &Config, env: &Env) -> Result<()> {
     let mut host = Netlink::host().map_err(nl)?;
     let list = control.call(&Request::List).map_err(control_err)?;
     let mut first_err = None;
+    // Veths of other twill networks on this node are theirs to collect.
+    let others: Vec<String> = list
+        .attachments
+        .iter()
+        .filter(|a| a.network != cfg.conf.name)
+        .map(|a| a.host_veth.clone())
+        .collect();
     for a in list.attachments {
         if a.network != cfg.conf.name || is_valid(&a.container_id, &a.ifname) {
             continue;
@@ -546,6 +553,27 @@ pub fn gc(cfg: &Config, env: &Env) -> Result<()> {
             });
         if let Err(e) = r {
             first_err.get_or_insert(e);
+        }
+    }
+    // Host veths of ADDs that died before registering (named as twill
+    // names them, belonging to no valid attachment).
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|v| host_veth_name(&v.container_id, &v.ifname))
+        .chain(others)
+        .collect();
+    match host.links() {
+        Ok(links) => {
+            for l in links {
+                if crate::config::is_host_veth_name(&l.name) && !keep.contains(&l.name) {
+                    if let Err(e) = host.del_link(&l.name) {
+                        first_err.get_or_insert(nl(e));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            first_err.get_or_insert(nl(e));
         }
     }
     // Reservations the IPAM plugin holds for attachments control never saw

@@ -437,6 +437,15 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("tw{:013x}", h >> 12)
 }
 
+/// Whether `name` has the shape of [`host_veth_name`].
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.len() == 15
+        && name.starts_with("tw")
+        && name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +455,8 @@ mod tests {
         let a = host_veth_name("abc123", "eth0");
         assert_eq!(a, host_veth_name("abc123", "eth0"));
         assert!(a.len() <= 15, "{a}");
+        assert!(is_host_veth_name(&a));
+        assert!(!is_host_veth_name("eth0"));
         assert_ne!(a, host_veth_name("abc124", "eth0"));
         assert_ne!(a, host_veth_name("abc123", "eth1"));
     }

@@ -217,6 +217,22 @@ impl Netlink {
         }
     }
 
+    /// Every link of the namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        Ok(self
+            .request(
+                "dump links",
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )?
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Self::link_of(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Creates the veth pair `host` (here, MAC `host_mac`) and `peer`
     /// (created directly in the namespace `peer_ns`), both with `mtu`.
     pub fn add_veth(
