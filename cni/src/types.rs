@@ -83,3 +83,41 @@ impl CniResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> CniResult {
+        serde_json::from_str(
+            r#"{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","mac":"0a:58:00:00:00:01","mtu":1450,"sandbox":"/run/netns/p"}],
+                "ips":[{"address":"10.244.1.2/24","gateway":"10.244.1.1","interface":0},{"address":"fd00::2/64","interface":0}],
+                "routes":[{"dst":"0.0.0.0/0","gw":"10.244.1.1","priority":5}],"dns":{"nameservers":["10.96.0.10"]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn results_before_1_0_carry_the_ip_version_and_no_mtu() {
+        let mut r = result();
+        r.convert_to("0.4.0");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(v["ips"][0]["version"], "4");
+        assert_eq!(v["ips"][1]["version"], "6");
+        assert!(v["interfaces"][0].get("mtu").is_none());
+    }
+
+    #[test]
+    fn results_of_1_1_keep_the_mtu_and_drop_the_ip_version() {
+        let mut r = result();
+        r.ips[0].version = Some("4".into()); // as a 0.4.0 IPAM plugin answers
+        r.convert_to("1.1.0");
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["ips"][0].get("version").is_none());
+        assert_eq!(v["interfaces"][0]["mtu"], 1450);
+        // Fields this plugin does not read pass through unchanged.
+        assert_eq!(v["routes"][0]["priority"], 5);
+        assert_eq!(v["dns"]["nameservers"][0], "10.96.0.10");
+    }
+}
