@@ -93,6 +93,11 @@ fn add_check_del_del_wires_a_pod_and_then_leaves_nothing() {
     assert!(Node::route_dsts(&node.netns, true).contains(&a6));
     assert_eq!(node.reservations().len(), 2);
     assert_eq!(node.registered(), vec![id.clone()]);
+    let state: Value = serde_json::from_slice(&std::fs::read(&node.state).unwrap()).unwrap();
+    let att = &state["attachments"][0];
+    assert_eq!(att["podNamespace"], "default", "CNI_ARGS are read: {att}");
+    assert_eq!(att["podName"], id.as_str());
+    assert_eq!(att["hostVeth"], host_veth.as_str());
 
     node.twill("CHECK", &id, &ns, &with_prev(&conf, &res))
         .expect_ok();
@@ -497,4 +502,41 @@ fn gc_and_status_are_delegated_to_an_ipam_plugin_that_speaks_1_1() {
     assert_eq!(sent["cni.dev/attachments"][0]["containerID"], "keep");
     std::fs::write(node.dir.join("ipam-down"), b"").unwrap();
     assert_eq!(run("STATUS", &conf).code(), 51);
+}
+
+#[test]
+fn every_supported_version_gets_its_result_in_its_own_shape() {
+    let mut node = Node::new("ver", 8);
+    node.start_control();
+    for (i, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        .iter()
+        .enumerate()
+    {
+        let ns = node.pod(&format!("v{i}"));
+        let id = node.container_id(&format!("v{i}"));
+        let conf = node.conf(version);
+        let res = node.twill("ADD", &id, &ns, &conf).expect_ok().json();
+        assert_eq!(res["cniVersion"], *version);
+        let pre_1 = version.starts_with("0.");
+        assert_eq!(
+            res["ips"][0].get("version").is_some(),
+            pre_1,
+            "{version}: {res}"
+        );
+        if pre_1 {
+            assert_eq!(res["ips"][0]["version"], "4");
+            assert_eq!(res["ips"][1]["version"], "6");
+        }
+        assert_eq!(
+            res["interfaces"][1].get("mtu").is_some(),
+            *version == "1.1.0",
+            "{res}"
+        );
+        if *version != "0.3.0" && *version != "0.3.1" {
+            node.twill("CHECK", &id, &ns, &with_prev(&conf, &res))
+                .expect_ok();
+        }
+        node.twill("DEL", &id, &ns, &conf).expect_ok();
+    }
+    assert!(node.reservations().is_empty());
 }
