@@ -334,24 +334,14 @@ fn tx_checksum_off(ns: &File, ifname: &str) -> Result<()> {
 pub fn del(cfg: &Config, env: &Env) -> Result<()> {
     env.require_container_id()?;
     env.require_ifname()?;
+    // Everything DEL needs is checked before anything is removed.
     let mut control = connect(cfg)?;
+    let ipam = Ipam::new(cfg, env)?;
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let mut host = Netlink::host().map_err(nl)?;
+    // Deleting one end of a veth deletes the pod end too (whether or not its
+    // namespace still exists) and every route through it.
     host.del_link(&host_name).map_err(nl)?;
-    // The pod end, in case only it is left (its namespace may be gone: fine).
-    if !env.netns.is_empty() {
-        if let Ok(ns) = File::open(&env.netns) {
-            if let Ok(mut pod) = Netlink::in_netns(&ns) {
-                if let Ok(Some(l)) = pod.link(&env.ifname) {
-                    // Only a veth we made: its peer was our host end.
-                    if l.name == env.ifname && host.link(&host_name).ok().flatten().is_none() {
-                        let _ = pod.del_link(&env.ifname);
-                    }
-                }
-            }
-        }
-    }
-    let ipam = Ipam::new(cfg, env)?;
     ipam.del(cfg, env, &env.container_id, &env.ifname)?;
     control
         .call(&Request::Del {

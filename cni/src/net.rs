@@ -147,8 +147,11 @@ impl Netlink {
                     NetlinkMessage::deserialize(&rbuf[off..size])
                         .map_err(|e| NlError::new(op, e))?;
                 let len = m.header.length as usize;
+                if len == 0 {
+                    return Ok(out);
+                }
                 if m.header.sequence_number != self.seq {
-                    off += len.max(size);
+                    off += len; // an answer to an earlier request
                     continue;
                 }
                 match m.payload {
@@ -171,9 +174,6 @@ impl Netlink {
                         }
                     }
                     _ => {}
-                }
-                if len == 0 {
-                    return Ok(out);
                 }
                 off += len;
             }
