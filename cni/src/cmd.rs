@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::net::IpAddr;
-use std::process::Command as Proc;
 
 use serde_json::Value;
 
@@ -303,32 +302,11 @@ fn wire(
     })
 }
 
-/// Tx checksum offload off on the pod's interface: AF_XDP/XDP sees the
-/// pod's frames before any checksum is filled in. No Rust crate offers the
-/// ethtool ioctl or ethtool-netlink without unsafe code or an async runtime,
-/// so this runs the `ethtool` binary (from the ethtool package) on a thread
-/// inside the pod's namespace.
+/// Tx checksum offload off on the pod's interface (see [`crate::ethtool`]).
 fn tx_checksum_off(ns: &File, ifname: &str) -> Result<()> {
-    let bin = ["/usr/sbin/ethtool", "/sbin/ethtool", "/usr/bin/ethtool"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-        .unwrap_or("ethtool");
-    let out = in_netns(ns, || {
-        Proc::new(bin).args(["-K", ifname, "tx", "off"]).output()
-    })
-    .map_err(nl)?
-    .map_err(|e| {
-        Error::wiring(format!(
-            "cannot run {bin} to turn tx checksum offload off: {e}"
-        ))
-    })?;
-    if !out.status.success() {
-        return Err(Error::wiring(format!(
-            "ethtool -K {ifname} tx off failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    in_netns(ns, || crate::ethtool::tx_checksum_off(ifname))
+        .and_then(|r| r)
+        .map_err(nl)
 }
 
 pub fn del(cfg: &Config, env: &Env) -> Result<()> {

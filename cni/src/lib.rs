@@ -11,6 +11,7 @@
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod ethtool;
 pub mod ipam;
 pub mod net;
 pub mod proto;

@@ -40,11 +40,18 @@ impl std::fmt::Display for NlError {
 }
 
 impl NlError {
-    fn new(op: &str, detail: impl std::fmt::Display) -> Self {
+    pub fn new(op: &str, detail: impl std::fmt::Display) -> Self {
         NlError {
             op: op.to_string(),
             errno: None,
             detail: detail.to_string(),
+        }
+    }
+    pub fn errno(op: &str, errno: i32) -> Self {
+        NlError {
+            op: op.to_string(),
+            errno: Some(errno),
+            detail: nix::errno::Errno::from_raw(errno).desc().to_string(),
         }
     }
     pub fn is(&self, errno: nix::errno::Errno) -> bool {
