@@ -540,3 +540,78 @@ fn every_supported_version_gets_its_result_in_its_own_shape() {
     }
     assert!(node.reservations().is_empty());
 }
+
+#[test]
+fn check_notices_what_was_changed_behind_the_plugins_back() {
+    let mut node = Node::new("chk", 9);
+    node.start_control();
+    let conf = node.conf("1.0.0");
+    let ns = node.pod("p");
+    let nsn = ns.trim_start_matches("/run/netns/").to_string();
+    let id = node.container_id("p");
+    let res = node.twill("ADD", &id, &ns, &conf).expect_ok().json();
+    let check = || node.twill("CHECK", &id, &ns, &with_prev(&conf, &res));
+    check().expect_ok();
+
+    sh(&["ip", "-n", &nsn, "route", "del", "default"]);
+    let out = check();
+    assert_eq!(out.code(), 101);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("default route"),
+        "{}",
+        out.stdout
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &nsn,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.88.9.1",
+        "dev",
+        "eth0",
+    ]);
+    check().expect_ok();
+
+    sh(&["ip", "-n", &nsn, "link", "set", "eth0", "mtu", "1400"]);
+    assert!(check().json()["msg"].as_str().unwrap().contains("MTU"));
+    sh(&["ip", "-n", &nsn, "link", "set", "eth0", "mtu", "1450"]);
+
+    let addr = res["ips"][0]["address"].as_str().unwrap();
+    sh(&["ip", "-n", &nsn, "addr", "del", addr, "dev", "eth0"]);
+    let out = check();
+    assert_eq!(out.code(), 101);
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains(addr),
+        "{}",
+        out.stdout
+    );
+
+    let host_addr = addr.split('/').next().unwrap();
+    sh(&["ip", "-n", &node.netns, "route", "del", host_addr]);
+    sh(&["ip", "-n", &nsn, "addr", "add", addr, "dev", "eth0"]);
+    sh(&[
+        "ip",
+        "-n",
+        &nsn,
+        "route",
+        "replace",
+        "default",
+        "via",
+        "10.88.9.1",
+        "dev",
+        "eth0",
+    ]);
+    let out = check();
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains("host route"),
+        "{}",
+        out.stdout
+    );
+    node.twill("DEL", &id, &ns, &conf).expect_ok();
+}
