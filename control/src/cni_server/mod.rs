@@ -198,6 +198,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
             std::fs::create_dir_all(dir).map_err(lerr)?;
         }
     }
+    if UnixStream::connect(path).is_ok() {
+        return Err(lerr(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another twill-control is serving this socket",
+        )));
+    }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -317,10 +323,15 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_is_created_owner_only() {
+    fn the_socket_is_created_owner_only_and_never_taken_from_a_live_server() {
         let p = tmp("sock").with_file_name("cni.sock");
-        let _l = bind(&p).unwrap();
+        let l = bind(&p).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let e = bind(&p).unwrap_err().to_string();
+        assert!(e.contains("another twill-control"), "{e}");
+        drop(l);
+        // A stale socket file (its server gone) is replaced.
+        bind(&p).unwrap();
     }
 }
