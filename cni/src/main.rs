@@ -1,11 +1,16 @@
-//! `twill`: the CNI plugin. Built in its own issue; until then it answers every
-//! call with the CNI error "try again later" (code 11) so a runtime never
-//! believes a pod was wired.
+//! `twill`: the CNI plugin binary. Everything is in the library ([`cni::run`]).
 #![forbid(unsafe_code)]
 
+use std::io::{Read, Write};
+
 fn main() {
-    println!(
-        "{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"twill CNI plugin is not implemented yet\"}}"
-    );
-    std::process::exit(1);
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let (out, code) = cni::run(&|k| std::env::var(k).ok(), &stdin);
+    if !out.is_empty() {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{out}");
+        let _ = o.flush();
+    }
+    std::process::exit(code);
 }

@@ -1,0 +1,6 @@
+//! twill-control as a library: the binaries (`twill-control`) are thin
+//! wrappers. Today it holds the pod-attachment API of the CNI plugin
+//! ([`cni_server`]); sources, model and publish come with the control issue.
+#![forbid(unsafe_code)]
+
+pub mod cni_server;
