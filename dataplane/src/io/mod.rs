@@ -12,6 +12,8 @@
 //!   is ever leaked;
 //! - [`forward`]: the minimal poll loop: receive a batch, run the pipeline,
 //!   transmit / free, with idle back-off to a blocking `poll()`;
+//! - [`gen`]: a transmit-only generator (UMEM frames written once, only
+//!   descriptors per packet), the library side of `twill-pktgen`;
 //! - [`netns`]: runs the calling thread in another network namespace (tests,
 //!   multi-node setups on one machine).
 //!
@@ -40,6 +42,7 @@
 #![allow(unsafe_code)]
 
 pub mod forward;
+pub mod gen;
 pub mod netns;
 pub mod xdp;
 pub mod xsk;
