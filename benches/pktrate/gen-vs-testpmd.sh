@@ -93,7 +93,7 @@ log "results: $RES (size=$SIZE flows=$FLOWS secs=$SECS runs=$RUNS, generator on 
 echo "# $(date -Is) $(uname -r) size=$SIZE flows=$FLOWS secs=$SECS warmup=$WARMUP cpu=$GEN_CPU" > "$RES"
 for r in $(seq 1 "$RUNS"); do
   for g in $GENS; do
-    wait_quiet 30
+    wait_quiet 10
     start_gen "$g" $((WARMUP + SECS + 2)) "$WORK/gen-$g.log"
     sleep "$WARMUP"
     kill -0 "$GEN_PID" 2>/dev/null || { tail -5 "$WORK/gen-$g.log" >&2; die "$g exited"; }
@@ -106,4 +106,4 @@ for r in $(seq 1 "$RUNS"); do
     echo "$line" | tee -a "$RES"
   done
 done
-summarize_gens "$RES" "$GENS" | tee -a "$RES"
+sum=$(summarize_gens "$RES" "$GENS"); echo "$sum" >> "$RES"; echo "$sum"

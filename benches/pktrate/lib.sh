@@ -8,7 +8,7 @@ need_root() { [ "$(id -u)" = 0 ] || die "run as root (namespaces, XDP, AF_XDP)";
 # Installs what the benchmarks (and ../shared/bench) call, if missing:
 # DPDK testpmd with net_af_xdp, xdp-tools, tcpdump, the kernel path's tools.
 install_tools() {
-  local pkgs=(dpdk librte-net-af-xdp23 xdp-tools tcpdump nftables iptables conntrack ethtool
+  local pkgs=(dpdk dpdk-dev librte-net-af-xdp23 librte-net-af-packet23 librte-mempool-ring23 xdp-tools tcpdump nftables iptables conntrack ethtool
               bc clang llvm libbpf-dev iproute2) missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -83,7 +83,7 @@ summarize_gens() {
     echo "SUMMARY gen=$g offered_pps(min/med/max)=${o// //} delivered_pps(min/med/max)=${d// //}"
     if [ -z "$first" ]; then first=$g; continue; fi
     awk -v a="$first" -v b="$g" '
-      $2=="gen="a {split($3,x,"="); A[$1]=x[2]} $2=="gen="b {split($3,x,"="); B[$1]=x[2]}
+      /^run=/ && $2=="gen="a {split($3,x,"="); A[$1]=x[2]} /^run=/ && $2=="gen="b {split($3,x,"="); B[$1]=x[2]}
       END{ for (r in A) if (r in B && B[r]>0) { s=s sprintf(" %s:%.2f", r, A[r]/B[r]) }
            print "RATIO offered " a "/" b " per round:" s }' "$f"
   done

@@ -343,7 +343,15 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("twill-pktgen: {e:#}");
+            // One line; a cause already spelled out by its parent is skipped.
+            let mut line = e.to_string();
+            for c in e.chain().skip(1) {
+                let c = c.to_string();
+                if !line.contains(&c) {
+                    line = format!("{line}: {c}");
+                }
+            }
+            eprintln!("twill-pktgen: {line}");
             ExitCode::FAILURE
         }
     }

@@ -545,19 +545,28 @@ impl TxGen {
                 bind_flags,
             };
             let mut sock = std::ptr::null_mut();
-            // SAFETY: the UMEM is registered and outlives the socket; `tx`
-            // never moves and outlives the socket; no rx ring (null).
-            let r = unsafe {
-                sys::xsk_socket__create(
-                    &mut sock,
-                    cname.as_ptr(),
-                    queue,
-                    umem.as_ptr(),
-                    std::ptr::null_mut(),
-                    &mut *tx,
-                    &scfg,
-                )
-            };
+            // A socket just closed on this queue (a previous run) is
+            // released by the kernel a moment later: EBUSY until then.
+            let mut r = -libc::EBUSY;
+            for _ in 0..30 {
+                // SAFETY: the UMEM is registered and outlives the socket;
+                // `tx` never moves and outlives the socket; no rx ring.
+                r = unsafe {
+                    sys::xsk_socket__create(
+                        &mut sock,
+                        cname.as_ptr(),
+                        queue,
+                        umem.as_ptr(),
+                        std::ptr::null_mut(),
+                        &mut *tx,
+                        &scfg,
+                    )
+                };
+                if r != -libc::EBUSY {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             if r == 0 {
                 if let Some(s) = NonNull::new(sock) {
                     got = Some((s, mode));
