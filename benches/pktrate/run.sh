@@ -27,6 +27,9 @@
 #            decap: kernel-decap.sh here (flannel.1 decap -> cni0 -> pod, same rules)
 # Every series is RUNS runs of SECS seconds; the harness reports delivered pps
 # (sink XDP drops) and pkts per DUT core-second (delivered / CPU1 busy), min/med/max.
+# Added here: pkts per DUT CPU-second counting only the DUT's own CPU time (the
+# process's for userspace DUTs, CPU1's softirq time for the kernel), which other
+# work on a shared machine does not distort.
 # At the end: one table with twill's figures as ratios of the peers' measured in
 # the same invocation. Raw harness output: $WORK/pktrate-<stamp>.log.
 set -u
@@ -73,7 +76,17 @@ series() {
   local out; out=$(timeout --foreground -s INT $((RUNS * (SECS + 40) + 240)) "$@" 2>&1 | tee -a "$LOG")
   local r; r=$(echo "$out" | grep '^RESULT ' | tail -1)
   [ -n "$r" ] || { log "$sc / $peer: no RESULT (see $LOG)"; echo "$out" | tail -5 >&2; r="RESULT failed |"; }
-  echo "scenario=$sc peer=$peer $r" | tee -a "$SUM" >&2
+  # The DUT's own CPU, robust to other work on CPU1: the process's CPU time for
+  # userspace DUTs (proc_PID_pct), CPU1's softirq time for kernel DUTs.
+  local kind=proc; [ "$peer" = kernel ] && kind=si
+  local own; own=$(echo "$out" | grep -E '\] run [0-9]+: ' | awk -v kind=$kind -v si="cpu${DUT_CPU:-1}_si" '{
+      sink = 0; cpu = 0
+      for (i = 1; i <= NF; i++) { split($i, kv, "=")
+        if (kv[1] == "sink_pps") sink = kv[2]
+        if (kind == "proc" && kv[1] ~ /^proc_[0-9]+_pct$/) cpu += kv[2]
+        if (kind == "si" && kv[1] == si) cpu += kv[2] }
+      if (cpu > 0) printf "%.0f\n", sink / (cpu / 100) }' | stats3 | tr ' ' /)
+  echo "scenario=$sc peer=$peer own_cpu=$kind pkts_per_dut_cpu_s=$own $r" | tee -a "$SUM" >&2
 }
 
 twill_cmd() {  # scenario poll
