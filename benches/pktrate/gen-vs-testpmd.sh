@@ -12,11 +12,17 @@
 #   offered   = vA tx_packets + tx_dropped per second (what left the generator)
 #   delivered = vB XDP drops per second (what the peer's XDP program saw)
 # Generators:
-#   twill          target/release/twill-pktgen (AF_XDP copy mode, tx ring kept full)
+#   twill          target/release/twill-pktgen (AF_XDP copy mode, tx ring kept full,
+#                  one kick may send the whole ring: XDP_MAX_TX_SKB_BUDGET, Linux 6.17+)
+#   twill-b32      the same with the kernel's default of 32 frames per kick (as testpmd)
 #   testpmd-xdp    dpdk-testpmd --forward-mode=txonly over net_af_xdp (iface=vA)
 #   testpmd-packet dpdk-testpmd txonly over net_af_packet (what ../shared/bench --gen txonly uses)
 # On veth the peer's XDP (and the copy into an skb) run on the sender's CPU:
 # every generator pays the same kernel work on $GEN_CPU.
+#   own_cpu   the generator's own share of $GEN_CPU: its process time (all threads)
+#             plus the CPU's softirq time (the veth/XDP work it causes); other jobs
+#             on a shared machine do not count in it (tick-sampled, HZ=250)
+#   offered_per_own_cpu_s = offered / own_cpu: frames per second of generator CPU
 # Needs root; installs dpdk (testpmd, net_af_xdp) and clang's BPF target if missing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -66,9 +72,10 @@ start_gen() {  # $1 = generator, $2 = seconds, $3 = log
   local tp=(-- --forward-mode=txonly --txpkts=$((SIZE - 4)) --tx-ip="$SRC_IP,$DST_IP"
             --tx-udp="$SPORT,$DPORT" --eth-peer="0,$DST_MAC" $mf --stats-period=5)
   case $1 in
-    twill) ip netns exec $NS_G timeout -s INT $((secs + 5)) taskset -c "$GEN_CPU" "$PKTGEN" --dev vA \
+    twill|twill-b32) local b=0; [ "$1" = twill-b32 ] && b=32
+           ip netns exec $NS_G timeout -s INT $((secs + 5)) taskset -c "$GEN_CPU" "$PKTGEN" --dev vA \
              --dst-mac $DST_MAC --src-ip $SRC_IP --dst-ip $DST_IP --sport "$SPORT-$ports_hi" \
-             --dport $DPORT --size "$SIZE" --duration "$secs" > "$log" 2>&1 & ;;
+             --dport $DPORT --size "$SIZE" --duration "$secs" --budget $b > "$log" 2>&1 & ;;
     testpmd-xdp) ip netns exec $NS_G sh -c 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; exec "$@"' sh \
              timeout -s INT "$secs" taskset -c "$GEN_CPU" dpdk-testpmd "${eal[@]}" \
              --vdev net_af_xdp0,iface=vA,busy_budget=0 "${tp[@]}" > "$log" 2>&1 & ;;
@@ -79,13 +86,15 @@ start_gen() {  # $1 = generator, $2 = seconds, $3 = log
   GEN_PID=$!; track "$GEN_PID"
 }
 
-snapshot() {  # -> "t tx txdrop xdpdrops cpu_busy cpu_total cpu_steal"
-  local t tx txd xd
+snapshot() {  # -> "t tx txdrop xdpdrops cpu_busy cpu_total cpu_steal cpu_si proc_ticks"
+  local t tx txd xd pt=0 p
   t=$(date +%s.%N)
   tx=$(ip netns exec $NS_G cat /sys/class/net/vA/statistics/tx_packets)
   txd=$(ip netns exec $NS_G cat /sys/class/net/vA/statistics/tx_dropped)
   xd=$(ip netns exec $NS_S ethtool -S vB | awk '/rx_queue_0_xdp_drops/{print $2}')
-  echo "$t $tx $txd $xd $(awk -v c="cpu$GEN_CPU" '$1==c{b=$2+$3+$4+$7+$8; print b, b+$5+$6+$9, $9}' /proc/stat)"
+  # the generator process (child of timeout), all threads: utime + stime
+  for p in $(pgrep -P "$GEN_PID"); do pt=$((pt + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done
+  echo "$t $tx $txd $xd $(awk -v c="cpu$GEN_CPU" '$1==c{b=$2+$3+$4+$7+$8; print b, b+$5+$6+$9, $9, $7+$8}' /proc/stat) $pt"
 }
 
 RES=$WORK/gen-vs-testpmd-$(date +%Y%m%d-%H%M%S).txt
@@ -101,8 +110,9 @@ for r in $(seq 1 "$RUNS"); do
     kill -INT "$GEN_PID" 2>/dev/null; wait "$GEN_PID" 2>/dev/null; untrack
     line=$(awk -v a="$a" -v b="$b" -v g="$g" -v r="$r" 'BEGIN{split(a,x," "); split(b,y," "); dt=y[1]-x[1];
       off=((y[2]-x[2])+(y[3]-x[3]))/dt; del=(y[4]-x[4])/dt; ct=y[6]-x[6]; if(ct<1)ct=1;
-      printf "run=%d gen=%s offered_pps=%.0f delivered_pps=%.0f txdrop_pps=%.0f cpu_busy=%.1f cpu_steal=%.1f",
-        r, g, off, del, (y[3]-x[3])/dt, 100*(y[5]-x[5])/ct, 100*(y[7]-x[7])/ct}')
+      own=((y[8]-x[8])+(y[9]-x[9]))/ct; if(own<=0)own=1e-9;
+      printf "run=%d gen=%s offered_pps=%.0f delivered_pps=%.0f txdrop_pps=%.0f cpu_busy=%.1f cpu_steal=%.1f own_cpu=%.1f offered_per_own_cpu_s=%.0f",
+        r, g, off, del, (y[3]-x[3])/dt, 100*(y[5]-x[5])/ct, 100*(y[7]-x[7])/ct, 100*own, off/own}')
     echo "$line" | tee -a "$RES"
   done
 done

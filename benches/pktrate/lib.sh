@@ -80,19 +80,23 @@ summarize_gens() {
   for g in $gens; do
     o=$(sed -n "s/.* gen=$g offered_pps=\([0-9]*\).*/\1/p" "$f" | stats3)
     d=$(sed -n "s/.* gen=$g .*delivered_pps=\([0-9]*\).*/\1/p" "$f" | stats3)
-    echo "SUMMARY gen=$g offered_pps(min/med/max)=${o// //} delivered_pps(min/med/max)=${d// //}"
+    local e; e=$(sed -n "s/.* gen=$g .*offered_per_own_cpu_s=\([0-9]*\).*/\1/p" "$f" | stats3)
+    echo "SUMMARY gen=$g offered_pps(min/med/max)=${o// //} delivered_pps(min/med/max)=${d// //} offered_per_own_cpu_s(min/med/max)=${e// //}"
     if [ -z "$first" ]; then first=$g; continue; fi
     awk -v a="$first" -v b="$g" '
       /^run=/ && $2=="gen="a {split($3,x,"="); A[$1]=x[2]} /^run=/ && $2=="gen="b {split($3,x,"="); B[$1]=x[2]}
       END{ for (r in A) if (r in B && B[r]>0) { s=s sprintf(" %s:%.2f", r, A[r]/B[r]) }
            print "RATIO offered " a "/" b " per round:" s }' "$f"
   done
-  local mo=() ; for g in $gens; do
-    mo+=("$(sed -n "s/.* gen=$g offered_pps=\([0-9]*\).*/\1/p" "$f" | stats3 | awk '{print $2}')"); done
+  local mo=() me=(); for g in $gens; do
+    mo+=("$(sed -n "s/^run=.* gen=$g offered_pps=\([0-9]*\).*/\1/p" "$f" | stats3 | awk '{print $2}')")
+    me+=("$(sed -n "s/^run=.* gen=$g .*offered_per_own_cpu_s=\([0-9]*\).*/\1/p" "$f" | stats3 | awk '{print $2}')"); done
   set -- $gens
   local i=1; for g in "$@"; do
     [ "$i" -gt 1 ] && awk -v a="${mo[0]}" -v b="${mo[$((i-1))]}" -v n1="$1" -v n2="$g" \
       'BEGIN{ if (b>0) printf "HEADLINE offered pps median: %s %d vs %s %d = %.2fx\n", n1, a, n2, b, a/b }'
+    [ "$i" -gt 1 ] && awk -v a="${me[0]}" -v b="${me[$((i-1))]}" -v n1="$1" -v n2="$g" \
+      'BEGIN{ if (b>0) printf "HEADLINE offered pps per generator CPU-s median: %s %d vs %s %d = %.2fx\n", n1, a, n2, b, a/b }'
     i=$((i + 1))
   done
 }
