@@ -1,8 +1,9 @@
 //! The whole pipeline on batches of 64 frames, in three scenarios:
 //! (a) established pod -> ClusterIP -> remote pod (DNAT + encap),
 //! (b) VXLAN in -> decap -> reverse NAT -> local pod,
-//! (c) every packet a new flow (Maglev pick + conntrack insert).
-//! Template restore happens outside the timed region.
+//! (c) every packet a new flow (Maglev pick + conntrack insert);
+//! plus plain pod -> pod, each for IPv4 and IPv6 pods. Template restore happens
+//! outside the timed region.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -11,12 +12,13 @@ use common::{build_pipeline, workload, Bufs, Scenario, Shape, BATCH};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::pipeline::Verdict;
 
-fn bench_scenario(c: &mut Criterion, scenario: Scenario, flows: u32, packets: u64) {
+fn bench_scenario(c: &mut Criterion, scenario: Scenario, flows: u32, packets: u64, family: u8) {
     let shape = Shape {
         flows,
         services: 100,
         backends: 10,
         packets,
+        family,
     };
     let mut w = workload(scenario, shape);
     let mut bufs = Bufs::new();
@@ -24,7 +26,7 @@ fn bench_scenario(c: &mut Criterion, scenario: Scenario, flows: u32, packets: u6
     let mut at = 0usize;
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BATCH as u64));
-    g.bench_function(scenario.name(), |b| {
+    g.bench_function(format!("{}/ipv{family}", scenario.name()), |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
@@ -63,10 +65,12 @@ fn bench_scenario(c: &mut Criterion, scenario: Scenario, flows: u32, packets: u6
 }
 
 fn pipeline(c: &mut Criterion) {
-    bench_scenario(c, Scenario::ServiceEncap, 4096, 0);
-    bench_scenario(c, Scenario::DecapReverse, 4096, 0);
-    bench_scenario(c, Scenario::NewFlow, 1, 1 << 18);
-    bench_scenario(c, Scenario::PodToPod, 4096, 0);
+    for family in [4, 6] {
+        bench_scenario(c, Scenario::ServiceEncap, 4096, 0, family);
+        bench_scenario(c, Scenario::DecapReverse, 4096, 0, family);
+        bench_scenario(c, Scenario::NewFlow, 1, 1 << 18, family);
+        bench_scenario(c, Scenario::PodToPod, 4096, 0, family);
+    }
 }
 
 criterion_group!(benches, pipeline);

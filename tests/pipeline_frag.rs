@@ -183,7 +183,42 @@ fn fragments_of_different_datagrams_do_not_mix(f: Fam) {
     check_delivered_dns(f, &outs, 0x0a0a, x.len());
 }
 
+fn a_flood_of_early_fragments_is_bounded_and_later_datagrams_still_pass(f: Fam) {
+    use dataplane::pipeline::{DropReason, STASH_SLOTS};
+    let mut a = node_a();
+    // Far more orphan non-first fragments than the stash holds.
+    let mut full = 0;
+    for i in 0..(STASH_SLOTS as u32 * 4) {
+        let frags = dns_fragments(f, 0x7000 + i);
+        let o = a.send(POD1_PORT, &frags[1]);
+        assert!(!matches!(o.verdict, Verdict::Tx(_)));
+        if o.verdict == Verdict::Drop(DropReason::FragStashFull) {
+            full += 1;
+        }
+    }
+    assert!(full > 0, "the stash must refuse beyond its bound");
+    assert!(a.released().is_empty());
+    // A fresh datagram in order still goes through whole.
+    let frags = dns_fragments(f, 0x6fff);
+    let mut outs: Vec<Out> = frags.iter().map(|fr| a.send(POD1_PORT, fr)).collect();
+    outs.extend(a.released());
+    check_delivered_dns(f, &outs, 0x6fff, frags.len());
+    // After the timeout the orphans are gone and out-of-order works again.
+    a.advance_secs(31);
+    let frags = dns_fragments(f, 0x6ffe);
+    let mut outs = vec![a.send(POD1_PORT, &frags[2])];
+    outs.extend(a.released());
+    for (i, fr) in frags.iter().enumerate() {
+        if i != 2 {
+            outs.push(a.send(POD1_PORT, fr));
+        }
+    }
+    outs.extend(a.released());
+    check_delivered_dns(f, &outs, 0x6ffe, frags.len());
+}
+
 both_families!(
+    a_flood_of_early_fragments_is_bounded_and_later_datagrams_still_pass,
     fragments_of_a_service_flow_in_order_all_follow_the_dnat,
     fragments_of_a_service_flow_in_one_batch_all_follow_the_dnat,
     fragments_arriving_before_the_first_are_stashed_then_released,

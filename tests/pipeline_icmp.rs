@@ -195,7 +195,112 @@ fn an_icmp_error_about_no_known_flow_is_not_delivered_to_a_pod(f: Fam) {
     );
 }
 
+fn too_big_for_the_tunnel_to_a_service_backend_quotes_what_the_pod_sent(f: Fam) {
+    let mut a = node_a();
+    let limit = UNDERLAY_MTU as usize - if f == Fam::V4 { 50 } else { 70 };
+    let frame = Pkt::from_pod1(f, f.vip(svc::REMOTE), udp(40000, 53))
+        .ip_len(limit + 1)
+        .build();
+    let s = a.send(POD1_PORT, &frame).reply();
+    assert_eq!((s.src, s.dst), (f.gw(), f.pod1()));
+    let (ty, code) = if f == Fam::V4 { (3, 4) } else { (2, 0) };
+    assert_eq!((s.icmp_type, s.icmp_code), (ty, code));
+    let mtu = u32::from_be_bytes(s.icmp_rest) & if f == Fam::V4 { 0xffff } else { !0 };
+    assert_eq!(mtu as usize, limit);
+    let q = s.quoted();
+    assert_eq!(
+        (q.src, q.sport, q.dst, q.dport),
+        (f.pod1(), 40000, f.vip(svc::REMOTE), 53),
+        "the pod can only match an error about the packet it sent (to the VIP)"
+    );
+    let n = if f == Fam::V4 { 28 } else { 48 };
+    assert_eq!(&s.quoted_bytes()[..n], &frame[14..14 + n]);
+}
+
+fn an_icmp_error_from_a_nodeport_backend_reaches_the_client_with_both_nats_undone(f: Fam) {
+    let mut a = node_a();
+    let np = f.node_port(svc::DNS_NODEPORT);
+    let q = Pkt::from_uplink(f.client(), f.node_a(), udp(40000, np))
+        .payload(b"query")
+        .build();
+    let out = a.send(UPLINK, &q);
+    let s = out.tx(POD2_PORT);
+    assert_eq!((s.src, s.dst, s.dport), (f.node_a(), f.pod2(), 5353));
+    // pod2 has nothing on 5353 after all: port unreachable to the node.
+    let (ty, code) = if f == Fam::V4 { (3, 3) } else { (1, 4) };
+    let err = icmp_error(
+        POD2_MAC,
+        A_GW_MAC,
+        f.pod2(),
+        f.node_a(),
+        ty,
+        code,
+        [0; 4],
+        &out.bytes[14..],
+    );
+    let s = a.send(POD2_PORT, &err).tx(UPLINK);
+    assert_eq!(s.eth.destination, ROUTER_MAC);
+    assert_eq!(s.dst, f.client(), "outer destination back to the client");
+    assert_eq!(
+        s.src,
+        f.node_a(),
+        "the client hears from the address it used, never the pod's"
+    );
+    assert_eq!((s.icmp_type, s.icmp_code), (ty, code));
+    let inner = parse_ip(s.quoted_bytes(), true);
+    assert_eq!(
+        (inner.src, inner.sport),
+        (f.client(), 40000),
+        "quoted source"
+    );
+    assert_eq!(
+        (inner.dst, inner.dport),
+        (f.node_a(), np),
+        "quoted destination"
+    );
+    assert_eq!(
+        inner.l4_checksum,
+        parse(&q).l4_checksum,
+        "quoted UDP checksum"
+    );
+}
+
+fn time_exceeded_about_a_masqueraded_ping_is_translated_back_by_identifier(f: Fam) {
+    let mut a = node_a();
+    let sent = Pkt::from_pod1(f, f.outside(), L4::EchoRequest { id: 4242, seq: 9 })
+        .payload(b"ping")
+        .build();
+    let out = a.send(POD1_PORT, &sent);
+    let left = out.tx(UPLINK);
+    assert_eq!(left.src, f.node_a());
+    let (ty, code) = if f == Fam::V4 { (11, 0) } else { (3, 0) };
+    let err = icmp_error(
+        ROUTER_MAC,
+        A_UPLINK_MAC,
+        f.router(),
+        f.node_a(),
+        ty,
+        code,
+        [0; 4],
+        &out.bytes[14..],
+    );
+    let s = a.send(UPLINK, &err).tx(POD1_PORT);
+    assert_eq!((s.src, s.dst), (f.router(), f.pod1()));
+    assert_eq!((s.icmp_type, s.icmp_code), (ty, code));
+    // The quoted echo request: source and identifier back to the pod's, its
+    // ICMP checksum valid again (`parse_ip` with the whole quote checks it).
+    let q = parse_ip(s.quoted_bytes(), true);
+    assert_eq!(q.src, f.pod1());
+    assert_eq!(q.dst, f.outside());
+    assert_eq!(q.sport, 4242, "quoted echo identifier");
+    assert_eq!(&q.icmp_rest[2..], &9u16.to_be_bytes(), "quoted sequence");
+    assert_eq!(q.l4_checksum, parse(&sent).l4_checksum);
+}
+
 both_families!(
+    time_exceeded_about_a_masqueraded_ping_is_translated_back_by_identifier,
+    too_big_for_the_tunnel_to_a_service_backend_quotes_what_the_pod_sent,
+    an_icmp_error_from_a_nodeport_backend_reaches_the_client_with_both_nats_undone,
     ttl_one_to_a_remote_pod_gets_time_exceeded_and_is_not_encapsulated,
     ttl_one_to_a_cluster_ip_gets_time_exceeded_quoting_what_the_pod_sent,
     port_unreachable_about_a_masqueraded_flow_is_translated_back_to_the_pod,

@@ -31,6 +31,18 @@ fn arp_request_for_the_gateway_gets_a_reply_from_the_gateway_mac() {
 }
 
 #[test]
+fn a_padded_arp_request_for_the_gateway_is_answered() {
+    // ARP frames on the wire are padded to the 60-byte Ethernet minimum.
+    let mut a = node_a();
+    let mut req = arp_request(POD1_MAC, Fam::V4.pod1(), Fam::V4.gw());
+    req.resize(60, 0);
+    let out = a.send(POD1_PORT, &req);
+    assert_eq!(out.verdict, dataplane::pipeline::Verdict::Reply);
+    assert_eq!(&out.bytes[20..22], &[0, 2], "ARP reply");
+    assert_eq!(&out.bytes[22..28], &A_GW_MAC);
+}
+
+#[test]
 fn arp_request_for_another_address_is_not_answered_as_the_gateway() {
     let mut a = node_a();
     let req = arp_request(POD1_MAC, Fam::V4.pod1(), Fam::V4.outside());
@@ -86,6 +98,7 @@ fn spoofed_source_is_dropped(f: Fam) {
     // pod1 claims an address outside the cluster.
     let p = Pkt::new(POD1_MAC, A_GW_MAC, f.outside(), f.pod2(), udp(1000, 2000)).build();
     a.send(POD1_PORT, &p).dropped(DropReason::Spoofed);
+    assert_eq!(a.drops(DropReason::Spoofed), 2, "counted under Spoofed");
 }
 
 fn pod_to_local_pod_is_forwarded_with_gateway_mac_and_ttl_decremented(f: Fam) {

@@ -132,7 +132,93 @@ fn hairpin_to_own_service_is_dnated_and_snatted_to_the_gateway(f: Fam) {
     assert_eq!(s.payload, b"yes");
 }
 
+fn an_unanswered_udp_flow_expires_after_its_timeout(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.outside(), udp(40000, 53)).build();
+    let s = a.send(POD1_PORT, &p).tx(UPLINK);
+    let port = s.sport;
+    // Linux's unreplied UDP timeout is 30 s: a reply 31 s later finds no flow.
+    a.advance_secs(31);
+    let r = Pkt::from_uplink(f.outside(), f.node_a(), udp(53, port)).build();
+    let out = a.send(UPLINK, &r);
+    assert!(
+        !matches!(out.verdict, Verdict::Tx(_)),
+        "expired flow still translated: {:?}",
+        out.verdict
+    );
+}
+
+fn an_answered_udp_flow_outlives_the_unreplied_timeout(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.outside(), udp(40000, 53)).build();
+    let port = a.send(POD1_PORT, &p).tx(UPLINK).sport;
+    let r = Pkt::from_uplink(f.outside(), f.node_a(), udp(53, port)).build();
+    a.send(UPLINK, &r).tx(POD1_PORT);
+    // Assured UDP lives 120 s: 60 s later the reply still gets through.
+    a.advance_secs(60);
+    let s = a.send(UPLINK, &r).tx(POD1_PORT);
+    assert_eq!((s.dst, s.dport), (f.pod1(), 40000));
+}
+
+fn pod_to_another_nodes_address_is_not_masqueraded(f: Fam) {
+    let mut a = node_a();
+    let p = Pkt::from_pod1(f, f.node_b(), tcp(40000, 10250, tcpf::SYN)).build();
+    let s = a.send(POD1_PORT, &p).tx(UPLINK);
+    // Through the overlay or straight out: either way the pod's own address.
+    let i = if s.eth.destination == B_UPLINK_MAC && s.proto == 17 && s.dport == VXLAN_PORT {
+        parse(&s.vxlan().2)
+    } else {
+        s
+    };
+    assert_eq!((i.src, i.sport), (f.pod1(), 40000));
+    assert_eq!((i.dst, i.dport), (f.node_b(), 10250));
+    assert_eq!(i.ttl, 63);
+}
+
+/// One TCP exchange pod1:40000 <-> outside:443 through masquerade, ending
+/// with `close` from the pod; returns the SNAT port used.
+fn tcp_session(a: &mut Node, f: Fam, close: u8) -> u16 {
+    let out = |a: &mut Node, flags: u8| {
+        let p = Pkt::from_pod1(f, f.outside(), tcp(40000, 443, flags)).build();
+        let s = a.send(POD1_PORT, &p).tx(UPLINK);
+        assert_eq!(s.src, f.node_a());
+        s.sport
+    };
+    let back = |a: &mut Node, port: u16, flags: u8| {
+        let r = Pkt::from_uplink(f.outside(), f.node_a(), tcp(443, port, flags)).build();
+        let s = a.send(UPLINK, &r).tx(POD1_PORT);
+        assert_eq!((s.dst, s.dport), (f.pod1(), 40000));
+    };
+    let port = out(a, tcpf::SYN);
+    back(a, port, tcpf::SYN | tcpf::ACK);
+    assert_eq!(out(a, tcpf::ACK), port);
+    assert_eq!(out(a, tcpf::ACK | tcpf::PSH), port);
+    assert_eq!(out(a, close), port);
+    if close & tcpf::FIN != 0 {
+        back(a, port, tcpf::FIN | tcpf::ACK);
+        assert_eq!(out(a, tcpf::ACK), port);
+    }
+    port
+}
+
+fn a_closed_tcp_connection_can_be_reopened_with_the_same_ports(f: Fam) {
+    for close in [tcpf::FIN | tcpf::ACK, tcpf::RST] {
+        let mut a = node_a();
+        tcp_session(&mut a, f, close);
+        // The pod reuses its port at once (TIME_WAIT / CLOSE on our side).
+        a.advance_secs(1);
+        tcp_session(&mut a, f, close);
+        // And long after every timeout.
+        a.advance_secs(3600);
+        tcp_session(&mut a, f, close);
+    }
+}
+
 both_families!(
+    a_closed_tcp_connection_can_be_reopened_with_the_same_ports,
+    pod_to_another_nodes_address_is_not_masqueraded,
+    an_unanswered_udp_flow_expires_after_its_timeout,
+    an_answered_udp_flow_outlives_the_unreplied_timeout,
     pod_to_outside_is_masqueraded_and_the_reply_translated_back,
     ping_to_outside_is_masqueraded_by_identifier,
     two_pods_using_the_same_source_port_get_distinct_snat_ports,

@@ -172,6 +172,11 @@ fn local_policy_without_a_local_endpoint_is_dropped(f: Fam) {
     )
     .build();
     a.send(UPLINK, &p).dropped(DropReason::NoLocalEndpoint);
+    assert_eq!(
+        a.drops(DropReason::NoLocalEndpoint),
+        2,
+        "counted under NoLocalEndpoint"
+    );
 }
 
 fn a_pod_reaching_a_local_policy_service_by_cluster_ip_may_use_the_remote_backend(f: Fam) {

@@ -91,7 +91,7 @@ fn seeds() -> Vec<(u16, Vec<u8>)> {
 fn arbitrary_bytes_on_any_port_never_panic_the_pipeline() {
     let node = RefCell::new(node_a());
     let strat = (0u16..4, proptest::collection::vec(any::<u8>(), 0..400));
-    runner(2000)
+    runner(20000)
         .run(&strat, |(port, bytes)| {
             let out = node.borrow_mut().send(port, &bytes);
             prop_assert!(out.bytes.len() <= 2048);
@@ -110,7 +110,7 @@ fn mutated_valid_frames_never_panic_the_pipeline() {
         any::<prop::sample::Index>(),
         any::<bool>(),
     );
-    runner(3000)
+    runner(20000)
         .run(&strat, |(i, edits, cut, do_cut)| {
             let (port, mut frame) = seeds[i].clone();
             for (at, byte) in edits {
@@ -170,7 +170,7 @@ fn encap_on_one_node_then_decap_on_the_other_gives_back_the_original_packet() {
         proptest::collection::vec(any::<u8>(), 0..1200),
         3u8..=255,
     );
-    runner(300)
+    runner(1000)
         .run(&strat, |(f, l4, payload, ttl)| {
             let (a, b) = &mut *nodes.borrow_mut();
             let p = Pkt::from_pod1(f, f.remote_pod(0), l4)
@@ -197,7 +197,7 @@ fn dnat_then_reverse_nat_is_the_identity_with_valid_checksums() {
         proptest::collection::vec(any::<u8>(), 0..1000),
         proptest::collection::vec(any::<u8>(), 0..1000),
     );
-    runner(300)
+    runner(1000)
         .run(&strat, |(f, use_tcp, sport, q, r)| {
             let mut a = node.borrow_mut();
             a.now += 1_000;
@@ -265,7 +265,7 @@ fn masquerade_then_reply_is_the_identity_with_valid_checksums() {
         1u16..,
         proptest::collection::vec(any::<u8>(), 0..600),
     );
-    runner(300)
+    runner(1000)
         .run(&strat, |(f, r, sport, dport, payload)| {
             let mut a = node.borrow_mut();
             a.now += 1_000;
@@ -302,7 +302,7 @@ fn nodeport_dnat_snat_then_reply_is_the_identity_with_valid_checksums() {
         1024u16..,
         proptest::collection::vec(any::<u8>(), 0..600),
     );
-    runner(300)
+    runner(1000)
         .run(&strat, |(f, r, sport, payload)| {
             let mut a = node.borrow_mut();
             a.now += 1_000;
@@ -342,7 +342,7 @@ fn a_batch_gives_the_same_results_as_its_frames_one_by_one() {
         .filter(|(_, f)| !is_fragment(f))
         .collect();
     let strat = proptest::collection::vec(0..seeds.len(), 1..=64);
-    runner(64)
+    runner(256)
         .run(&strat, |picks| {
             let frames: Vec<_> = picks.iter().map(|&i| seeds[i].clone()).collect();
             let mut one = node_a();
@@ -368,4 +368,122 @@ fn is_fragment(frame: &[u8]) -> bool {
         0x86dd => parse(frame).frag6.is_some(),
         _ => false,
     }
+}
+
+/// Addresses a random packet may carry: every kind the pipeline tells apart.
+fn interesting_addrs(f: Fam) -> Vec<IpAddr> {
+    let mut v = vec![
+        f.pod1(),
+        f.pod2(),
+        f.gw(),
+        f.node_a(),
+        f.node_b(),
+        f.outside(),
+        f.client(),
+        f.router(),
+        f.unused_local(),
+    ];
+    v.extend((0..4).map(|n| f.remote_pod(n)));
+    for s in [
+        svc::WEB,
+        svc::REMOTE,
+        svc::EMPTY,
+        svc::LOCAL,
+        svc::LOCALNONE,
+        svc::MULTI,
+        svc::DNS,
+        svc::STICKY,
+    ] {
+        v.push(f.vip(s));
+    }
+    for e in [
+        svc::WEB_EXT,
+        svc::WEB_LB,
+        svc::LOCAL_EXT,
+        svc::LOCALNONE_EXT,
+    ] {
+        v.push(f.ext_ip(e));
+    }
+    v
+}
+
+fn interesting_port() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(53u16),
+        Just(80),
+        Just(8080),
+        Just(5353),
+        Just(VXLAN_PORT),
+        Just(svc::WEB_NODEPORT),
+        Just(svc::REMOTE_NODEPORT),
+        Just(svc::LOCAL_NODEPORT),
+        Just(svc::LOCALNONE_NODEPORT),
+        Just(svc::DNS_NODEPORT),
+        Just(svc::WEB_NODEPORT + 100),
+        Just(svc::DNS_NODEPORT + 100),
+        Just(SNAT_PORTS.0),
+        any::<u16>(),
+    ]
+}
+
+#[test]
+fn every_frame_the_pipeline_sends_has_valid_checksums() {
+    let node = RefCell::new(node_a());
+    let strat = (
+        fam(),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        interesting_port(),
+        interesting_port(),
+        0u8..4,
+        0u8..3,
+        1u8..=255,
+        proptest::collection::vec(any::<u8>(), 0..300),
+    );
+    runner(5000)
+        .run(
+            &strat,
+            |(f, si, di, sport, dport, kind, ingress, ttl, payload)| {
+                let addrs = interesting_addrs(f);
+                let (src, dst) = (*si.get(&addrs), *di.get(&addrs));
+                let l4 = match kind {
+                    0 => udp(sport, dport),
+                    1 => tcp(sport, dport, tcpf::SYN),
+                    2 => tcp(sport, dport, tcpf::ACK | tcpf::PSH),
+                    _ => L4::EchoRequest {
+                        id: sport,
+                        seq: dport,
+                    },
+                };
+                let (port, frame) = match ingress {
+                    0 => {
+                        let p = Pkt::new(POD1_MAC, A_GW_MAC, src, dst, l4);
+                        (POD1_PORT, p.ttl(ttl).payload(&payload).build())
+                    }
+                    1 => {
+                        let p = Pkt::from_uplink(src, dst, l4);
+                        (UPLINK, p.ttl(ttl).payload(&payload).build())
+                    }
+                    _ => {
+                        let inner = inner_from_b(src, dst, l4).ttl(ttl).payload(&payload);
+                        (UPLINK, vxlan_from_b(Fam::V4, 50000, VNI, &inner.build()))
+                    }
+                };
+                let mut n = node.borrow_mut();
+                n.now += 1_000_000;
+                let out = n.send(port, &frame);
+                if let Verdict::Tx(_) | Verdict::Reply = out.verdict {
+                    // `parse` asserts every checksum.
+                    let s = parse(&out.bytes);
+                    prop_assert!(s.ttl > 0, "a forwarded packet never leaves with TTL 0");
+                    // Encapsulated toward node B: the inner frame too.
+                    if s.eth.destination == B_UPLINK_MAC {
+                        let inner = parse(&s.vxlan().2);
+                        prop_assert!(inner.ttl > 0);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
 }

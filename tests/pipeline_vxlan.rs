@@ -181,6 +181,7 @@ fn vxlan_with_the_wrong_vni_is_dropped(f: Fam) {
     let inner = inner_from_b(f.remote_pod(0), f.pod1(), udp(5353, 40000)).build();
     let frame = vxlan_from_b(Fam::V4, 50000, VNI + 1, &inner);
     a.send(UPLINK, &frame).dropped(DropReason::BadVni);
+    assert_eq!(a.drops(DropReason::BadVni), 1, "counted under BadVni");
 }
 
 fn vxlan_for_an_unknown_local_address_is_not_delivered(f: Fam) {
@@ -212,7 +213,18 @@ fn encap_then_decap_across_two_nodes_delivers_the_original_packet(f: Fam) {
     assert_eq!(s.payload, b"hello");
 }
 
+fn vxlan_addressed_to_another_host_is_passed_to_the_kernel(f: Fam) {
+    let mut a = node_a();
+    let inner = inner_from_b(f.remote_pod(0), f.pod1(), udp(5353, 40000)).build();
+    let mut payload = vxlan_header(VNI).to_vec();
+    payload.extend_from_slice(&inner);
+    let mut p = Pkt::from_uplink(f.node_b(), f.router(), udp(50000, VXLAN_PORT));
+    p.payload = payload;
+    a.send(UPLINK, &p.build()).pass();
+}
+
 both_families!(
+    vxlan_addressed_to_another_host_is_passed_to_the_kernel,
     pod_to_remote_pod_is_encapsulated_to_the_remote_node,
     encap_over_an_ipv6_underlay_computes_the_outer_udp_checksum,
     the_outer_source_port_is_stable_per_flow_and_spread_across_flows,

@@ -4,6 +4,7 @@
 //! pipeline alone: no I/O, frames synthesized once and restored from
 //! templates before every batch, the pipeline call isolated in
 //! [`run_batch`] so callgrind can count it alone.
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -63,6 +64,9 @@ enum Command {
         /// Backends per Service (all on remote nodes behind VXLAN).
         #[arg(long, default_value_t = 10)]
         backends: u32,
+        /// Pods talk IPv6 (over the same IPv4 underlay) instead of IPv4.
+        #[arg(long)]
+        ipv6: bool,
     },
 }
 
@@ -94,15 +98,17 @@ fn bench_pipeline(scenario: Scenario, shape: Shape) -> anyhow::Result<()> {
     if scenario == Scenario::NewFlow && shape.packets > u32::MAX as u64 {
         bail!("new-flow: at most {} packets (one flow each)", u32::MAX);
     }
+    let mut out = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut w = synth::workload(scenario, shape);
-    println!(
+    writeln!(
+        out,
         "setup: {} services x {} backends, {} template frames, {:.1} ms",
         shape.services,
         shape.backends,
         w.templates.len(),
         t0.elapsed().as_secs_f64() * 1e3
-    );
+    )?;
     let n_templates = w.templates.len();
     let mut bufs = Bufs::new();
     let mut verdicts = [Verdict::Pass; BATCH];
@@ -150,52 +156,58 @@ fn bench_pipeline(scenario: Scenario, shape: Shape) -> anyhow::Result<()> {
     let total = t.elapsed();
     let net = total.saturating_sub(restore);
     let ns = net.as_nanos() as f64 / shape.packets as f64;
-    println!(
-        "scenario {}: {} packets over {} flows",
+    writeln!(
+        out,
+        "scenario {} (IPv{} pods): {} packets over {} flows",
         scenario.name(),
+        shape.family,
         shape.packets,
         n_templates
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  {:.0} packets/s, {:.1} ns/packet (pipeline only; measured {:.1} ns/packet incl. \
          template restore of {:.1} ns/packet)",
         1e9 / ns,
         ns,
         total.as_nanos() as f64 / shape.packets as f64,
         restore.as_nanos() as f64 / shape.packets as f64
-    );
-    println!("  verdicts:");
+    )?;
+    writeln!(out, "  verdicts:")?;
     for (v, n) in &tally.0 {
-        println!("    {v:?}: {n}");
+        writeln!(out, "    {v:?}: {n}")?;
     }
     let c = w.pipeline.counters();
-    println!(
+    writeln!(
+        out,
         "  counters (warm-up included): rx {} tx {} ct_hits {} ct_new {} dnat {} snat {} \
          encap {} decap {}",
         c.rx, c.tx, c.ct_hits, c.ct_new, c.dnat, c.snat, c.encap, c.decap
-    );
+    )?;
     for r in DropReason::ALL {
         if c.drop_count(*r) > 0 {
-            println!(
+            writeln!(
+                out,
                 "  dropped {}: {} ({})",
                 r.name(),
                 c.drop_count(*r),
                 r.description()
-            );
+            )?;
         }
     }
     let ct = w.pipeline.conntrack();
-    println!(
+    writeln!(
+        out,
         "  conntrack: {} flows live, capacity {} ({:.1} MiB at {} bytes/flow)",
         ct.len(),
         ct.capacity(),
         (ct.capacity() * dataplane::conntrack::BYTES_PER_FLOW) as f64 / (1 << 20) as f64,
         dataplane::conntrack::BYTES_PER_FLOW
-    );
+    )?;
     if let Some((i, got, want)) = first_wrong {
         bail!("{wrong} frames got an unexpected verdict (first: template {i} got {got:?}, expected {want:?})");
     }
-    println!("  every frame got its expected verdict");
+    writeln!(out, "  every frame got its expected verdict")?;
     Ok(())
 }
 
@@ -207,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             flows,
             services,
             backends,
+            ipv6,
         } => {
             let sc = Scenario::parse(&scenario).with_context(|| {
                 format!("unknown scenario {scenario:?} (service-encap, decap-reverse, new-flow, pod-to-pod)")
@@ -224,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     services,
                     backends,
                     packets,
+                    family: if ipv6 { 6 } else { 4 },
                 },
             )
         }

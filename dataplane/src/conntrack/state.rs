@@ -206,7 +206,11 @@ pub(crate) fn tcp_next(cur: CtState, reply: bool, flags: u8) -> CtState {
 
 /// The entry's state word: lifecycle in bits 0-1, [`CtState`] in bits 4-7,
 /// "reply seen" in bit 8, "assured" in bit 9, "translated" (reply !=
-/// swap(orig)) in bit 10.
+/// swap(orig)) in bit 10, and what can change it, derived from the rest by
+/// [`Word::settle`]: per direction (original in bits 16-23, reply in bits
+/// 24-31) the TCP flags whose presence may change it, with bit 3 (PSH,
+/// which never matters) standing for "any packet". So "does this packet
+/// leave the word alone" ([`Word::steady`]) is a shift and an AND.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Word(pub u32);
 
@@ -218,12 +222,55 @@ const SEEN_REPLY: u32 = 1 << 8;
 const ASSURED: u32 = 1 << 9;
 const NAT: u32 = 1 << 10;
 const TCP_CHANGERS: u8 = SYN | FIN | RST;
+const CHG_SHIFT: u32 = 16;
+/// The change bits of both directions.
+const CHG_ALL: u32 = 0xffff << CHG_SHIFT;
+/// The change-mask bit meaning "any packet" (PSH's place: PSH never
+/// changes a state, and [`Word::steady`] sets it in every packet's flags).
+const ANY: u32 = 0x08;
 
 impl Word {
     #[inline]
     pub(crate) fn new(life: u32, st: CtState) -> Word {
-        Word(life | (st as u32) << 4)
+        Word(life | (st as u32) << 4).settle()
     }
+
+    /// The word with its change bits derived from its state (see the
+    /// type's doc); `steady_words_are_ones_no_packet_can_change` checks them
+    /// against [`Word::next`] for every state, bit and flag combination.
+    #[inline]
+    pub(crate) fn settle(self) -> Word {
+        let w = self.0 & !CHG_ALL;
+        let orig = Word::changers(w, false);
+        let reply = Word::changers(w, true);
+        Word(w | orig << CHG_SHIFT | reply << (CHG_SHIFT + 8))
+    }
+
+    /// The TCP flags (and [`ANY`]) that may change word `w` in a packet in
+    /// direction `reply`.
+    fn changers(w: u32, reply: bool) -> u32 {
+        let seen = w & SEEN_REPLY != 0;
+        let assured = w & ASSURED != 0;
+        if reply && !seen {
+            return 0xff; // the first reply sets "reply seen"
+        }
+        const TCP_ALWAYS: u32 = TCP_CHANGERS as u32;
+        match (w >> 4) & 0xf {
+            // ESTABLISHED: FIN/SYN/RST, or any packet if it is to be assured.
+            3 if seen && !assured => 0xff,
+            3 => TCP_ALWAYS,
+            // SYN_RECV (original), FIN_WAIT, LAST_ACK: a bare ACK moves them.
+            2 if !reply => TCP_ALWAYS | u32::from(ACK),
+            4 | 6 => TCP_ALWAYS | u32::from(ACK),
+            1..=8 => TCP_ALWAYS,
+            9 if reply => 0xff,
+            9 | 11 => 0,
+            10 | 12 if seen && !assured => 0xff,
+            10 | 12 => 0,
+            _ => 0xff,
+        }
+    }
+
     #[inline]
     pub(crate) fn life(self) -> u32 {
         self.0 & 3
@@ -245,18 +292,13 @@ impl Word {
         self.0 & NAT != 0
     }
 
-    /// True when a packet cannot change the word: the common case of an
-    /// assured flow's data packet, answered by two compares.
+    /// True when a packet in direction `reply` with `tcp_flags` cannot
+    /// change the word: the common case of a data packet of an established
+    /// flow, answered by a shift and an AND with the change bits.
     #[inline]
     pub(crate) fn steady(self, reply: bool, tcp_flags: u8) -> bool {
-        if self.0 & ASSURED == 0 || (reply && self.0 & SEEN_REPLY == 0) {
-            return false;
-        }
-        match (self.0 >> 4) & 0xf {
-            3 => tcp_flags & TCP_CHANGERS == 0,
-            10..=12 => true,
-            _ => false,
-        }
+        let chg = self.0 >> (CHG_SHIFT + 8 * u32::from(reply));
+        chg & (u32::from(tcp_flags) | ANY) & 0xff == 0
     }
 
     #[inline]
@@ -286,7 +328,7 @@ impl Word {
         if assure {
             w |= ASSURED;
         }
-        Word(w & !0xf0 | (next as u32) << 4)
+        Word(w & !0xf0 | (next as u32) << 4).settle()
     }
 }
 
@@ -295,10 +337,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_steady_word_is_one_no_packet_can_change() {
+    fn steady_words_are_ones_no_packet_can_change() {
         for st in CtState::ALL {
             for bits in 0..8u32 {
-                let w = Word(Word::new(LIVE, st).0 | bits << 8);
+                let w = Word(Word::new(LIVE, st).0 | bits << 8).settle();
                 for flags in 0..=255u8 {
                     for reply in [false, true] {
                         if w.steady(reply, flags) {
@@ -310,7 +352,13 @@ mod tests {
         }
         let est = Word::new(LIVE, CtState::Established).next(true, ACK);
         assert!(est.steady(false, ACK) && est.steady(true, ACK | 0x08));
-        assert!(!est.steady(false, FIN | ACK));
+        assert!(!est.steady(false, FIN | ACK) && !est.steady(true, SYN) && !est.steady(false, RST));
+        // Before any reply, original-direction data leaves the word alone.
+        let fresh = Word::new(LIVE, CtState::Established);
+        assert!(fresh.steady(false, ACK | 0x08) && !fresh.steady(true, ACK));
+        let udp = Word::new(LIVE, CtState::UdpUnreplied);
+        assert!(udp.steady(false, 0) && !udp.steady(true, 0));
+        assert!(udp.next(true, 0).steady(true, 0));
     }
 
     #[test]

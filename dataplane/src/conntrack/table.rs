@@ -13,10 +13,26 @@
 //!   → `LIVE` → `DYING` → `FREE`) sits in the state word; `FREE` and re-use
 //!   bump `seq`, so a reader that holds an id across a re-use sees a different
 //!   version or a different key.
-//! - The **index** is open addressing over 64-byte buckets of eight `u64`
-//!   slots, 4 slots per flow (50% load at capacity), two per flow (orig key
-//!   and reply key). A slot is `committed:1 | tag:31 | (id+1):31 | dir:1`,
-//!   0 = empty. Lookups read slots with Acquire and never write them.
+//! - The **index** is open addressing over 64-byte buckets: seven `u64`
+//!   slots and one control word. Four words per flow at capacity (half a
+//!   bucket), two slots used per flow (orig key and reply key): 57% load. A
+//!   slot is `committed:1 | tag:31 | (id+1):31 | dir:1`, 0 = empty. Lookups
+//!   read slots with Acquire and never write them.
+//! - The **control word** of a bucket (F14-style) holds one tag byte per slot
+//!   (bytes 0-6: `0x80 | 7 hash bits` while the slot holds a committed key, 0
+//!   otherwise) and an overflow count (byte 7): how many slots of keys homed
+//!   at or before this bucket sit past it. `track` compares the seven tag
+//!   bytes at once (SWAR) and reads only the slots whose byte matches, and a
+//!   probe stops at the first bucket whose overflow count is 0: a miss usually
+//!   reads one control word. The count is raised (SeqCst RMW) on every bucket
+//!   between a key's home and its slot *before* the slot is published, and
+//!   lowered only *after* the slot is cleared, so it never under-counts. A tag
+//!   byte is written only by the slot's owner: set after the commit CAS (by
+//!   the inserter, before the entry goes `LIVE`) and cleared before the
+//!   unlinking CAS, so a set byte never outlives its slot's key. A stale or
+//!   missing byte can only make `track` miss a flow that is being inserted or
+//!   removed, as a stale slot read could; a byte match is always confirmed
+//!   on the slot and the entry.
 //! - **Insert race**: an inserter publishes a *pending* slot (CAS 0 → v) in the
 //!   first empty slot of the key's probe range, then scans the range for other
 //!   slots with an equal key: a committed one wins (withdraw, adopt it); a
@@ -24,7 +40,9 @@
 //!   with a higher id is removed (CAS v → 0). Then it commits (CAS v → v|C),
 //!   which fails if a lower id removed it. With SeqCst publication and scans,
 //!   of two racers at least one sees the other, so two committed slots with
-//!   equal keys never exist (see `claim`). The loser returns the winner's entry.
+//!   equal keys never exist (see `claim`; the scan's stop at a zero overflow
+//!   count keeps this, since the count of every bucket before a published
+//!   slot was raised before it). The loser returns the winner's entry.
 //!   A committed slot of a `DYING` entry is waited out (it is being unlinked),
 //!   not treated as an owner. An insert commits its orig slot, then claims the
 //!   reply slot the same way (`ReplyTaken` if another flow holds it, after
@@ -33,24 +51,31 @@
 //!   are committed. The only waits are on another inserter of the same tuple
 //!   between two of its CAS steps, bounded (`SPIN_LIMIT`, then `Full`,
 //!   counted as `contended`); lookups never wait.
-//! - **Lookups span**: a slot may sit up to `MAX_PROBE` buckets from its home;
-//!   the largest displacement ever published is kept in the header (raised
-//!   before publishing) and lookups scan only that far, usually one bucket.
+//! - **Probe length**: a slot may sit up to `MAX_PROBE` buckets from its home
+//!   (the insert fails as full beyond it); overflow counts are at most
+//!   `(MAX_PROBE - 1) * 7` plus one in-flight reservation per concurrent
+//!   inserter (workers: a handful), far below the byte's 255.
 //! - **Reclamation**: an entry is claimed `LIVE → DYING` by one CAS (reclaim,
 //!   eviction or `remove`), its two slots are unlinked (CAS v → 0), and only
 //!   then is it freed (seq bump) and pushed on the free list (a Treiber stack
 //!   with an ABA tag in the head word).
-//! - **Per packet** (`track` on an established flow): one `FlowKey::hash`,
-//!   one read of the scan span, usually one bucket (a cache line), the key
-//!   compared in place as five words, the entry's version checked, and no
-//!   write unless the state changes (one CAS) or the last-seen tick moves
-//!   (one plain store, at most once per tick per flow).
+//! - **Per packet** (`track`): one index hash (`index_hash`, a folded
+//!   multiply; not `FlowKey::hash`), usually one bucket (a cache line) whose
+//!   control word decides a miss by itself or names the one slot to read; on
+//!   a hit the key compared in place as five words, the entry's version
+//!   checked, the state word's change bits answer "does this packet change
+//!   the state" with one AND, and no write unless the state changes (one
+//!   CAS) or the last-seen tick moves (one plain store, at most once per
+//!   tick per flow). The miss and first-slot tests are inlined into the
+//!   caller.
 //! - **Timestamps** are `u32` ticks of 2^20 ns compared with wrapping
 //!   arithmetic (valid for idle times under 2^31 ticks, ~26 days, far above
 //!   any timeout; timeouts are capped there).
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
+#[cfg(test)]
+mod check;
 mod write;
 
 use super::key::FlowKey;
@@ -67,13 +92,14 @@ pub(crate) struct Entry {
     last: AtomicU32,
     /// Opaque user word; the next free entry (id+1) while on the free list.
     user: AtomicU32,
-    orig: [AtomicU64; 5],
-    reply: [AtomicU64; 5],
+    /// The tuples, indexed by direction: `[orig, reply]`.
+    tuple: [[AtomicU64; 5]; 2],
 }
 
 /// Bytes of one entry.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
-/// Index slots per flow at capacity (two used: 50% load).
+/// Index words per flow at capacity: half a bucket of seven slots and a
+/// control word (two slots used per flow: 57% load).
 pub const SLOTS_PER_FLOW: usize = 4;
 /// Index bytes per flow at capacity.
 pub const INDEX_BYTES_PER_FLOW: usize = SLOTS_PER_FLOW * 8;
@@ -83,7 +109,17 @@ pub const BYTES_PER_FLOW: usize = ENTRY_BYTES + INDEX_BYTES_PER_FLOW;
 const _: () = assert!(ENTRY_BYTES <= 96);
 const _: () = assert!(INDEX_BYTES_PER_FLOW <= 32);
 
+/// Words per bucket: slots 0-6 and the control word.
 const BUCKET: usize = 8;
+/// Slots per bucket.
+const SLOTS: usize = 7;
+/// Index of the control word in a bucket.
+const CTRL: usize = 7;
+/// One in the control word's overflow count (its top byte).
+const OVF_ONE: u64 = 1 << 56;
+const BYTE_LO: u64 = 0x0101_0101_0101_0101;
+/// The top bit of each slot's tag byte in the control word (bytes 0-6).
+const TAG_HI: u64 = 0x0080_8080_8080_8080;
 /// Longest probe, in buckets (the insert fails as full beyond it).
 const MAX_PROBE: usize = 16;
 /// Largest capacity: ids are 31 bits with id+1 != 0.
@@ -177,11 +213,11 @@ struct Header {
 struct Geometry {
     capacity: u32,
     buckets: u32,
+    /// Longest probe, in buckets.
     probe: u32,
-    /// Largest bucket displacement ever published (lookups scan up to it).
-    max_disp: AtomicU32,
-    /// Timeout per [`CtState`] (discriminant - 1), in ticks.
-    timeout_ticks: [u32; 12],
+    /// Timeout per [`CtState`] discriminant (the state word's bits 4-7), in
+    /// ticks; the unused values 0 and 13-15 time out at once.
+    timeout_ticks: [u32; 16],
 }
 
 /// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
@@ -213,11 +249,12 @@ const _: () = {
     shareable::<Table>();
 };
 
-/// Eight index slots: one cache line, the unit of a probe.
+/// Seven index slots and the control word: one cache line, the unit of a
+/// probe.
 #[repr(C, align(64))]
 struct Bucket([AtomicU64; BUCKET]);
 
-const _: () = assert!(std::mem::size_of::<Geometry>() == 64);
+const _: () = assert!(std::mem::size_of::<Geometry>() == 128);
 const _: () = assert!(std::mem::size_of::<Counters>() == 64);
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
 
@@ -312,16 +349,48 @@ fn slot_dir(v: u64) -> Dir {
 
 const TAG_MASK: u64 = 0x7fff_ffff << 32;
 
+/// The index's hash of a key's words: cheaper than [`FlowKey::hash`] (which
+/// Maglev and VXLAN use), since every packet pays it. The words are folded
+/// into two (the IPv6 upper halves rotated in, the ports turned to the top),
+/// and their full 128-bit product is folded back to 64 bits (the "folded
+/// multiply" of wyhash/foldhash), so every output bit depends on every input
+/// bit; the sum added at the end keeps keys apart should one factor be zero.
+/// Unseeded and stable: the index may outlive the process.
+#[inline(always)]
+pub(crate) fn index_hash(w: &[u64; 5]) -> u64 {
+    let a = w[0] ^ w[4].rotate_left(32) ^ w[1].rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+    let b = w[2] ^ w[3].rotate_left(17) ^ 0x2545_f491_4f6c_dd1d;
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ (p >> 64) as u64 ^ a.wrapping_add(b)
+}
+
+/// A key's tag byte in its bucket's control word: the top seven hash bits
+/// (also the top of the slot tag) under the top bit, so a set byte is never
+/// 0, the empty byte.
+#[inline]
+fn tag8(h: u64) -> u64 {
+    h >> 57 | 0x80
+}
+
+/// Bit 7 of byte `i` (0-6) is set in the result if byte `i` of `x` is zero,
+/// and possibly for a byte above a zero byte (a borrow): a superset of the
+/// slots whose tag byte equals the broadcast one, when `x` = control ^
+/// broadcast. Every candidate is checked against the slot itself.
+#[inline]
+fn matches(x: u64) -> u64 {
+    x.wrapping_sub(BYTE_LO) & !x & TAG_HI
+}
+
 impl Table {
     /// A table for `capacity` flows (at least 1, at most [`MAX_CAPACITY`]).
     pub fn new(capacity: usize, timeouts: Timeouts) -> Table {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = capacity * SLOTS_PER_FLOW;
         let buckets = slots.div_ceil(BUCKET);
-        let mut timeout_ticks = [0u32; 12];
-        for (t, st) in timeout_ticks.iter_mut().zip(CtState::ALL) {
+        let mut timeout_ticks = [0u32; 16];
+        for st in CtState::ALL {
             let ns = u64::from(timeouts.of(st)) * 1_000_000_000;
-            *t = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
+            timeout_ticks[st as usize] = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
         }
         let entries: Box<[Entry]> = (0..capacity)
             .map(|i| Entry {
@@ -330,8 +399,7 @@ impl Table {
                 last: AtomicU32::new(0),
                 // Free list 0 -> 1 -> ... -> capacity-1 (stored as id+1, 0 ends).
                 user: AtomicU32::new(if i + 1 < capacity { i as u32 + 2 } else { 0 }),
-                orig: Default::default(),
-                reply: Default::default(),
+                tuple: Default::default(),
             })
             .collect();
         let index: Box<[Bucket]> = (0..buckets).map(|_| Bucket(Default::default())).collect();
@@ -341,7 +409,6 @@ impl Table {
                     capacity: capacity as u32,
                     buckets: buckets as u32,
                     probe: buckets.min(MAX_PROBE) as u32,
-                    max_disp: AtomicU32::new(0),
                     timeout_ticks,
                 },
                 free: FreeHead(AtomicU64::new(1)),
@@ -404,186 +471,119 @@ impl Table {
     /// Looks up a packet's flow, updates its protocol state (only when it
     /// changes) and last-seen tick (only when it moves). `None` if absent,
     /// expired, or still being inserted by another worker.
-    #[inline]
+    ///
+    /// The common cases are inlined into the caller's packet loop: a miss
+    /// whose home bucket has no matching tag byte and no overflow (one hash,
+    /// one control word), and a hit in the first slot whose tag byte
+    /// matches. Anything else takes the full probe (one call).
+    #[inline(always)]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
-        // The hot path, kept apart from `look`: one hash, usually one
-        // bucket, the key compared in place, nothing copied twice.
+        let h = index_hash(&key.words());
+        let (b, tag) = self.home(h);
+        let bucket = self.index.get(b)?;
+        let ctrl = bucket.0[CTRL].load(Acquire);
+        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
+        if m != 0 {
+            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+            // Committed with the key's tag: the slot's high half (compared
+            // shifted down, which spares two 64-bit mask constants).
+            if v >> 32 == (tag | COMMITTED) >> 32 {
+                return self.track_slot(v, key, tcp_flags, now);
+            }
+        } else if ctrl < OVF_ONE {
+            return None;
+        }
+        self.track_probe(key, tcp_flags, now)
+    }
+
+    /// `track` once a committed slot with the key's tag is found (inlined
+    /// too: in the pipeline's loop this costs misses nothing and saves hits
+    /// a call, 20 instructions).
+    #[inline(always)]
+    fn track_slot(&self, v: u64, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
+        match self.hit_at(v, &key.words(), tcp_flags, now) {
+            Found::Hit(h) => Some(h),
+            Found::Expired => None,
+            Found::Other => self.track_probe(key, tcp_flags, now),
+        }
+    }
+
+    /// `track`'s full probe: every slot whose tag byte matches, bucket
+    /// after bucket until one without overflow.
+    #[cold]
+    #[inline(never)]
+    fn track_probe(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
         let kw = key.words();
-        let (home, tag) = self.home(key.hash());
-        let want = tag | COMMITTED;
-        for d in 0..self.span() {
-            let bucket = self.index.get(self.bucket_at(home, d))?;
-            for slot in &bucket.0 {
-                let v = slot.load(Acquire);
-                if v & (TAG_MASK | COMMITTED) != want {
-                    continue;
-                }
-                match self.hit_at(v, &kw, tcp_flags, now) {
-                    Found::Hit(h) => return Some(h),
-                    Found::Expired => return None,
-                    Found::Other => {}
+        let h = index_hash(&kw);
+        let (mut b, tag) = self.home(h);
+        let want = (tag | COMMITTED) >> 32;
+        let bcast = tag8(h) * BYTE_LO;
+        let mut left = self.hdr.geo.probe;
+        loop {
+            let bucket = self.index.get(b)?;
+            let ctrl = bucket.0[CTRL].load(Acquire);
+            let mut m = matches(ctrl ^ bcast);
+            while m != 0 {
+                let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+                m &= m - 1;
+                if v >> 32 == want {
+                    match self.hit_at(v, &kw, tcp_flags, now) {
+                        Found::Hit(h) => return Some(h),
+                        Found::Expired => return None,
+                        Found::Other => {}
+                    }
                 }
             }
+            left -= 1;
+            if ctrl < OVF_ONE || left == 0 {
+                return None;
+            }
+            b = self.next_bucket(b);
         }
-        None
     }
 
     /// Matches slot value `v` against key words `kw`; on a live match,
     /// updates the flow and returns its hit.
-    #[inline]
+    #[inline(always)]
     fn hit_at(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found {
         let id = slot_id(v);
         let Some(e) = self.entries.get(id as usize) else {
             return Found::Other;
         };
-        let dir = slot_dir(v);
-        let (mine, other) = match dir {
-            Dir::Orig => (&e.orig, &e.reply),
-            Dir::Reply => (&e.reply, &e.orig),
-        };
+        let d = (v & DIR_REPLY) as usize;
+        let reply = d != 0;
         let s1 = e.seq.load(Acquire);
-        if s1 & 1 == 1 || !same(&load5(mine), kw) {
+        if s1 & 1 == 1 || !same(&load5(&e.tuple[d]), kw) {
             return Found::Other;
         }
-        let ow = load5(other);
+        let ow = load5(&e.tuple[d ^ 1]);
         let user = e.user.load(Relaxed);
         let word = Word(e.state.load(Relaxed));
+        let last = e.last.load(Relaxed);
         fence(Acquire);
         // A changed version means the entry was freed or reused under us:
         // the flow it held is gone.
         if e.seq.load(Relaxed) != s1 || word.life() != LIVE {
             return Found::Other;
         }
-        if self.expired(id, word, now) {
+        let t = tick(now);
+        let age = t.wrapping_sub(last) as i32;
+        if age > self.timeout(word) {
             return Found::Expired;
         }
-        self.update(e, s1, word, dir == Dir::Reply, flags, now);
+        if !word.steady(reply, flags) {
+            self.change(e, s1, word, reply, flags);
+        }
+        if age > 0 {
+            e.last.store(t, Relaxed);
+        }
         Found::Hit(Hit {
             id,
-            dir,
+            dir: if reply { Dir::Reply } else { Dir::Orig },
             xlate: key_from_words(&FlowKey::swap_words(&ow)),
             nat: word.nat(),
             user,
         })
-    }
-
-    /// Inserts a new flow: `orig` as seen, `reply` the tuple its replies will
-    /// carry (`swap` of the translated orig). If `orig` is already present
-    /// (another worker won the race) returns that entry's hit, counted in
-    /// `races`, so both packets go through with one entry.
-    pub fn insert(
-        &self,
-        orig: &FlowKey,
-        reply: &FlowKey,
-        user: u32,
-        tcp_flags: u8,
-        now: u64,
-    ) -> Result<Hit, InsertError> {
-        let mut mine: Option<u32> = None;
-        let mut spins = 0u32;
-        while spins < SPIN_LIMIT {
-            match self.look(orig, now) {
-                Look::Live(id, dir, snap) => {
-                    if let Some(m) = mine {
-                        self.free(m);
-                    }
-                    self.hdr.counters.races.fetch_add(1, Relaxed);
-                    return Ok(self.touch(id, dir, &snap, tcp_flags, now));
-                }
-                Look::Busy => {
-                    spins += 1;
-                    std::hint::spin_loop();
-                    continue;
-                }
-                Look::Expired(id) => {
-                    if self.kill(id, Some(now)) {
-                        self.hdr.counters.evicted_expired.fetch_add(1, Relaxed);
-                    }
-                    spins += 1;
-                    continue;
-                }
-                Look::Miss => {}
-            }
-            let id = match mine {
-                Some(id) => id,
-                None => {
-                    let id = self.alloc(now).ok_or_else(|| {
-                        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
-                        InsertError::Full
-                    })?;
-                    self.init(id, orig, reply, user, tcp_flags, now);
-                    mine = Some(id);
-                    id
-                }
-            };
-            match self.claim(orig, id, Dir::Orig) {
-                Claim::Won => {}
-                Claim::Lost(_) => {
-                    spins += 1;
-                    continue;
-                }
-                Claim::Full => {
-                    self.free(id);
-                    self.hdr.counters.refused_full.fetch_add(1, Relaxed);
-                    return Err(InsertError::Full);
-                }
-            }
-            if reply != orig {
-                if let Err(e) = self.claim_reply(reply, id, now) {
-                    self.unlink(orig, id, Dir::Orig);
-                    self.free(id);
-                    match e {
-                        InsertError::Full => self.hdr.counters.refused_full.fetch_add(1, Relaxed),
-                        InsertError::ReplyTaken => {
-                            self.hdr.counters.reply_taken.fetch_add(1, Relaxed)
-                        }
-                    };
-                    return Err(e);
-                }
-            }
-            let e = &self.entries[id as usize];
-            let w = Word(e.state.load(Relaxed)).with_life(LIVE);
-            e.state.store(w.0, Release);
-            self.hdr.counters.live.fetch_add(1, Relaxed);
-            self.hdr.counters.inserted.fetch_add(1, Relaxed);
-            return Ok(Hit {
-                id,
-                dir: Dir::Orig,
-                xlate: reply.swap(),
-                nat: reply.swap() != *orig,
-                user,
-            });
-        }
-        if let Some(m) = mine {
-            self.free(m);
-        }
-        self.hdr.sweep.contended.fetch_add(1, Relaxed);
-        self.hdr.counters.refused_full.fetch_add(1, Relaxed);
-        Err(InsertError::Full)
-    }
-
-    /// Frees expired flows among the next `budget` entries of the sweep
-    /// cursor; returns how many it freed.
-    pub fn reclaim(&self, now: u64, budget: usize) -> usize {
-        let cap = self.hdr.geo.capacity;
-        let budget = budget.min(cap as usize) as u32;
-        let start = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
-        let mut freed = 0;
-        for i in 0..budget {
-            let id = (start + i) % cap;
-            if self.kill(id, Some(now)) {
-                freed += 1;
-            }
-        }
-        self.hdr.counters.reclaimed.fetch_add(freed as u64, Relaxed);
-        freed
-    }
-
-    /// Removes flow `id` if live (no-op otherwise).
-    pub fn remove(&self, id: u32) {
-        if id < self.hdr.geo.capacity && self.kill(id, None) {
-            self.hdr.sweep.removed.fetch_add(1, Relaxed);
-        }
     }
 
     /// Snapshots of the live flows (allocates; for the control path only).
@@ -624,32 +624,40 @@ impl Table {
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
-    /// Hints the CPU to fetch the home bucket of a key with hash `hash`
-    /// (`FlowKey::hash`), so a batch can start all its index misses before
-    /// the first [`Table::track`].
+    /// Hints the CPU to fetch the home bucket of `key` (the one cache line
+    /// a miss reads), so a batch can start all its index misses before the
+    /// first [`Table::track`]. Takes the key, not a hash: the index has its
+    /// own hash (cheaper than [`FlowKey::hash`]).
     #[inline]
-    pub fn prefetch(&self, hash: u64) {
-        let (home, _) = self.home(hash);
+    pub fn prefetch(&self, key: &FlowKey) {
+        let (home, _) = self.home(index_hash(&key.words()));
         if let Some(b) = self.index.get(home) {
             crate::state::prefetch::read(b);
         }
     }
 
-    /// Buckets to scan: the largest displacement published so far, plus one.
-    #[inline]
-    fn span(&self) -> usize {
-        (self.hdr.geo.max_disp.load(SeqCst) as usize + 1).min(self.hdr.geo.probe as usize)
-    }
-
+    /// Word `s` of the index: bucket `s / 8`, slot `s % 8` (7 = control).
     #[inline]
     fn slot(&self, s: usize) -> &AtomicU64 {
         &self.index[s / BUCKET].0[s % BUCKET]
     }
 
+    /// The bucket after `b`, wrapping.
+    #[inline]
+    fn next_bucket(&self, b: usize) -> usize {
+        let b = b + 1;
+        if b == self.index.len() {
+            0
+        } else {
+            b
+        }
+    }
+
+    /// The bucket `d` after `home`, wrapping (`d` < buckets).
     #[inline]
     fn bucket_at(&self, home: usize, d: usize) -> usize {
         let b = home + d;
-        let n = self.hdr.geo.buckets as usize;
+        let n = self.index.len();
         if b >= n {
             b - n
         } else {
@@ -657,19 +665,26 @@ impl Table {
         }
     }
 
+    /// The insert path's lookup: every committed slot with `key`'s tag,
+    /// read in full (a flow still `INSERTING` is reported `Busy`).
     #[inline]
     fn look(&self, key: &FlowKey, now: u64) -> Look {
         let kw = key.words();
-        let (home, tag) = self.home(key.hash());
-        let span = self.span();
+        let (mut b, tag) = self.home(index_hash(&kw));
         let mut busy = false;
-        for d in 0..span {
-            let Some(bucket) = self.index.get(self.bucket_at(home, d)) else {
+        for _ in 0..self.hdr.geo.probe {
+            let Some(bucket) = self.index.get(b) else {
                 return Look::Miss;
             };
-            for slot in &bucket.0 {
-                let v = slot.load(Acquire);
-                if v & TAG_MASK != tag || v & COMMITTED == 0 {
+            let want = tag | COMMITTED;
+            let mut m = 0u32;
+            for (i, slot) in bucket.0[..SLOTS].iter().enumerate() {
+                m |= u32::from(slot.load(Acquire) & (TAG_MASK | COMMITTED) == want) << i;
+            }
+            while m != 0 {
+                let v = bucket.0[m.trailing_zeros() as usize & 7].load(Acquire);
+                m &= m - 1;
+                if v & (TAG_MASK | COMMITTED) != want {
                     continue;
                 }
                 let id = slot_id(v);
@@ -694,6 +709,10 @@ impl Table {
                     _ => {}
                 }
             }
+            if bucket.0[CTRL].load(Acquire) < OVF_ONE {
+                break;
+            }
+            b = self.next_bucket(b);
         }
         if busy {
             Look::Busy
@@ -712,8 +731,8 @@ impl Table {
                 std::hint::spin_loop();
                 continue;
             }
-            let orig = load5(&e.orig);
-            let reply = load5(&e.reply);
+            let orig = load5(&e.tuple[0]);
+            let reply = load5(&e.tuple[1]);
             let user = e.user.load(Relaxed);
             let word = Word(e.state.load(Relaxed));
             fence(Acquire);
@@ -730,11 +749,17 @@ impl Table {
         None
     }
 
+    /// The timeout of word `w`'s state, in ticks.
+    #[inline]
+    fn timeout(&self, w: Word) -> i32 {
+        self.hdr.geo.timeout_ticks[(w.0 >> 4) as usize & 15] as i32
+    }
+
     #[inline]
     fn expired(&self, id: u32, w: Word, now: u64) -> bool {
         let last = self.entries[id as usize].last.load(Relaxed);
         let age = tick(now).wrapping_sub(last) as i32;
-        age > self.hdr.geo.timeout_ticks[w.state() as usize - 1] as i32
+        age > self.timeout(w)
     }
 
     /// Builds the hit and updates state and last-seen where they changed.
@@ -742,7 +767,13 @@ impl Table {
     fn touch(&self, id: u32, dir: Dir, snap: &Snap, flags: u8, now: u64) -> Hit {
         let e = &self.entries[id as usize];
         let reply = dir == Dir::Reply;
-        self.update(e, snap.seq, snap.word, reply, flags, now);
+        if !snap.word.steady(reply, flags) {
+            self.change(e, snap.seq, snap.word, reply, flags);
+        }
+        let t = tick(now);
+        if (t.wrapping_sub(e.last.load(Relaxed)) as i32) > 0 {
+            e.last.store(t, Relaxed);
+        }
         let other = if reply { &snap.orig } else { &snap.reply };
         Hit {
             id,
@@ -753,17 +784,15 @@ impl Table {
         }
     }
 
-    /// Writes the state word (CAS) only if the packet changes it and the
-    /// last-seen tick (plain store) only if it moved forward.
-    #[inline]
-    fn update(&self, e: &Entry, seq: u32, word: Word, reply: bool, flags: u8, now: u64) {
+    /// Writes the state word (CAS) if the packet changes it. Off the common
+    /// path: an established flow's packets are `steady`.
+    #[cold]
+    #[inline(never)]
+    fn change(&self, e: &Entry, seq: u32, word: Word, reply: bool, flags: u8) {
         let mut cur = word;
         for round in 0..4 {
             // Retry a lost CAS only while the entry still holds the same flow.
             if round > 0 && e.seq.load(Acquire) != seq {
-                break;
-            }
-            if cur.steady(reply, flags) {
                 break;
             }
             let next = cur.next(reply, flags);
@@ -777,10 +806,6 @@ impl Table {
                 Ok(_) => break,
                 Err(x) => cur = Word(x),
             }
-        }
-        let t = tick(now);
-        if (t.wrapping_sub(e.last.load(Relaxed)) as i32) > 0 {
-            e.last.store(t, Relaxed);
         }
     }
 }

@@ -824,8 +824,10 @@ fn churn_with_expiry_leaves_one_entry_per_tuple_and_balanced_counts() {
         s.inserted > 1000 && s.reclaimed + s.evicted_expired > 100,
         "{s:?}"
     );
+    t.check_index().expect("index consistent after churn");
     while t.reclaim(now + 10 * SEC, 512) > 0 {}
     assert!(t.is_empty());
+    assert_eq!(t.check_index().expect("empty index").slots, 0);
 }
 
 /// Two workers SNAT different flows to the same node port at the same
@@ -880,4 +882,162 @@ fn inserting_a_tuple_that_is_a_known_reply_returns_that_flow_in_the_reply_direct
     let again = t.insert(&r, &r.swap(), 0, 0, 0).unwrap();
     assert_eq!((again.id, again.dir), (h.id, Dir::Reply));
     assert_eq!(t.len(), 1);
+}
+
+/// A table filled to capacity, so that many keys sit past their home
+/// bucket: every key is found from both sides, removing half of them leaves
+/// the overflow counts equal to a recount, and the removed keys miss.
+#[test]
+fn a_full_table_finds_displaced_keys_and_keeps_its_overflow_counts_through_removal() {
+    const N: u16 = 1024;
+    let t = table(usize::from(N));
+    let keys: Vec<FlowKey> = (0..N).map(|i| client(3, i, proto::TCP)).collect();
+    let ids: Vec<u32> = keys.iter().map(|k| insert_dnat(&t, k, SYN, 0).id).collect();
+    let census = t.check_index().expect("consistent when full");
+    assert_eq!(census.slots, 2 * usize::from(N));
+    assert!(
+        census.displaced > 0 && census.max_overflow > 0,
+        "{census:?}"
+    );
+    for (k, id) in keys.iter().zip(&ids) {
+        assert_eq!(t.track(k, 0, SEC).map(|h| h.id), Some(*id));
+        assert_eq!(t.track(&dnat_reply(k), 0, SEC).map(|h| h.id), Some(*id));
+    }
+    for id in ids.iter().step_by(2) {
+        t.remove(*id);
+    }
+    let census = t.check_index().expect("consistent after removal");
+    assert_eq!(census.slots, usize::from(N));
+    for (i, k) in keys.iter().enumerate() {
+        let found = t.track(k, 0, SEC).is_some();
+        assert_eq!(found, i % 2 == 1, "key {i}");
+        assert_eq!(
+            t.track(&dnat_reply(k), 0, SEC).is_some(),
+            found,
+            "reply {i}"
+        );
+    }
+    for k in keys.iter().step_by(2) {
+        insert_dnat(&t, k, SYN, 0);
+    }
+    assert_eq!(
+        t.check_index().expect("consistent refilled").slots,
+        2 * usize::from(N)
+    );
+    assert!(keys.iter().all(|k| t.track(k, 0, SEC).is_some()));
+}
+
+/// Threads insert, remove and look up an overlapping key space on a table
+/// kept full (so inserts evict and keys are displaced past their home
+/// bucket). Afterwards every overflow count and tag byte equals what a
+/// recount gives, every live flow is found from both sides and every other
+/// key misses.
+#[test]
+fn overflow_counts_and_tag_bytes_match_a_recount_after_concurrent_insert_and_remove_churn() {
+    const THREADS: usize = 4;
+    const OPS: usize = 20_000;
+    const KEYS: u16 = 1500;
+    let t = table(512);
+    let key = |i: u16| client(4, i, proto::UDP);
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for th in 0..THREADS {
+            let (t, barrier) = (&t, &barrier);
+            s.spawn(move || {
+                let mut x = (th as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                barrier.wait();
+                for _ in 0..OPS {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = key((x >> 16) as u16 % KEYS);
+                    match x % 10 {
+                        0..=3 => match t.insert(&k, &dnat_reply(&k), 7, 0, 0) {
+                            Ok(h) => assert_eq!(h.xlate, dnat_reply(&k).swap(), "torn"),
+                            Err(e) => assert_eq!(e, InsertError::Full),
+                        },
+                        4..=6 => {
+                            if let Some(h) = t.track(&k, 0, 0) {
+                                t.remove(h.id);
+                            }
+                        }
+                        _ => {
+                            if let Some(h) = t.track(&dnat_reply(&k), 0, 0) {
+                                assert_eq!(h.xlate, k.swap(), "torn");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let census = t.check_index().expect("index consistent after churn");
+    assert!(census.displaced > 0, "the table was full: {census:?}");
+    let live: std::collections::HashMap<FlowKey, u32> =
+        t.iter_live(0).map(|f| (f.orig, f.id)).collect();
+    assert_eq!(live.len(), t.len());
+    assert_eq!(census.slots, 2 * live.len());
+    for i in 0..KEYS {
+        let k = key(i);
+        let want = live.get(&k).copied();
+        assert_eq!(t.track(&k, 0, 0).map(|h| h.id), want, "key {i}");
+        assert_eq!(
+            t.track(&dnat_reply(&k), 0, 0).map(|h| h.id),
+            want,
+            "reply {i}"
+        );
+    }
+    let s = t.stats();
+    assert!(s.removed > 1000 && s.evicted_unassured > 100, "{s:?}");
+    let gone = s.evicted_expired + s.evicted_unassured + s.removed;
+    assert_eq!(s.inserted, s.live + gone, "counters balance: {s:?}");
+}
+
+/// The index hash spreads the key shapes real traffic has: a million
+/// flows from pods (sequential addresses, sequential source ports) to one
+/// ClusterIP, DNATed to ten backends (so the reply keys differ only in
+/// addresses and the destination port), in a table 80% full: nothing is
+/// refused and no key sits far from its home bucket. Release only (slow in
+/// debug builds).
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release")]
+fn a_million_service_flows_spread_over_the_index() {
+    const N: u32 = 1_000_000;
+    const PORTS: u32 = 50_000;
+    let t = table(N as usize * 5 / 4);
+    for n in 0..N {
+        let pod = n / PORTS;
+        let k = FlowKey::v4(
+            [10, 244, (pod >> 8) as u8, pod as u8],
+            [10, 96, 0, 10],
+            (1024 + n % PORTS) as u16,
+            80,
+            proto::TCP,
+        );
+        let r = FlowKey::v4(
+            [10, 245, 1, (n % 10) as u8],
+            k.src_v4(),
+            8080,
+            k.sport,
+            proto::TCP,
+        );
+        t.insert(&k, &r, 0, SYN, 0).expect("room");
+    }
+    let census = t.check_index().expect("consistent");
+    eprintln!("{census:?}");
+    assert_eq!(t.stats().refused_full, 0);
+    assert!(census.max_displacement <= 6, "{census:?}");
+}
+
+#[test]
+fn prefetching_a_key_changes_nothing() {
+    let t = table(64);
+    let k = client(5, 1, proto::UDP);
+    t.prefetch(&k);
+    assert!(t.track(&k, 0, 0).is_none());
+    let h = insert_dnat(&t, &k, 0, 0);
+    t.prefetch(&k);
+    t.prefetch(&dnat_reply(&k));
+    assert_eq!(t.track(&k, 0, 0).map(|x| x.id), Some(h.id));
+    assert_eq!(t.check_index().expect("consistent").slots, 2);
 }

@@ -7,7 +7,7 @@
 //! written by hand here (RFC 791/768/7348 layouts with a plain RFC 1071
 //! checksum) so this file needs nothing but the dataplane crate.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use dataplane::conntrack;
@@ -78,6 +78,8 @@ pub struct Shape {
     pub backends: u32,
     /// Packets a run will push (sizes conntrack for new-flow).
     pub packets: u64,
+    /// Pod (inner) IP family, 4 or 6; the underlay is IPv4 either way.
+    pub family: u8,
 }
 
 fn node_ip() -> Ipv4Addr {
@@ -101,6 +103,19 @@ pub fn client_ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 2) as u8)
 }
 
+/// Client pod `i`'s IPv6 address: fd00:1::(i + 2).
+pub fn client_ip6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0)) + u128::from(i) + 2)
+}
+
+fn client_addr(family: u8, i: u32) -> IpAddr {
+    if family == 6 {
+        IpAddr::V6(client_ip6(i))
+    } else {
+        IpAddr::V4(client_ip(i))
+    }
+}
+
 pub fn client_mac(i: u32) -> Mac {
     let b = i.to_be_bytes();
     [0x0a, 0x58, b[0], b[1], b[2], b[3]]
@@ -115,6 +130,19 @@ pub fn server_ip() -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 255, 2)
 }
 
+/// The local server pod's IPv6 address: fd00:1::ff:2.
+pub fn server_ip6() -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0xff, 2)
+}
+
+fn server_addr(family: u8) -> IpAddr {
+    if family == 6 {
+        IpAddr::V6(server_ip6())
+    } else {
+        IpAddr::V4(server_ip())
+    }
+}
+
 pub const SERVER_MAC: Mac = [0x0a, 0x58, 0xff, 0, 0, 2];
 pub const SERVER_PORT: PortId = 4000;
 
@@ -123,16 +151,45 @@ pub fn vip(s: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + s + 1)
 }
 
+/// Service `s`'s IPv6 ClusterIP: fd96::/108 + s + 1.
+pub fn vip6(s: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd96, 0, 0, 0, 0, 0, 0, 0)) + u128::from(s) + 1)
+}
+
+fn vip_addr(family: u8, s: u32) -> IpAddr {
+    if family == 6 {
+        IpAddr::V6(vip6(s))
+    } else {
+        IpAddr::V4(vip(s))
+    }
+}
+
 /// Backend `j` of service `s` lives on remote node `(s*B + j) % 16`,
-/// address 10.(16 + node).x.y.
-pub fn backend_ip(shape: &Shape, s: u32, j: u32) -> (u32, Ipv4Addr) {
+/// address 10.(16 + node).x.y (IPv6: fd00:(16 + node)::x).
+pub fn backend_ip(shape: &Shape, s: u32, j: u32) -> (u32, IpAddr) {
     let i = s * shape.backends + j;
     let k = i % REMOTE_NODES;
     let h = i / REMOTE_NODES + 2;
-    (
-        k,
-        Ipv4Addr::new(10, 16 + k as u8, (h >> 8) as u8, (h & 0xff) as u8),
-    )
+    let a = if shape.family == 6 {
+        let base = u128::from(Ipv6Addr::new(0xfd00, 16 + k as u16, 0, 0, 0, 0, 0, 0));
+        IpAddr::V6(Ipv6Addr::from(base + u128::from(h)))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            16 + k as u8,
+            (h >> 8) as u8,
+            (h & 0xff) as u8,
+        ))
+    };
+    (k, a)
+}
+
+/// The remote node owning a backend address (inverse of [`backend_ip`]).
+fn backend_node(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => u32::from(a.octets()[1]) - 16,
+        IpAddr::V6(a) => u32::from(a.segments()[1]) - 16,
+    }
 }
 
 fn prefix(s: &str) -> Prefix {
@@ -157,7 +214,7 @@ pub fn config(conntrack_capacity: usize) -> NodeConfig {
         uplink_mac: UPLINK_MAC,
         uplink_gateway_mac: ROUTER_MAC,
         gateway_ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
-        gateway_ipv6: None,
+        gateway_ipv6: Some(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)),
         gateway_mac: GW_MAC,
         vtep_mac: VTEP_MAC,
         vxlan_port: VXLAN_PORT,
@@ -165,8 +222,8 @@ pub fn config(conntrack_capacity: usize) -> NodeConfig {
         underlay_mtu: 1500,
         snat_ports: (32768, 60999),
         nodeport_range: (30000, 32767),
-        cluster_cidrs: vec![prefix("10.0.0.0/10")],
-        service_cidrs: vec![prefix("10.96.0.0/12")],
+        cluster_cidrs: vec![prefix("10.0.0.0/10"), prefix("fd00::/16")],
+        service_cidrs: vec![prefix("10.96.0.0/12"), prefix("fd96::/108")],
         maglev_max_size: 65537,
         conntrack_capacity,
         timeouts: conntrack::Timeouts::default(),
@@ -189,7 +246,7 @@ pub fn build_pipeline(shape: &Shape, scenario: Scenario) -> Pipeline {
             port: client_port(i),
             mac: client_mac(i),
             ipv4: Some(client_ip(i)),
-            ipv6: None,
+            ipv6: Some(client_ip6(i)),
             name: format!("bench/client-{i}"),
         });
     }
@@ -197,12 +254,15 @@ pub fn build_pipeline(shape: &Shape, scenario: Scenario) -> Pipeline {
         port: SERVER_PORT,
         mac: SERVER_MAC,
         ipv4: Some(server_ip()),
-        ipv6: None,
+        ipv6: Some(server_ip6()),
         name: "bench/server".to_string(),
     });
     for k in 0..REMOTE_NODES {
         b.add_remote_node(RemoteNodeSpec {
-            pod_cidrs: vec![prefix(&format!("10.{}.0.0/16", 16 + k))],
+            pod_cidrs: vec![
+                prefix(&format!("10.{}.0.0/16", 16 + k)),
+                prefix(&format!("fd00:{:x}::/32", 16 + k)),
+            ],
             ipv4: Some(remote_node_ip(k)),
             ipv6: None,
             vtep_mac: remote_vtep_mac(k),
@@ -215,14 +275,14 @@ pub fn build_pipeline(shape: &Shape, scenario: Scenario) -> Pipeline {
             name: format!("bench/svc-{s}"),
             proto: proto::UDP,
             port: SERVICE_PORT,
-            vips: vec![(IpAddr::V4(vip(s)), VipKind::ClusterIp)],
+            vips: vec![(vip_addr(shape.family, s), VipKind::ClusterIp)],
             node_port: None,
             ext_local: false,
             int_local: false,
             affinity_timeout_s: None,
             backends: (0..shape.backends)
                 .map(|j| BackendSpec {
-                    ip: IpAddr::V4(backend_ip(shape, s, j).1),
+                    ip: backend_ip(shape, s, j).1,
                     port: BACKEND_PORT,
                     ready: true,
                     serving: true,
@@ -307,6 +367,69 @@ pub fn ipv4_udp(
     f
 }
 
+/// Ethernet + IPv6 + UDP frame with a valid UDP checksum.
+#[allow(clippy::too_many_arguments)]
+pub fn ipv6_udp(
+    eth_src: Mac,
+    eth_dst: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut f = Vec::with_capacity(14 + 40 + udp_len);
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[proto::UDP, hop_limit]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let udp_start = f.len();
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    // RFC 8200 8.1 pseudo-header: addresses, upper-layer length, next header.
+    let mut acc = csum_add(0, &src.octets());
+    acc = csum_add(acc, &dst.octets());
+    acc += proto::UDP as u32 + udp_len as u32;
+    acc = csum_add(acc, &f[udp_start..]);
+    let mut c = csum_finish(acc);
+    if c == 0 {
+        c = 0xffff;
+    }
+    f[udp_start + 6..udp_start + 8].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// A pod's UDP frame of either family (TTL/hop limit 64, checksums valid).
+#[allow(clippy::too_many_arguments)]
+pub fn ip_udp(
+    eth_src: Mac,
+    eth_dst: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            ipv6_udp(eth_src, eth_dst, s, d, sport, dport, 64, payload)
+        }
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ipv4_udp(eth_src, eth_dst, s, d, sport, dport, 64, payload, true)
+        }
+        _ => panic!("mixed address families"),
+    }
+}
+
 /// `inner` in VXLAN (RFC 7348) over IPv4/UDP (checksum 0) from `src` to `dst`.
 pub fn vxlan4(
     eth_src: Mac,
@@ -337,16 +460,14 @@ fn payload() -> [u8; PAYLOAD] {
 fn client_to_vip(shape: &Shape, n: u32) -> (PortId, Vec<u8>) {
     let (pod, sport) = flow_client(n);
     let s = n % shape.services.max(1);
-    let f = ipv4_udp(
+    let f = ip_udp(
         client_mac(pod),
         GW_MAC,
-        client_ip(pod),
-        vip(s),
+        client_addr(shape.family, pod),
+        vip_addr(shape.family, s),
         sport,
         SERVICE_PORT,
-        64,
         &payload(),
-        true,
     );
     (client_port(pod), f)
 }
@@ -396,16 +517,14 @@ pub fn workload(scenario: Scenario, shape: Shape) -> Workload {
             let t: Vec<_> = (0..flows)
                 .map(|n| {
                     let (pod, sport) = flow_client(n);
-                    let f = ipv4_udp(
+                    let f = ip_udp(
                         client_mac(pod),
                         GW_MAC,
-                        client_ip(pod),
-                        server_ip(),
+                        client_addr(shape.family, pod),
+                        server_addr(shape.family),
                         sport,
                         8080,
-                        64,
                         &payload(),
-                        true,
                     );
                     (client_port(pod), f)
                 })
@@ -446,29 +565,41 @@ fn warm(p: &mut Pipeline, t: &[(PortId, Vec<u8>)], now: &mut u64, want: Verdict)
 /// the backend's reply as its node would encapsulate it back to us.
 fn backend_reply(encapped: &[u8]) -> Vec<u8> {
     let inner = &encapped[14 + 20 + 8 + 8..];
-    let ip = &inner[14..];
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let sport = u16::from_be_bytes([ip[20], ip[21]]);
-    let dport = u16::from_be_bytes([ip[22], ip[23]]);
-    ipv4_udp(
+    let (src, dst, l4) = inner_addrs(inner);
+    let sport = u16::from_be_bytes([l4[0], l4[1]]);
+    let dport = u16::from_be_bytes([l4[2], l4[3]]);
+    ip_udp(
         inner[0..6].try_into().expect("mac"),
         inner[6..12].try_into().expect("mac"),
         dst,
         src,
         dport,
         sport,
-        64,
         &payload(),
-        true,
     )
+}
+
+/// An inner frame's source and destination addresses and its L4 bytes
+/// (frames synthesized here: no IPv4 options, no IPv6 extension headers).
+fn inner_addrs(frame: &[u8]) -> (IpAddr, IpAddr, &[u8]) {
+    let ip = &frame[14..];
+    if ip[0] >> 4 == 6 {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&ip[8..24]);
+        d.copy_from_slice(&ip[24..40]);
+        (IpAddr::from(s), IpAddr::from(d), &ip[40..])
+    } else {
+        let s = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let d = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        (IpAddr::V4(s), IpAddr::V4(d), &ip[20..])
+    }
 }
 
 /// The backend reply wrapped as its node sends it: VXLAN from the node that
 /// owns the backend's address to us.
 fn reply_by_vxlan(inner: &[u8]) -> Vec<u8> {
-    let src = Ipv4Addr::new(inner[26], inner[27], inner[28], inner[29]);
-    let k = (src.octets()[1] - 16) as u32;
+    let k = backend_node(inner_addrs(inner).0);
     vxlan4(
         remote_underlay_mac(k),
         UPLINK_MAC,
