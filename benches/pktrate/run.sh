@@ -86,7 +86,9 @@ series() {
         if (kind == "proc" && kv[1] ~ /^proc_[0-9]+_pct$/) cpu += kv[2]
         if (kind == "si" && kv[1] == si) cpu += kv[2] }
       if (cpu > 0) printf "%.0f\n", sink / (cpu / 100) }' | stats3 | tr ' ' /)
-  echo "scenario=$sc peer=$peer own_cpu=$kind pkts_per_dut_cpu_s=$own $r" | tee -a "$SUM" >&2
+  # the harness's check step (tcpdump on vD before the runs) must have seen frames
+  local chk=ok; echo "$out" | grep -q "sink saw nothing" && chk=FAILED
+  echo "scenario=$sc peer=$peer check=$chk own_cpu=$kind pkts_per_dut_cpu_s=$own $r" | tee -a "$SUM" >&2
 }
 
 twill_cmd() {  # scenario poll
@@ -108,7 +110,7 @@ for sc in $SCENARIOS; do
         for poll in $TWILL_POLL; do
           k8s=(); [ "$hs" = k8s ] && k8s=(--services "$SERVICES" --endpoints "$ENDPOINTS")
           GEN_PCAP_EXTRA=$extra series "$sc" "twill-$poll" "$BENCH_DIR/custom.sh" --name "twill-$sc-$poll" \
-            --scenario $hs "${k8s[@]}" --cmd "$(twill_cmd "$sc" "$poll")" "${common[@]}"
+            --scenario $hs "${k8s[@]}" --ready-secs 3 --cmd "$(twill_cmd "$sc" "$poll")" "${common[@]}"
         done ;;
       ceiling) GEN_PCAP_EXTRA=$extra series "$sc" ceiling "$BENCH_DIR/ceiling.sh" "${common[@]}" ;;
       kernel) GEN_PCAP_EXTRA=$extra series "$sc" kernel "${kern[@]}" "${common[@]}" ;;

@@ -6,10 +6,12 @@ import re, sys
 
 rows = []
 for line in open(sys.argv[1]):
-    m = re.match(r"scenario=(\S+) peer=(\S+) own_cpu=\S+ pkts_per_dut_cpu_s=(\S*) RESULT (.*)", line)
+    m = re.match(r"scenario=(\S+) peer=(\S+) check=(\S+) own_cpu=\S+ pkts_per_dut_cpu_s=(\S*) RESULT (.*)", line)
     if not m:
         continue
-    sc, peer, own, rest = m.groups()
+    sc, peer, chk, own, rest = m.groups()
+    if chk != "ok":
+        peer += " (check step saw nothing at the sink)"
     f = {}
     try:
         f["own"] = tuple(float(x) for x in own.split("/"))
