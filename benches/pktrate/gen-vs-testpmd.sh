@@ -19,9 +19,10 @@
 #   testpmd-packet dpdk-testpmd txonly over net_af_packet (what ../shared/bench --gen txonly uses)
 # On veth the peer's XDP (and the copy into an skb) run on the sender's CPU:
 # every generator pays the same kernel work on $GEN_CPU.
-#   own_cpu   the generator's own share of $GEN_CPU: its process time (all threads)
-#             plus the CPU's softirq time (the veth/XDP work it causes); other jobs
-#             on a shared machine do not count in it (tick-sampled, HZ=250)
+#   own_cpu   the generator's own share of $GEN_CPU: its process time (all threads;
+#             without IRQ_TIME_ACCOUNTING this includes the veth/XDP softirq work run
+#             on return from its sendto) plus ksoftirqd/$GEN_CPU's (softirq work
+#             deferred); other jobs on a shared machine do not count in it
 #   offered_per_own_cpu_s = offered / own_cpu: frames per second of generator CPU
 # Needs root; installs dpdk (testpmd, net_af_xdp) and clang's BPF target if missing.
 set -u
@@ -93,10 +94,13 @@ snapshot() {  # -> "t tx txdrop xdpdrops cpu_busy cpu_total cpu_steal cpu_si pro
   txd=$(ip netns exec $NS_G cat /sys/class/net/vA/statistics/tx_dropped)
   xd=$(ip netns exec $NS_S ethtool -S vB | awk '/rx_queue_0_xdp_drops/{print $2}')
   # the generator process (child of timeout), all threads: utime + stime
-  for p in $(pgrep -P "$GEN_PID"); do pt=$((pt + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done
+  # plus ksoftirqd on its CPU (softirq work deferred out of the generator's context)
+  for p in $(pgrep -P "$GEN_PID") $KSOFTIRQD; do
+    pt=$((pt + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done
   echo "$t $tx $txd $xd $(awk -v c="cpu$GEN_CPU" '$1==c{b=$2+$3+$4+$7+$8; print b, b+$5+$6+$9, $9, $7+$8}' /proc/stat) $pt"
 }
 
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$GEN_CPU")
 RES=$WORK/gen-vs-testpmd-$(date +%Y%m%d-%H%M%S).txt
 log "results: $RES (size=$SIZE flows=$FLOWS secs=$SECS runs=$RUNS, generator on CPU$GEN_CPU)"
 echo "# $(date -Is) $(uname -r) size=$SIZE flows=$FLOWS secs=$SECS warmup=$WARMUP cpu=$GEN_CPU" > "$RES"
@@ -110,7 +114,7 @@ for r in $(seq 1 "$RUNS"); do
     kill -INT "$GEN_PID" 2>/dev/null; wait "$GEN_PID" 2>/dev/null; untrack
     line=$(awk -v a="$a" -v b="$b" -v g="$g" -v r="$r" 'BEGIN{split(a,x," "); split(b,y," "); dt=y[1]-x[1];
       off=((y[2]-x[2])+(y[3]-x[3]))/dt; del=(y[4]-x[4])/dt; ct=y[6]-x[6]; if(ct<1)ct=1;
-      own=((y[8]-x[8])+(y[9]-x[9]))/ct; if(own<=0)own=1e-9;
+      own=(y[9]-x[9])/ct; if(own<=0)own=1e-9;
       printf "run=%d gen=%s offered_pps=%.0f delivered_pps=%.0f txdrop_pps=%.0f cpu_busy=%.1f cpu_steal=%.1f own_cpu=%.1f offered_per_own_cpu_s=%.0f",
         r, g, off, del, (y[3]-x[3])/dt, 100*(y[5]-x[5])/ct, 100*(y[7]-x[7])/ct, 100*own, off/own}')
     echo "$line" | tee -a "$RES"
