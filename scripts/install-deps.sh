@@ -7,9 +7,10 @@ set -euo pipefail
 #   bindgen (libclang, pulled in by clang); clang also builds dataplane/bpf/steer.c;
 # libelf-dev, zlib1g-dev: libbpf; libbpf-dev: <bpf/bpf_helpers.h> for steer.c;
 # linux-libc-dev: <linux/bpf.h> and friends; iproute2, iputils-ping, ethtool: the netns
-#   integration tests (ip netns, veth, ping); valgrind: instruction counts.
+#   integration tests (ip netns, veth, ping); valgrind: instruction counts;
+# python3: the demo's web server and client.
 pkgs=(build-essential pkg-config clang llvm m4 libelf-dev zlib1g-dev libbpf-dev linux-libc-dev
-  iproute2 iputils-ping ethtool valgrind)
+  iproute2 iputils-ping ethtool valgrind python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@
 //! `now` (monotonic nanoseconds) so tests are deterministic.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod conntrack;
 pub mod io;
 pub mod lb;

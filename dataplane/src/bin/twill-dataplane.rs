@@ -1,6 +1,7 @@
 //! `twill-dataplane`: the node dataplane process (a thin binary over the library).
 //!
-//! Today it has one subcommand, `bench-pipeline`, which measures the packet
+//! `run --config FILE` runs the node dataplane (see `twill-dataplane/run.rs`).
+//! `bench-pipeline` measures the packet
 //! pipeline alone: no I/O, frames synthesized once and restored from
 //! templates before every batch, the pipeline call isolated in
 //! [`run_batch`] so callgrind can count it alone.
@@ -14,6 +15,9 @@ use dataplane::pipeline::{DropReason, Frame, Pipeline, Verdict};
 
 #[path = "twill-dataplane/synth.rs"]
 mod synth;
+
+#[path = "twill-dataplane/run.rs"]
+mod run;
 
 use synth::{Bufs, Scenario, Shape, BATCH};
 
@@ -45,6 +49,20 @@ To count instructions in the pipeline only:
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node dataplane: attach the uplink and the pods named by the
+    /// config file, start the pinned workers; stops on SIGINT/SIGTERM,
+    /// detaching every XDP program.
+    Run {
+        /// The node config file (TOML; see configs/node.example.toml).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Keep the workers spinning when idle (benchmarks).
+        #[arg(long)]
+        busy_poll: bool,
+        /// Seconds between counter lines (0: only at exit).
+        #[arg(long, default_value_t = 10)]
+        stats_interval: u64,
+    },
     /// Measure the packet pipeline on synthetic frames (no I/O).
     #[command(after_help = BENCH_HELP)]
     BenchPipeline {
@@ -213,6 +231,15 @@ fn bench_pipeline(scenario: Scenario, shape: Shape) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run {
+            config,
+            busy_poll,
+            stats_interval,
+        } => run::run(run::RunArgs {
+            config: &config,
+            busy_poll,
+            stats_interval,
+        }),
         Command::BenchPipeline {
             scenario,
             packets,

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use crossbeam::channel::{Receiver, Sender};
 
+use super::handoff::Handoff;
 use super::xdp::{IfaceMode, Steering};
 use super::xsk::{BindMode, Owned, Xsk};
 use super::IoError;
@@ -46,8 +47,10 @@ pub struct IoStats {
     pub staged_tx: u64,
     /// `Pass` verdicts on frames already taken from the kernel (freed).
     pub pass_unhandled: u64,
-    /// `Tx` to a port with no socket here (freed).
+    /// `Tx` to a port with no socket here (freed), and none elsewhere.
     pub tx_unknown_port: u64,
+    /// `Tx` to a port of another worker: copied to its inbox (see [`Handoff`]).
+    pub handed_off: u64,
     /// `Drop` verdicts (freed; reasons in the pipeline's counters).
     pub dropped: u64,
     /// Released fragments that found no free frame.
@@ -119,6 +122,8 @@ pub struct Forwarder {
     released: Vec<(Vec<u8>, Verdict)>,
     pollfds: Vec<libc::pollfd>,
     stats: IoStats,
+    /// Other workers' ports (none for a single worker).
+    handoff: Option<Handoff>,
 }
 
 impl Forwarder {
@@ -132,7 +137,19 @@ impl Forwarder {
             released: Vec::new(),
             pollfds: Vec::new(),
             stats: IoStats::default(),
+            handoff: None,
         }
+    }
+
+    /// Connects this loop to other workers: frames for ports it has no
+    /// socket for go to the worker serving them, and frames handed to it are
+    /// transmitted at each poll.
+    pub fn set_handoff(&mut self, h: Handoff) {
+        self.handoff = Some(h);
+    }
+
+    pub fn handoff(&self) -> Option<&Handoff> {
+        self.handoff.as_ref()
     }
 
     pub fn xsk(&self) -> &Xsk {
@@ -189,7 +206,8 @@ impl Forwarder {
         self.xsk.remove_socket(port)
     }
 
-    /// One pass over all sockets; returns the frames received.
+    /// One pass over all sockets (and the hand-off inbox); returns the
+    /// frames received and taken over.
     pub fn poll_once(&mut self, now: u64) -> u64 {
         self.stats.polls += 1;
         self.xsk.reclaim();
@@ -202,12 +220,21 @@ impl Forwarder {
                 total += n as u64;
             }
         }
+        // Frames other workers handed over (counted in their HandoffStats,
+        // not in `rx`) are work too: not an empty poll.
+        let handed = match self.handoff.as_mut() {
+            Some(h) => h.receive(&mut self.xsk, BATCH) as u64,
+            None => 0,
+        };
         self.xsk.flush();
-        if total == 0 {
+        if let Some(h) = self.handoff.as_mut() {
+            h.wake_peers();
+        }
+        if total + handed == 0 {
             self.stats.empty_polls += 1;
         }
         self.stats.rx += total;
-        total
+        total + handed
     }
 
     /// Runs the held batch (received on socket `i`) through the pipeline and
@@ -236,10 +263,12 @@ impl Forwarder {
                         self.xsk.stage_tx(j, t, head, len);
                         self.stats.staged_tx += 1;
                     }
-                    None => {
-                        self.xsk.free(t);
-                        self.stats.tx_unknown_port += 1;
-                    }
+                    None => hand_off(
+                        &mut self.xsk,
+                        self.handoff.as_mut(),
+                        &mut self.stats,
+                        (p, t, head, len),
+                    ),
                 },
                 Verdict::Reply => {
                     self.xsk.stage_tx(i, t, head, len);
@@ -266,7 +295,21 @@ impl Forwarder {
         self.pipeline.take_released(&mut self.released);
         for (bytes, v) in self.released.drain(..) {
             let j = match v {
-                Verdict::Tx(p) => self.xsk.index_of(p),
+                Verdict::Tx(p) => match self.xsk.index_of(p) {
+                    Some(j) => Some(j),
+                    None => {
+                        let sent = match self.handoff.as_mut() {
+                            Some(h) => h.send(p, &bytes),
+                            None => false,
+                        };
+                        if sent {
+                            self.stats.handed_off += 1;
+                        } else {
+                            self.stats.released_lost += 1;
+                        }
+                        continue;
+                    }
+                },
                 Verdict::Reply => Some(i),
                 _ => None,
             };
@@ -349,8 +392,14 @@ impl Forwarder {
         }
     }
 
-    /// Blocks until a socket has frames to receive or `ms` pass.
-    fn sleep(&mut self, ms: i32) {
+    /// Blocks until a socket has frames to receive, another worker handed
+    /// frames over or sent a control message (its eventfd), or `ms` pass.
+    pub fn sleep(&mut self, ms: i32) {
+        if let Some(h) = &self.handoff {
+            if !h.prepare_sleep() {
+                return; // frames were handed over meanwhile
+            }
+        }
         self.stats.sleeps += 1;
         self.pollfds.clear();
         self.pollfds.extend(self.xsk.fds().map(|fd| libc::pollfd {
@@ -358,6 +407,13 @@ impl Forwarder {
             events: libc::POLLIN,
             revents: 0,
         }));
+        if let Some(h) = &self.handoff {
+            self.pollfds.push(libc::pollfd {
+                fd: h.event_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         if self.pollfds.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(ms.max(0) as u64));
             return;
@@ -372,7 +428,37 @@ impl Forwarder {
                 ms,
             )
         };
+        if let Some(h) = &self.handoff {
+            h.woke();
+        }
     }
+}
+
+/// A frame (`t`, data at `head`, `len` bytes) for port `p`, which has no
+/// socket in `xsk`: copied to the worker serving it, if any; freed either way.
+#[inline]
+fn hand_off(
+    xsk: &mut Xsk,
+    handoff: Option<&mut Handoff>,
+    stats: &mut IoStats,
+    (p, mut t, head, len): (PortId, Owned, u32, u32),
+) {
+    let sent = match handoff {
+        Some(h) => {
+            let chunk = xsk.chunk(&mut t);
+            match chunk.get(head as usize..head as usize + len as usize) {
+                Some(bytes) => h.send(p, bytes),
+                None => false,
+            }
+        }
+        None => false,
+    };
+    if sent {
+        stats.handed_off += 1;
+    } else {
+        stats.tx_unknown_port += 1;
+    }
+    xsk.free(t);
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (the pipeline's `now`).

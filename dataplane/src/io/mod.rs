@@ -14,6 +14,14 @@
 //!   transmit / free, with idle back-off to a blocking `poll()`;
 //! - [`gen`]: a transmit-only generator (UMEM frames written once, only
 //!   descriptors per packet), the library side of `twill-pktgen`;
+//! - [`worker`]: N pinned worker threads, each a [`Forwarder`] with its own
+//!   UMEM and pipeline (uplink queue i on worker i, pods spread), attach and
+//!   detach at run time, clean stop;
+//! - [`handoff`]: frames for another worker's port, copied through bounded
+//!   lock-free queues (why copies and not UMEM tokens: see there), with
+//!   eventfd wake-ups of sleeping workers;
+//! - [`neigh`]: interface MACs and queue counts, and the kernel's neighbour
+//!   table (the underlay next hops' MACs), over rtnetlink;
 //! - [`netns`]: runs the calling thread in another network namespace (tests,
 //!   multi-node setups on one machine).
 //!
@@ -43,13 +51,18 @@
 
 pub mod forward;
 pub mod gen;
+pub mod handoff;
+pub mod neigh;
 pub mod netns;
+pub mod worker;
 pub mod xdp;
 pub mod xsk;
 
 pub use forward::{
     control_channel, reply_channel, Control, ControlSender, Forwarder, IoStats, RunOptions,
 };
+pub use handoff::{Fabric, Handoff, HandoffStats};
+pub use worker::{available_cpus, WorkerReport, Workers, WorkersBuilder};
 pub use xdp::{
     snat_overlaps_kernel_ports, IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode,
 };

@@ -21,7 +21,8 @@
 //! records which socket's ring holds it, so a received descriptor is accepted
 //! only if it names a chunk that socket was given (a duplicate or foreign
 //! address is counted and ignored, never aliased), and removing a socket
-//! returns its frames to the free list. [`FrameAccount`] shows the totals.
+//! returns its frames to the free list (the UMEM's own socket is retired
+//! instead: see [`Xsk::remove_socket`]). [`FrameAccount`] shows the totals.
 //!
 //! [`Frame`]: crate::pipeline::Frame
 
@@ -48,6 +49,9 @@ const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 
 /// `owner` value of a chunk held by no ring.
 const NO_OWNER: u16 = 0;
+/// `owner` value of a chunk left in a retired socket's rings (see
+/// [`Xsk::remove_socket`]).
+const RETIRED: u16 = u16::MAX;
 /// `by_port` value of a port without a socket.
 const NO_SOCKET: u16 = u16::MAX;
 
@@ -107,12 +111,15 @@ pub struct FrameAccount {
     pub tx: u32,
     /// Held by the caller as [`Owned`] tokens.
     pub held: u32,
+    /// Left in the rings of the UMEM's own socket after its port was removed
+    /// (out of use until the UMEM goes; see [`Xsk::remove_socket`]).
+    pub retired: u32,
 }
 
 impl FrameAccount {
     /// Frames in none of the places above (0 unless frames leaked).
     pub fn missing(&self) -> i64 {
-        self.total as i64 - (self.free + self.fill + self.tx + self.held) as i64
+        self.total as i64 - (self.free + self.fill + self.tx + self.held + self.retired) as i64
     }
 }
 
@@ -235,6 +242,8 @@ struct Socket {
     tx_out: u32,
     /// Frames to transmit at the next flush: (address, length).
     staged: Vec<(u64, u32)>,
+    /// Made with the UMEM's own fd and rings (the first socket).
+    umem_own: bool,
 }
 
 impl Drop for Socket {
@@ -263,8 +272,14 @@ pub struct XskStats {
 
 /// One worker's AF_XDP I/O: a UMEM and the sockets sharing it.
 pub struct Xsk {
-    // Field order is drop order: sockets, then the UMEM, then its memory.
+    // Field order is drop order: sockets, the retired UMEM socket, then the
+    // UMEM, then its memory.
     sockets: Vec<Socket>,
+    /// The UMEM's own socket once its port was removed: kept open (its fd is
+    /// the UMEM's) but out of the poll set.
+    retired: Option<Socket>,
+    /// Chunks left in its rings.
+    retired_frames: u32,
     /// Unique per `Xsk` in the process: stamps its tokens.
     id: u32,
     umem: Umem,
@@ -281,10 +296,12 @@ pub struct Xsk {
 
 impl Drop for Xsk {
     fn drop(&mut self) {
-        // Later sockets first: the first one's fd is the UMEM's.
+        // Later sockets first: the first one's fd is the UMEM's (it may be
+        // in `retired`, dropped after the loop, before the UMEM).
         while let Some(s) = self.sockets.pop() {
             drop(s);
         }
+        drop(self.retired.take());
     }
 }
 
@@ -340,6 +357,8 @@ impl Xsk {
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         Ok(Xsk {
             sockets: Vec::new(),
+            retired: None,
+            retired_frames: 0,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             umem: Umem {
                 raw,
@@ -370,6 +389,14 @@ impl Xsk {
             return Err(IoError::setup(format!("port {port}: already has a socket")));
         }
         let idx = ifindex(ifname)?;
+        if let Some(r) = self.retired.as_ref() {
+            if r.ifindex == idx && r.queue == queue {
+                return Err(IoError::setup(format!(
+                    "{ifname} queue {queue}: still bound by this UMEM's retired socket; \
+                     attach it on another worker"
+                )));
+            }
+        }
         let attempts: &[BindMode] = match (self.umem.mode, self.cfg.zero_copy) {
             // A later socket on a shared UMEM gets the first socket's mode.
             (Some(BindMode::Copy), _) => &[BindMode::Copy],
@@ -382,12 +409,9 @@ impl Xsk {
         for &mode in attempts {
             match self.open(ifname, queue, mode) {
                 Ok(mut s) => {
-                    if mode == BindMode::Copy && self.cfg.zero_copy == ZeroCopy::Auto {
+                    if let Some(e) = last.as_ref().filter(|_| mode == BindMode::Copy) {
                         log::info!(
-                            "{ifname} queue {queue}: zero-copy refused ({}), using copy mode",
-                            last.as_ref()
-                                .map(|e: &IoError| e.to_string())
-                                .unwrap_or_default()
+                            "{ifname} queue {queue}: zero-copy refused ({e}), using copy mode"
                         );
                     }
                     log::info!("{ifname} queue {queue}: AF_XDP socket bound in {mode:?} mode");
@@ -481,22 +505,54 @@ impl Xsk {
             tx_out: 0,
             // At most a ring's worth per flush (`stage_tx`): never grows.
             staged: Vec::with_capacity(self.cfg.ring_size as usize),
+            umem_own: first,
         })
     }
 
     /// Closes port `port`'s socket and returns its frames to the free list.
-    /// The caller clears its XSKMAP entry first. The UMEM's first socket
-    /// cannot be removed (its fd is the UMEM's registration).
+    /// The caller clears its XSKMAP entry (and detaches XDP) first.
+    ///
+    /// The UMEM's own socket (the first one made) cannot be closed while the
+    /// UMEM lives: its fd is the UMEM's registration and its fill and
+    /// completion rings are the UMEM's. It is retired instead: out of the
+    /// poll set and the port table, kept open until the `Xsk` drops; the
+    /// frames in its rings stay there (counted as
+    /// [`FrameAccount::retired`]) since the kernel owns them; its staged
+    /// frames return to the free list. Its interface and queue cannot be
+    /// bound again by this UMEM (another worker's can).
     pub fn remove_socket(&mut self, port: PortId) -> Result<(), IoError> {
         let i = self
             .index_of(port)
             .ok_or_else(|| IoError::setup(format!("port {port}: no socket")))?;
-        if i == 0 {
-            // Its fd is the UMEM's registration: it lives as long as the UMEM.
-            return Err(IoError::setup(format!(
-                "port {port}: the first socket of a UMEM cannot be removed (put a \
-                 permanent interface, the uplink, first)"
-            )));
+        if self.sockets[i].umem_own {
+            if self.retired.is_some() {
+                return Err(IoError::setup("a UMEM has one socket of its own"));
+            }
+            let mut s = self.sockets.remove(i);
+            self.reindex();
+            for (addr, _) in std::mem::take(&mut s.staged) {
+                self.held -= 1;
+                self.free.push(addr);
+            }
+            let me = i as u16 + 1;
+            let mut kept = 0;
+            for o in self.owner.iter_mut() {
+                if *o == me {
+                    *o = RETIRED;
+                    kept += 1;
+                } else if *o > me && *o != RETIRED {
+                    *o -= 1;
+                }
+            }
+            log::info!(
+                "{} queue {}: port {port} removed; the UMEM's own socket stays open, \
+                 unused, with {kept} frames",
+                s.name,
+                s.queue
+            );
+            self.retired_frames += kept;
+            self.retired = Some(s);
+            return Ok(());
         }
         let mut s = self.sockets.remove(i);
         self.reindex();
@@ -511,7 +567,7 @@ impl Xsk {
             if *o == me {
                 *o = NO_OWNER;
                 self.free.push(c as u64 * FRAME_SIZE as u64);
-            } else if *o > me {
+            } else if *o > me && *o != RETIRED {
                 *o -= 1; // later sockets moved down one index
             }
         }
@@ -581,6 +637,7 @@ impl Xsk {
             fill: self.sockets.iter().map(|s| s.fill_out).sum(),
             tx: self.sockets.iter().map(|s| s.tx_out).sum(),
             held: self.held,
+            retired: self.retired_frames,
         }
     }
 

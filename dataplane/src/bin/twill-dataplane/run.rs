@@ -1,0 +1,323 @@
+//! `twill-dataplane run --config FILE`: the node dataplane as a process.
+//!
+//! Start-up, in order (any failure is one error line and a non-zero exit,
+//! and whatever was attached is detached as the half-built state drops):
+//! SIGINT/SIGTERM handlers; the config file; the uplink (MAC, rx queues) and
+//! the kernel's neighbour table over netlink for the MACs left `"auto"`;
+//! the tables; the steering program with the node addresses and VIPs; one
+//! UMEM per worker, the uplink's queue `i` on worker `i`, the pods spread;
+//! the pinned workers. Then the main thread (never a packet thread) prints
+//! counters every `--stats-interval` seconds, refreshes the next hops' MACs
+//! from the neighbour table every `neighbour_refresh_s` and publishes new
+//! tables to the workers when one changed. On a signal it detaches every
+//! XDP program, stops the workers and prints the final counters.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use dataplane::config::{fmt_mac, Macs, NodeFile, ZeroCopyMode, UPLINK_PORT};
+use dataplane::io::neigh::{self, LinkInfo, Neighbour};
+use dataplane::io::{
+    IfaceMode, RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig, ZeroCopy,
+};
+use dataplane::pipeline::{DropReason, Pipeline};
+use dataplane::{conntrack, lb, Mac};
+
+/// The MAC used for a next hop the neighbour table does not know yet
+/// (broadcast: still delivered on the segment; replaced at the next refresh).
+const UNRESOLVED: Mac = [0xff; 6];
+
+/// Options of the `run` subcommand.
+pub struct RunArgs<'a> {
+    pub config: &'a Path,
+    pub busy_poll: bool,
+    /// Seconds between counter lines (0: only at exit).
+    pub stats_interval: u64,
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .try_init();
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .context("installing the signal handlers")?;
+    }
+    let file_name = a.config.display().to_string();
+    let file = NodeFile::load(a.config).map_err(|e| anyhow!("config {e}"))?;
+    let up = neigh::link(&file.node.uplink).context("the uplink")?;
+    let mut macs = resolve(&file, &up, true)?;
+    let tables = Arc::new(
+        file.tables(&file_name, &macs)
+            .map_err(|e| anyhow!("config {e}"))?,
+    );
+    let cfg = tables.config().clone();
+
+    let mut st = Steering::load(&SteerConfig::from_node(&cfg))?;
+    for ip in [cfg.node_ipv4.map(IpAddr::V4), cfg.node_ipv6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
+    {
+        st.add_node_addr(ip)?;
+    }
+    let node_ip = |ip: &IpAddr| {
+        Some(*ip) == cfg.node_ipv4.map(IpAddr::V4) || Some(*ip) == cfg.node_ipv6.map(IpAddr::V6)
+    };
+    for s in &file.services {
+        for ip in s
+            .cluster_ips
+            .iter()
+            .chain(&s.external_ips)
+            .chain(&s.load_balancer_ips)
+        {
+            // A VIP the node owns is ours on the Service's port only.
+            let port = node_ip(ip).then_some((s.protocol, s.port));
+            st.add_vip(*ip, port)?;
+        }
+    }
+
+    let ct = Arc::new(conntrack::Table::new(cfg.conntrack_capacity, cfg.timeouts));
+    let aff = Arc::new(lb::AffinityTable::new(cfg.affinity_capacity));
+    let xsk = XskConfig {
+        frames: file.workers.frames.unwrap_or(XskConfig::default().frames),
+        zero_copy: match file.workers.zero_copy {
+            ZeroCopyMode::Off => ZeroCopy::Off,
+            ZeroCopyMode::Auto => ZeroCopy::Auto,
+            ZeroCopyMode::Force => ZeroCopy::Force,
+        },
+        ..XskConfig::default()
+    };
+    let cpus = file.workers();
+    let mut b = WorkersBuilder::new(st, &cpus, xsk, |_| {
+        Pipeline::new(tables.clone(), ct.clone(), aff.clone())
+    })
+    .context("workers.cpus")?;
+    let queues = file
+        .node
+        .uplink_queues
+        .unwrap_or(up.rx_queues)
+        .min(up.rx_queues)
+        .min(cpus.len() as u32);
+    if (queues as usize) < cpus.len() {
+        log::warn!(
+            "uplink {} serves {queues} rx queue(s) for {} workers: workers {queues}.. have no \
+             uplink socket (their uplink traffic is handed to worker 0) and their first pod's \
+             interface, once detached, cannot be attached again before a restart",
+            file.node.uplink,
+            cpus.len()
+        );
+    }
+    b.attach_uplink(&file.node.uplink, UPLINK_PORT, queues)
+        .with_context(|| format!("attaching the uplink {}", file.node.uplink))?;
+    for (i, p) in file.pods.iter().enumerate() {
+        let (w, _) = b
+            .attach(
+                p.worker,
+                &p.interface,
+                NodeFile::pod_port(i),
+                IfaceMode::Pod,
+            )
+            .with_context(|| format!("attaching pod {} ({})", p.name, p.interface))?;
+        log::info!(
+            "pod {} on {} is port {} on worker {w}",
+            p.name,
+            p.interface,
+            NodeFile::pod_port(i)
+        );
+    }
+    let opts = RunOptions {
+        busy_poll: a.busy_poll || file.workers.busy_poll,
+        idle_polls: file.workers.idle_polls.unwrap_or(64),
+        sleep_ms: file.workers.sleep_ms.unwrap_or(10),
+    };
+    let mut workers = b.start(opts, Arc::new(AtomicBool::new(false)))?;
+    println!(
+        "twill-dataplane: running {} worker(s) on CPUs {:?}, uplink {} ({} queue(s)), {} pod(s){}",
+        workers.len(),
+        cpus,
+        file.node.uplink,
+        queues,
+        file.pods.len(),
+        if opts.busy_poll { ", busy-polling" } else { "" }
+    );
+
+    let refresh = Duration::from_secs(file.node.neighbour_refresh_s.unwrap_or(5));
+    let stats_every = Duration::from_secs(a.stats_interval);
+    let (mut last_refresh, mut last_stats) = (Instant::now(), Instant::now());
+    while !signalled.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if !refresh.is_zero() && last_refresh.elapsed() >= refresh {
+            last_refresh = Instant::now();
+            match resolve(&file, &up, false) {
+                Ok(m)
+                    if m.underlay_gateway != macs.underlay_gateway || m.remotes != macs.remotes =>
+                {
+                    match file.tables(&file_name, &m) {
+                        Ok(t) => {
+                            log::info!("next-hop MACs changed: publishing new tables");
+                            if let Err(e) = workers.set_tables(Arc::new(t)) {
+                                log::error!("publishing tables: {e}");
+                            }
+                            macs = m;
+                        }
+                        Err(e) => log::error!("{e}"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("neighbour refresh: {e:#}"),
+            }
+        }
+        if !stats_every.is_zero() && last_stats.elapsed() >= stats_every {
+            last_stats = Instant::now();
+            print_reports("counters", &workers.reports());
+        }
+    }
+    let steer = workers.with_steering(|s| s.stats());
+    let reports = workers.stop();
+    println!("twill-dataplane: stopped by signal; every XDP program detached");
+    print_reports("final counters", &reports);
+    println!(
+        "steering: redirected {} passed {} no_socket {} unknown_iface {}",
+        steer.redirected, steer.passed, steer.no_socket, steer.unknown_iface
+    );
+    Ok(())
+}
+
+/// The MACs the file leaves to the kernel: the uplink's own from the
+/// interface, the next hops from the neighbour table (poking the kernel to
+/// resolve missing ones at start when `poke`). A next hop still unknown is
+/// logged and gets [`UNRESOLVED`] (a remote node: the gateway's MAC).
+fn resolve(file: &NodeFile, up: &LinkInfo, poke: bool) -> anyhow::Result<Macs> {
+    let n = &file.node;
+    let uplink = n.uplink_mac.get().or(up.mac).ok_or_else(|| {
+        anyhow!(
+            "the uplink {} has no MAC address; set node.uplink_mac",
+            n.uplink
+        )
+    })?;
+    let gw_ips: Vec<IpAddr> = [
+        n.underlay_gateway_ipv4.map(IpAddr::V4),
+        n.underlay_gateway_ipv6.map(IpAddr::V6),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let wanted = |r: &dataplane::config::RemoteSection| -> Vec<IpAddr> {
+        [r.ipv4.map(IpAddr::V4), r.ipv6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    let find = |table: &[Neighbour], ips: &[IpAddr]| {
+        ips.iter()
+            .find_map(|ip| neigh::lookup(table, *ip, up.ifindex))
+    };
+    let mut table = neigh::neighbours()?;
+    if poke {
+        let mut missing = Vec::new();
+        if n.underlay_gateway_mac.get().is_none() && find(&table, &gw_ips).is_none() {
+            missing.extend(gw_ips.iter().copied());
+        }
+        for r in &file.remote_nodes {
+            if r.underlay_mac.get().is_none() && find(&table, &wanted(r)).is_none() {
+                missing.extend(wanted(r));
+            }
+        }
+        if !missing.is_empty() {
+            for ip in &missing {
+                neigh::poke(*ip);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            table = neigh::neighbours()?;
+        }
+    }
+    let gateway = match n
+        .underlay_gateway_mac
+        .get()
+        .or_else(|| find(&table, &gw_ips))
+    {
+        Some(m) => m,
+        None => {
+            log::warn!(
+                "underlay gateway {gw_ips:?}: not in the kernel's neighbour table yet; \
+                 sending to {} until it is",
+                fmt_mac(&UNRESOLVED)
+            );
+            UNRESOLVED
+        }
+    };
+    let remotes = file
+        .remote_nodes
+        .iter()
+        .map(|r| {
+            r.underlay_mac
+                .get()
+                .or_else(|| find(&table, &wanted(r)))
+                .unwrap_or_else(|| {
+                    if poke {
+                        log::warn!(
+                            "remote node {}: not in the kernel's neighbour table; \
+                             using the underlay gateway's MAC until it is",
+                            r.name
+                        );
+                    }
+                    gateway
+                })
+        })
+        .collect();
+    Ok(Macs {
+        uplink,
+        underlay_gateway: gateway,
+        remotes,
+    })
+}
+
+fn print_reports(title: &str, reports: &[WorkerReport]) {
+    println!("{title}:");
+    for r in reports {
+        let a = r.account;
+        println!(
+            "  worker {} (cpu {}) ports {:?}: rx {} tx {} handed_off {} handoff_in {} \
+             handoff_drops {} dropped {} pass_unhandled {} tx_ring_full {} sleeps {}; \
+             frames total {} free {} fill {} tx {} held {} missing {}",
+            r.worker,
+            r.cpu.map_or("any".into(), |c| c.to_string()),
+            r.ports,
+            r.io.rx,
+            r.xsk.tx,
+            r.io.handed_off,
+            r.handoff.received,
+            r.handoff.no_owner
+                + r.handoff.no_slot
+                + r.handoff.inbox_full
+                + r.handoff.unknown_port
+                + r.handoff.no_frame,
+            r.io.dropped,
+            r.io.pass_unhandled,
+            r.xsk.tx_ring_full,
+            r.io.sleeps,
+            a.total,
+            a.free,
+            a.fill,
+            a.tx,
+            a.held,
+            a.missing()
+        );
+        let c = &r.counters;
+        println!(
+            "    pipeline: rx {} tx {} arp_replies {} nd_replies {} ct_new {} dnat {} snat {} \
+             encap {} decap {}",
+            c.rx, c.tx, c.arp_replies, c.nd_replies, c.ct_new, c.dnat, c.snat, c.encap, c.decap
+        );
+        for d in DropReason::ALL {
+            if c.drop_count(*d) > 0 {
+                println!("    dropped {}: {}", d.name(), c.drop_count(*d));
+            }
+        }
+    }
+}
