@@ -36,12 +36,15 @@ out = []
 w = out.append
 
 
-def node(ipv4, uplink, uplink_mac, gw_mac, vtep_mac):
+def node(ipv4, uplink, uplink_mac, gw_mac, vtep_mac, underlay_gw_mac):
     w("[node]")
     w(f"name = {q('pktrate-' + a.scenario)}")
     w(f"ipv4 = {q(ipv4)}")
     w(f"uplink = {q(uplink)}")
     w(f"uplink_mac = {q(uplink_mac)}")
+    # no traffic leaves the cluster here; a fixed next hop keeps start-up off netlink
+    w('underlay_gateway_ipv4 = "192.168.50.254"')
+    w(f"underlay_gateway_mac = {q(underlay_gw_mac)}")
     w('pod_gateway_ipv4 = "10.244.1.1"')
     w(f"pod_gateway_mac = {q(gw_mac)}")
     w(f"vtep_mac = {q(vtep_mac)}")
@@ -80,20 +83,20 @@ def remote(name, ip, cidrs, vtep, mac):
 
 
 if a.scenario == "pod-to-pod":
-    node("192.168.50.1", a.uplink, "auto", in_mac, "02:fe:00:00:00:01")
+    node("192.168.50.1", a.uplink, "auto", in_mac, "02:fe:00:00:00:01", "02:00:00:00:fe:fe")
     pod("client", in_if, CLIENT_MAC, "10.244.1.2")
     pod("sink", out_if, peer_mac, "10.244.2.2")
 elif a.scenario == "decap":
     # The generator's pcap (mkpcap.py --vxlan): outer 02:..:0a:0a -> vB MAC,
     # 192.168.50.3 -> 192.168.50.1, UDP 8472, VNI 1; inner 02:..:1a:1a -> 02:..:1b:1b.
-    node("192.168.50.1", in_if, in_mac, out_mac, "02:00:00:00:1b:1b")
+    node("192.168.50.1", in_if, in_mac, out_mac, "02:00:00:00:1b:1b", CLIENT_MAC)
     pod("sink", out_if, peer_mac, "10.244.2.2")
     remote("gen-node", "192.168.50.3", ["10.244.1.0/24"], "02:00:00:00:1a:1a", CLIENT_MAC)
 else:
     path = env("PB_CLUSTER_JSON") or sys.exit("service-encap needs PB_CLUSTER_JSON")
     cl = json.load(open(path))
     ln = cl["local_node"]
-    node(ln["underlay_ip"], out_if, out_mac, in_mac, ln["vtep_mac"])
+    node(ln["underlay_ip"], out_if, out_mac, in_mac, ln["vtep_mac"], peer_mac)
     for i, p in enumerate(cl["local_pods"]):
         pod(f"pod{i}", p["host_if"], p["mac"], p["ip"])
     for i, r in enumerate(cl["remote_nodes"]):

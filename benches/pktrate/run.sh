@@ -88,6 +88,7 @@ series() {
       if (cpu > 0) printf "%.0f\n", sink / (cpu / 100) }' | stats3 | tr ' ' /)
   # the harness's check step (tcpdump on vD before the runs) must have seen frames
   local chk=ok; echo "$out" | grep -q "sink saw nothing" && chk=FAILED
+  echo "$out" | grep -q "packets captured" || chk=FAILED
   echo "scenario=$sc peer=$peer check=$chk own_cpu=$kind pkts_per_dut_cpu_s=$own $r" | tee -a "$SUM" >&2
 }
 
