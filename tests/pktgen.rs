@@ -27,6 +27,19 @@ fn pair(tag: &str) -> (Topo, String, String) {
     let mut topo = Topo::new(tag);
     let g = topo.netns("gen");
     let s = topo.netns("sink");
+    // No IPv6 on these veths: the kernel's own MLD/ND frames stay off the capture.
+    for ns in [&g, &s] {
+        let out = topo.exec(
+            ns,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        );
+        assert!(out.status.success(), "sysctl in {ns}");
+    }
     topo.veth(&g, "g0", &s, "s0");
     (topo, g, s)
 }
@@ -48,6 +61,8 @@ fn capture(ns: &str, dev: &str, file: &str, count: usize) -> Child {
             "-c",
             &count.to_string(),
         ])
+        // Only the generator's frames (not the kernel's own IPv6 MLD/ND).
+        .args(["ether", "src", "02:00:00:00:0a:0a", "and", "udp"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
