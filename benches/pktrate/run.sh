@@ -60,6 +60,10 @@ mkdir -p "$WORK" "$RESULTS_DIR"
 install_tools
 build_xdp_drop           # exported XDP_DROP_OBJ: the harness's sink uses it
 case " $PEERS " in *" twill "*) [ -x "$DATAPLANE" ] || die "$DATAPLANE not built (cargo build --release -p dataplane)" ;; esac
+# the harness reserves 512 hugepages for testpmd and keeps them: give them back at exit
+HUGE_BEFORE=$(cat /proc/sys/vm/nr_hugepages)
+trap restore_hugepages EXIT
+trap 'exit 130' INT TERM
 STAMP=$(date +%Y%m%d-%H%M%S)
 LOG=$WORK/pktrate-$STAMP.log
 SUM=$WORK/pktrate-$STAMP.results
