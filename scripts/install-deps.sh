@@ -7,13 +7,14 @@ set -euo pipefail
 #   bindgen (libclang, pulled in by clang); clang also builds dataplane/bpf/steer.c;
 # libelf-dev, zlib1g-dev: libbpf; libbpf-dev: <bpf/bpf_helpers.h> for steer.c;
 # linux-libc-dev: <linux/bpf.h> and friends; iproute2, iputils-ping, ethtool: the netns
-#   integration tests (ip netns, veth, ping); valgrind: instruction counts;
+#   integration tests (ip netns, veth, ping); tcpdump: the pktgen capture test;
+# valgrind: instruction counts;
 # python3: the demo's web server and client;
 # containernetworking-plugins: the reference CNI plugins (/usr/lib/cni: host-local,
 #   portmap, bandwidth) the twill CNI plugin delegates IPAM to and is chained with;
 #   iptables: portmap's rules.
 pkgs=(build-essential pkg-config clang llvm m4 libelf-dev zlib1g-dev libbpf-dev linux-libc-dev
-  iproute2 iputils-ping ethtool valgrind python3 containernetworking-plugins iptables)
+  iproute2 iputils-ping ethtool tcpdump valgrind python3 containernetworking-plugins iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -46,6 +46,9 @@ const XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD: u32 = 1;
 const XDP_COPY: u16 = 1 << 1;
 const XDP_ZEROCOPY: u16 = 1 << 2;
 const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+const SOL_XDP: libc::c_int = 283;
+/// Linux 6.17+: frames one copy-mode `sendto` kick may transmit (default 32).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
 /// `owner` value of a chunk held by no ring.
 const NO_OWNER: u16 = 0;
@@ -415,6 +418,9 @@ impl Xsk {
                         );
                     }
                     log::info!("{ifname} queue {queue}: AF_XDP socket bound in {mode:?} mode");
+                    if mode == BindMode::Copy {
+                        set_tx_budget(s.fd, self.cfg.ring_size, ifname, queue);
+                    }
                     self.umem.mode = Some(mode);
                     s.port = port;
                     s.ifindex = idx;
@@ -886,5 +892,28 @@ impl Xsk {
     /// The name of socket `i`'s interface.
     pub fn name(&self, i: usize) -> &str {
         &self.sockets[i].name
+    }
+}
+
+/// Lets one copy-mode kick transmit up to `want` frames instead of the
+/// kernel's default 32, so a flushed batch leaves with one `sendto`. Best
+/// effort: kernels before 6.17 refuse the option and keep the default.
+fn set_tx_budget(fd: RawFd, want: u32, ifname: &str, queue: u32) {
+    let v: u32 = want;
+    // SAFETY: setsockopt only reads `size_of::<u32>()` bytes from `&v`, a
+    // live local, and `fd` is the socket `open` just created.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&v as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        log::info!("{ifname} queue {queue}: copy-mode tx budget {v} frames per kick");
+    } else {
+        log::debug!("{ifname} queue {queue}: kernel keeps its default tx budget");
     }
 }
