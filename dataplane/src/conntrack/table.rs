@@ -516,7 +516,28 @@ impl Table {
     /// straight from header bytes and rewrites fixed offsets.
     #[inline(always)]
     pub fn track_lean(&self, kw: &[u64; 5], tcp_flags: u8, now: u64) -> Option<LeanHit> {
-        let h = index_hash(kw);
+        self.track_hashed(kw, Table::key_hash(kw), tcp_flags, now)
+    }
+
+    /// The index's hash of a key's words, for [`Table::prefetch_hashed`] and
+    /// [`Table::track_hashed`] (a batch hashes each key once for both).
+    #[inline(always)]
+    pub fn key_hash(kw: &[u64; 5]) -> u64 {
+        index_hash(kw)
+    }
+
+    /// [`Table::prefetch`] by [`Table::key_hash`].
+    #[inline(always)]
+    pub fn prefetch_hashed(&self, h: u64) {
+        let (home, _) = self.home(h);
+        if let Some(b) = self.index.get(home) {
+            crate::state::prefetch::read(b);
+        }
+    }
+
+    /// [`Table::track_lean`] with the key's [`Table::key_hash`] `h` given.
+    #[inline(always)]
+    pub fn track_hashed(&self, kw: &[u64; 5], h: u64, tcp_flags: u8, now: u64) -> Option<LeanHit> {
         let (b, tag) = self.home(h);
         let bucket = self.index.get(b)?;
         let ctrl = bucket.0[CTRL].load(Acquire);

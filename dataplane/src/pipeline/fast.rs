@@ -27,7 +27,7 @@ use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
 use super::vxlan;
 use super::{Env, Frame, State};
-use crate::conntrack::FlowKey;
+use crate::conntrack::{FlowKey, Table};
 use crate::proto;
 use crate::state::{PortKind, RouteTarget};
 
@@ -43,6 +43,8 @@ pub(crate) struct Lean {
     pub pod: u32,
     /// The flow key's [`FlowKey::words`].
     pub w: [u64; 5],
+    /// Their conntrack index hash.
+    pub h: u64,
     /// The IP packet's end in the frame (Ethernet padding beyond is trimmed).
     pub end: u16,
     pub ttl: u8,
@@ -110,6 +112,7 @@ pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
         0,
         u64::from(sport) | u64::from(dport) << 16 | u64::from(p) << 32 | 4 << 40,
     ];
+    l.h = Table::key_hash(&l.w);
     l.pod = idx;
     l.end = (L3 + total) as u16;
     l.ttl = ip[8];
@@ -128,7 +131,7 @@ pub(crate) fn finish(
     l: &Lean,
 ) -> Verdict {
     frame.trim(l.end as usize);
-    let Some(hit) = env.ct.track_lean(&l.w, l.tcp_flags, env.now) else {
+    let Some(hit) = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now) else {
         return general(env, st, frame, m, l);
     };
     st.cnt.ct_hits += 1;
@@ -255,8 +258,12 @@ fn rewrite(frame: &mut Frame, l: &Lean, x: &[u64; 5], nat: bool) {
             + u64::from(ne(x[2]));
         h[12..16].copy_from_slice(&(x[0] as u32).to_le_bytes());
         h[16..20].copy_from_slice(&(x[2] as u32).to_le_bytes());
-        let c = apply(u16::from_ne_bytes([h[10], h[11]]), addr);
+        // The TTL decrement's 0xfffe (see below) summed in: one fold for
+        // both, the same value as two (a fold of a nonzero sum is the one
+        // value in 1..=0xffff of its residue).
+        let c = apply(u16::from_ne_bytes([h[10], h[11]]), addr + 0xfffe);
         h[10..12].copy_from_slice(&c.to_ne_bytes());
+        h[8] = l.ttl.wrapping_sub(1);
         let (osp, nsp) = ((l.w[4] as u16).to_be_bytes(), (x[4] as u16).to_be_bytes());
         let (odp, ndp) = (
             ((l.w[4] >> 16) as u16).to_be_bytes(),
@@ -279,6 +286,7 @@ fn rewrite(frame: &mut Frame, l: &Lean, x: &[u64; 5], nat: bool) {
                 *f = c.to_ne_bytes();
             }
         }
+        return;
     }
     // TTL - 1: see `forward::dec_ttl`.
     let s = u32::from(!u16::from_ne_bytes([h[10], h[11]])) + 0xfffe;

@@ -226,7 +226,7 @@ impl Pipeline {
         {
             m.done = false;
             if self.fast && fast::parse(&env, f, l) {
-                env.ct.prefetch_words(&l.w);
+                env.ct.prefetch_hashed(l.h);
                 continue;
             }
             l.ok = false;
