@@ -39,13 +39,19 @@ const L4_AT: usize = L3 + 20;
 pub(crate) struct Lean {
     /// The frame qualifies (the rest is meaningful only then).
     pub ok: bool,
-    /// The ingress pod (index into `Tables::pod`).
-    pub pod: u32,
+    /// A pod port, or VXLAN for this node from the uplink (`Overlay`).
+    pub ingress: Ingress,
     /// The flow key's [`FlowKey::words`].
     pub w: [u64; 5],
     /// Their conntrack index hash.
     pub h: u64,
-    /// The IP packet's end in the frame (Ethernet padding beyond is trimmed).
+    /// Where the (inner) Ethernet frame starts: 0, or the outer headers'
+    /// length for VXLAN.
+    pub base: u16,
+    /// The outer IP packet's end (VXLAN only).
+    pub outer_end: u16,
+    /// The IP packet's end in the (inner) frame (Ethernet padding beyond is
+    /// trimmed).
     pub end: u16,
     pub ttl: u8,
     pub tcp_flags: u8,
@@ -59,13 +65,28 @@ pub(crate) struct Lean {
 pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
     l.ok = false;
     let t = env.t;
-    let PortKind::Pod(idx) = t.port(frame.port) else {
-        return false;
-    };
-    let Some(own) = t.pod(idx).and_then(|p| p.ipv4) else {
-        return false;
-    };
     let d = frame.data();
+    let (own, base, lim) = match t.port(frame.port) {
+        PortKind::Pod(idx) => {
+            let Some(own) = t.pod(idx).and_then(|p| p.ipv4) else {
+                return false;
+            };
+            l.ingress = Ingress::Pod(idx);
+            (Some(own), 0, d.len())
+        }
+        PortKind::Uplink => {
+            let Some(end) = overlay(env, d) else {
+                return false;
+            };
+            l.ingress = Ingress::Overlay;
+            l.outer_end = end as u16;
+            (None, vxlan::OVERHEAD_V4, end)
+        }
+        PortKind::None => return false,
+    };
+    let Some(d) = d.get(base..lim) else {
+        return false;
+    };
     let Some(h) = d.first_chunk::<{ L4_AT + 8 }>() else {
         return false;
     };
@@ -81,7 +102,7 @@ pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
         || ip[6] & 0x3f != 0
         || ip[7] != 0
         || ip[8] <= 1
-        || ip[12..16] != own
+        || own.is_some_and(|o| ip[12..16] != o)
         || ip[16] >= 224
         || L3 + total > d.len()
         || total < 20 + l4len
@@ -113,12 +134,43 @@ pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
         u64::from(sport) | u64::from(dport) << 16 | u64::from(p) << 32 | 4 << 40,
     ];
     l.h = Table::key_hash(&l.w);
-    l.pod = idx;
+    l.base = base as u16;
     l.end = (L3 + total) as u16;
     l.ttl = ip[8];
     l.dont_frag = ip[6] & 0x40 != 0;
     l.ok = true;
     true
+}
+
+/// VXLAN for this node in the shape `vxlan::fast_decap_v4` takes, with a
+/// VXLAN header `vxlan::decap` accepts and an untagged inner frame: the outer
+/// IP packet's end. Reads only.
+#[inline(always)]
+fn overlay(env: &Env, d: &[u8]) -> Option<usize> {
+    let t = env.t;
+    let node = t.node_v4()?;
+    let c = t.config();
+    let h = d.first_chunk::<{ vxlan::OVERHEAD_V4 + ETH_LEN }>()?;
+    let ip = h[L3..].first_chunk::<20>()?;
+    let udp = h[L4_AT..].first_chunk::<8>()?;
+    let vx = h[L4_AT + 8..].first_chunk::<8>()?;
+    let end = L3 + u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if h[12..14] != [0x08, 0x00]
+        || ip[0] != 0x45
+        || ip[9] != proto::UDP
+        || ip[6] & 0x3f != 0
+        || ip[7] != 0
+        || ip[16..20] != node
+        || u16::from_be_bytes([udp[2], udp[3]]) != c.vxlan_port
+        || end > d.len()
+        || end < vxlan::OVERHEAD_V4 + ETH_LEN
+        || vx[0] & 0x08 == 0
+        || u32::from_be_bytes([0, vx[4], vx[5], vx[6]]) != c.vni
+        || !header_sum_ok(ip)
+    {
+        return None;
+    }
+    Some(end)
 }
 
 /// The flow and forwarding stages for a frame [`parse`] accepted.
@@ -130,21 +182,33 @@ pub(crate) fn finish(
     m: &mut Meta,
     l: &Lean,
 ) -> Verdict {
+    let overlay = l.base != 0;
+    if overlay {
+        frame.trim(l.outer_end as usize);
+        frame.pull_head(l.base as usize);
+        st.cnt.decap += 1;
+    }
     frame.trim(l.end as usize);
-    let Some(hit) = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now) else {
-        return general(env, st, frame, m, l);
+    let hit = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now);
+    let (x, nat) = match &hit {
+        Some(h) => {
+            st.cnt.ct_hits += 1;
+            (if h.nat { h.xlate } else { l.w }, h.nat)
+        }
+        // A miss: pod to pod (or a decapsulated packet to a local pod) is
+        // forwarded untracked, as the flow stage's first packet does;
+        // anything else is left to it below.
+        None => (l.w, false),
     };
-    st.cnt.ct_hits += 1;
-    let x = if hit.nat { hit.xlate } else { l.w };
     let t = env.t;
     let c = t.config();
     let mut dst = [0u8; 16];
     dst[..4].copy_from_slice(&(x[2] as u32).to_le_bytes());
     match st.route.lookup(t, 4, &dst) {
-        RouteTarget::RemoteNode(idx) => {
+        RouteTarget::RemoteNode(idx) if !overlay => {
             if let Some(r) = t.remote(idx) {
                 if r.outer != 0 && frame.len() - ETH_LEN <= r.inner_limit[0] as usize {
-                    rewrite(frame, l, &x, hit.nat);
+                    rewrite(frame, l, &x, nat);
                     st.ident = st.ident.wrapping_add(1);
                     return match vxlan::encap(frame, c, r, r.outer, entropy(&l.w), st.ident) {
                         Ok(()) => {
@@ -158,15 +222,15 @@ pub(crate) fn finish(
         }
         RouteTarget::LocalPod(idx) => {
             if let Some(pod) = t.pod(idx) {
-                rewrite(frame, l, &x, hit.nat);
+                rewrite(frame, l, &x, nat);
                 let d = frame.data_mut();
                 d[0..6].copy_from_slice(&pod.mac);
                 d[6..12].copy_from_slice(&c.gateway_mac);
                 return Verdict::Tx(pod.port);
             }
         }
-        RouteTarget::Outside => {
-            rewrite(frame, l, &x, hit.nat);
+        RouteTarget::Outside if hit.is_some() => {
+            rewrite(frame, l, &x, nat);
             let d = frame.data_mut();
             d[0..6].copy_from_slice(&c.uplink_gateway_mac);
             d[6..12].copy_from_slice(&c.uplink_mac);
@@ -174,10 +238,14 @@ pub(crate) fn finish(
         }
         _ => {}
     }
-    // Anything else (an ICMP error to build, a drop): the general stages,
-    // from where the flow stage's hit would leave them.
+    // Anything else (a new flow, an ICMP error to build, a drop): the
+    // general stages.
+    if hit.is_none() {
+        return general(env, st, frame, m, l);
+    }
+    // From where the flow stage's hit would leave them.
     fill(m, l);
-    if hit.nat {
+    if nat {
         let xkey = FlowKey::from_words(&x);
         nat::rewrite(frame.data_mut(), m, &m.key, &xkey);
         m.xkey = xkey;
@@ -203,7 +271,7 @@ fn fill(m: &mut Meta, l: &Lean) {
     let tcp = (w4 >> 32) as u8 == proto::TCP;
     *m = Meta {
         done: false,
-        ingress: Ingress::Pod(l.pod),
+        ingress: l.ingress,
         l3: L3 as u16,
         l4: L4_AT as u16,
         family: 4,
@@ -254,7 +322,9 @@ fn rewrite(frame: &mut Frame, l: &Lean, x: &[u64; 5], nat: bool) {
         // The addresses' words in native byte order (the key words are
         // little-endian byte images).
         let ne = |w: u64| u32::from_ne_bytes((w as u32).to_le_bytes());
-        let addr = u64::from(!ne(l.w[0])) + u64::from(ne(x[0])) + u64::from(!ne(l.w[2]))
+        let addr = u64::from(!ne(l.w[0]))
+            + u64::from(ne(x[0]))
+            + u64::from(!ne(l.w[2]))
             + u64::from(ne(x[2]));
         h[12..16].copy_from_slice(&(x[0] as u32).to_le_bytes());
         h[16..20].copy_from_slice(&(x[2] as u32).to_le_bytes());
@@ -273,7 +343,9 @@ fn rewrite(frame: &mut Frame, l: &Lean, x: &[u64; 5], nat: bool) {
         ports[2..4].copy_from_slice(&ndp);
         if l.csum {
             let w = |b: [u8; 2]| u64::from(u16::from_ne_bytes(b));
-            let sum = addr + (!u16::from_ne_bytes(osp) as u64) + w(nsp)
+            let sum = addr
+                + (!u16::from_ne_bytes(osp) as u64)
+                + w(nsp)
                 + (!u16::from_ne_bytes(odp) as u64)
                 + w(ndp);
             let tcp = (l.w[4] >> 32) as u8 == proto::TCP;
@@ -350,29 +422,101 @@ mod tests {
         len: usize,
         no_udp_csum: bool,
         bad_ip_csum: bool,
+        /// A reply (or request) from a remote pod, VXLAN from the uplink.
+        overlay: bool,
+        bad_vni: bool,
     }
+
+    /// Remote pods sending through the overlay: Service backends and the
+    /// remote pod of `DSTS`.
+    const REMOTES: [(Ipv4Addr, u16); 3] = [
+        (Ipv4Addr::new(10, 244, 2, 2), 8080),
+        (Ipv4Addr::new(10, 244, 3, 2), 8080),
+        (Ipv4Addr::new(10, 244, 2, 53), 53),
+    ];
 
     fn pkt() -> impl Strategy<Value = Pkt> {
         (
             (any::<bool>(), 0u8..20, 0..DSTS.len(), 40000u16..40004),
-            (any::<bool>(), prop_oneof![Just(1u8), Just(2), Just(64)], 0u8..8),
+            (
+                any::<bool>(),
+                prop_oneof![Just(1u8), Just(2), Just(64)],
+                0u8..8,
+            ),
             (prop_oneof![0usize..64, 1400usize..1500], 0u8..10, 0u8..30),
+            (0u8..3, 0u8..20),
         )
-            .prop_map(|((o, sp, dst, sport), (udp, ttl, f), (len, nc, bc))| Pkt {
-                from_other: o,
-                spoof: sp == 0,
-                dst,
-                sport,
-                udp,
-                ttl,
-                flags: f,
-                len,
-                no_udp_csum: nc == 0,
-                bad_ip_csum: bc == 0,
-            })
+            .prop_map(
+                |((o, sp, dst, sport), (udp, ttl, f), (len, nc, bc), (ov, vni))| Pkt {
+                    from_other: o,
+                    spoof: sp == 0,
+                    dst,
+                    sport,
+                    udp,
+                    ttl,
+                    flags: f,
+                    len,
+                    no_udp_csum: nc == 0,
+                    bad_ip_csum: bc == 0,
+                    overlay: ov == 0,
+                    bad_vni: vni == 0,
+                },
+            )
     }
 
-    fn bytes(p: &Pkt) -> (Vec<u8>, crate::PortId) {
+    fn bytes(p: &Pkt, c: &crate::state::NodeConfig) -> (Vec<u8>, crate::PortId) {
+        if p.overlay {
+            let (src, sport) = REMOTES[p.dst % REMOTES.len()];
+            let dst = if p.from_other { OTHER_V4 } else { CLIENT_V4 };
+            let inner = Pkt {
+                overlay: false,
+                ..p.clone()
+            };
+            let (mut f, _) = bytes(&inner, c);
+            // Inner addresses and ports: the remote pod's reply.
+            f[26..30].copy_from_slice(&src.octets());
+            f[30..34].copy_from_slice(&dst.octets());
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            f[36..38].copy_from_slice(&p.sport.to_be_bytes());
+            let ip = etherparse::Ipv4HeaderSlice::from_slice(&f[14..]).unwrap();
+            let mut h = ip.to_header();
+            let payload_at = 14 + 20;
+            let l4 = f[payload_at..].to_vec();
+            h.header_checksum = h.calc_header_checksum();
+            if p.bad_ip_csum {
+                h.header_checksum ^= 0x10;
+            }
+            let mut g = f[..14].to_vec();
+            h.write(&mut g).unwrap();
+            // The L4 checksum over the new addresses (etherparse).
+            let mut l4 = l4;
+            if p.udp {
+                if !p.no_udp_csum {
+                    let u = etherparse::UdpHeaderSlice::from_slice(&l4)
+                        .unwrap()
+                        .to_header();
+                    let cs = u.calc_checksum_ipv4(&h, &l4[8..]).unwrap();
+                    l4[6..8].copy_from_slice(&cs.to_be_bytes());
+                }
+            } else {
+                let t = etherparse::TcpHeaderSlice::from_slice(&l4).unwrap();
+                let n = t.slice().len();
+                let cs = t.to_header().calc_checksum_ipv4(&h, &l4[n..]).unwrap();
+                l4[16..18].copy_from_slice(&cs.to_be_bytes());
+            }
+            g.extend_from_slice(&l4);
+            let mut vx = vec![0x08, 0, 0, 0];
+            let vni = if p.bad_vni { c.vni ^ 1 } else { c.vni };
+            vx.extend_from_slice(&(vni << 8).to_be_bytes());
+            vx.extend_from_slice(&g);
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2(NODE2_MAC, UPLINK_MAC)
+                .ipv4(NODE2_V4.octets(), NODE_V4.octets(), 64)
+                .udp(50000, c.vxlan_port)
+                .write(&mut v, &vx)
+                .unwrap();
+            return (v, UPLINK);
+        }
         let (port, mac, mut src) = if p.from_other {
             (OTHER_PORT, OTHER_MAC, OTHER_V4)
         } else {
@@ -412,13 +556,14 @@ mod tests {
 
     /// Runs the packets in batches of `batch` through `pipe`: verdicts and bytes.
     fn run(pipe: &mut Pipeline, pkts: &[Pkt], batch: usize) -> Vec<(Verdict, Vec<u8>)> {
+        let c = pipe.tables().config().clone();
         let mut out = Vec::new();
         for (n, chunk) in pkts.chunks(batch).enumerate() {
             let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; FRAME_SIZE]; chunk.len()];
             let mut ports = Vec::new();
             let mut lens = Vec::new();
             for (buf, p) in bufs.iter_mut().zip(chunk) {
-                let (b, port) = bytes(p);
+                let (b, port) = bytes(p, &c);
                 buf[HEADROOM..HEADROOM + b.len()].copy_from_slice(&b);
                 ports.push(port);
                 lens.push(b.len());
