@@ -144,7 +144,8 @@ pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
 
 /// VXLAN for this node in the shape `vxlan::fast_decap_v4` takes, with a
 /// VXLAN header `vxlan::decap` accepts and an untagged inner frame: the outer
-/// IP packet's end. Reads only.
+/// IP packet's end. Reads only. (Out of line it cost decap-reverse 11
+/// instructions per packet and saved service-encap none.)
 #[inline(always)]
 fn overlay(env: &Env, d: &[u8]) -> Option<usize> {
     let t = env.t;
@@ -190,7 +191,8 @@ pub(crate) fn finish(
     }
     frame.trim(l.end as usize);
     let hit = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now);
-    let (x, nat) = match &hit {
+    let tracked = hit.is_some();
+    let (x, nat) = match hit {
         Some(h) => {
             st.cnt.ct_hits += 1;
             (if h.nat { h.xlate } else { l.w }, h.nat)
@@ -229,7 +231,7 @@ pub(crate) fn finish(
                 return Verdict::Tx(pod.port);
             }
         }
-        RouteTarget::Outside if hit.is_some() => {
+        RouteTarget::Outside if tracked => {
             rewrite(frame, l, &x, nat);
             let d = frame.data_mut();
             d[0..6].copy_from_slice(&c.uplink_gateway_mac);
@@ -240,7 +242,7 @@ pub(crate) fn finish(
     }
     // Anything else (a new flow, an ICMP error to build, a drop): the
     // general stages.
-    if hit.is_none() {
+    if !tracked {
         return general(env, st, frame, m, l);
     }
     // From where the flow stage's hit would leave them.
