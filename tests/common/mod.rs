@@ -56,7 +56,7 @@ pub const BPOD_PORT: PortId = 1;
 pub const VXLAN_PORT: u16 = 8472;
 pub const VNI: u32 = 1;
 pub const UNDERLAY_MTU: u16 = 1500;
-pub const SNAT_PORTS: (u16, u16) = (32768, 60999);
+pub const SNAT_PORTS: (u16, u16) = (61000, 65535);
 
 /// An IP family: every path test runs once per family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -718,7 +718,7 @@ fn node_port_from_outside_is_dnated_and_snated_to_the_node_and_the_reply_returns
     let ip = ip4(&inner);
     assert_eq!(ip.source, o4(NODE_V4), "SNAT to the node address");
     let (sp, dp) = ports(&inner);
-    assert!((32768..=60999).contains(&sp));
+    assert!((61000..=65535).contains(&sp));
     assert_eq!(dp, 8080);
     assert_checksums(&inner);
     let backend = Ipv4Addr::from(ip.destination);
@@ -814,7 +814,7 @@ fn pod_to_outside_is_masqueraded_and_the_reply_translated_back() {
     let ip = ip4(&out);
     assert_eq!((ip.source, ip.destination), (o4(NODE_V4), o4(OUTSIDE)));
     let (sp, dp) = ports(&out);
-    assert!((32768..=60999).contains(&sp));
+    assert!((61000..=65535).contains(&sp));
     assert_eq!(dp, 53);
     assert_checksums(&out);
     let reply = udp4(

@@ -87,7 +87,9 @@ impl Default for NodeConfig {
             vxlan_port: 8472,
             vni: 1,
             underlay_mtu: 1500,
-            snat_ports: (32768, 60999),
+            // Above Linux's ephemeral range (32768-60999), so the node's own
+            // connections never share a port with SNAT.
+            snat_ports: (61000, 65535),
             nodeport_range: (30000, 32767),
             cluster_cidrs: Vec::new(),
             service_cidrs: Vec::new(),

@@ -220,7 +220,7 @@ pub fn config(conntrack_capacity: usize) -> NodeConfig {
         vxlan_port: VXLAN_PORT,
         vni: VNI,
         underlay_mtu: 1500,
-        snat_ports: (32768, 60999),
+        snat_ports: (61000, 65535),
         nodeport_range: (30000, 32767),
         cluster_cidrs: vec![prefix("10.0.0.0/10"), prefix("fd00::/16")],
         service_cidrs: vec![prefix("10.96.0.0/12"), prefix("fd96::/108")],
