@@ -19,6 +19,12 @@
 //! forwarding stages on it, at the frame's place in the batch, so conntrack
 //! sees the batch's packets in order and results (bytes, verdicts, counters,
 //! the outer IPv4 identification sequence) are the general path's.
+//!
+//! Callgrind, instructions per packet, general path alone -> with this path:
+//! service-encap 749 -> 607, decap-reverse 820 -> 589, pod-to-pod 472 -> 348
+//! (an untracked pod-to-pod miss no longer takes the general stages),
+//! new-flow 1812 -> 1887 (a new flow is parsed twice: the fast check, then
+//! the `Meta` fill and a second conntrack miss in the flow stage).
 
 use super::flow;
 use super::forward;
