@@ -249,6 +249,11 @@ impl Handoff {
     /// the sockets of `xsk` (copied into free UMEM frames). Returns the
     /// number taken.
     pub fn receive(&mut self, xsk: &mut Xsk, max: usize) -> u32 {
+        // A lone worker has no peer to hand it anything: skip the queue
+        // (polling an empty ArrayQueue cost 6-8 % of a busy-polling worker).
+        if self.fabric.inboxes.len() < 2 {
+            return 0;
+        }
         let inbox = &self.fabric.inboxes[self.me as usize];
         let mut n = 0;
         while n < max {

@@ -12,6 +12,8 @@
 //!   is ever leaked;
 //! - [`forward`]: the minimal poll loop: receive a batch, run the pipeline,
 //!   transmit / free, with idle back-off to a blocking `poll()`;
+//! - [`gen`]: a transmit-only generator (UMEM frames written once, only
+//!   descriptors per packet), the library side of `twill-pktgen`;
 //! - [`worker`]: N pinned worker threads, each a [`Forwarder`] with its own
 //!   UMEM and pipeline (uplink queue i on worker i, pods spread), attach and
 //!   detach at run time, clean stop;
@@ -48,6 +50,7 @@
 #![allow(unsafe_code)]
 
 pub mod forward;
+pub mod gen;
 pub mod handoff;
 pub mod neigh;
 pub mod netns;

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 
-use super::forward::{monotonic_ns, reply_channel, Control, Forwarder, IoStats, RunOptions};
+use super::forward::{reply_channel, Control, Forwarder, IoStats, RunOptions};
 use super::handoff::{Fabric, Handoff, HandoffStats, NO_WORKER};
 use super::xdp::{IfaceMode, Steering};
 use super::xsk::{BindMode, FrameAccount, Xsk, XskConfig, XskStats};
@@ -470,7 +470,7 @@ fn run_worker(mut fwd: Forwarder, ctx: Ctx, ready: Sender<Result<(), IoError>>) 
         while let Ok(m) = ctx.rx.try_recv() {
             apply(&mut fwd, &ctx, m);
         }
-        if fwd.poll_once(monotonic_ns()) > 0 {
+        if fwd.poll_now() > 0 {
             empty = 0;
             continue;
         }

@@ -136,14 +136,14 @@ pub struct Owned {
     pub len: u32,
 }
 
-/// The mmap'd UMEM area.
-struct Area {
-    ptr: NonNull<u8>,
-    len: usize,
+/// The mmap'd UMEM area (also used by [`super::gen`]).
+pub(super) struct Area {
+    pub(super) ptr: NonNull<u8>,
+    pub(super) len: usize,
 }
 
 impl Area {
-    fn new(len: usize) -> Result<Area, IoError> {
+    pub(super) fn new(len: usize) -> Result<Area, IoError> {
         // SAFETY: an anonymous private mapping at an address of the kernel's
         // choosing aliases nothing; the result is checked before use.
         let p = unsafe {
@@ -178,16 +178,16 @@ impl Drop for Area {
 }
 
 /// A ring structure libxdp keeps a pointer to: boxed so it never moves.
-type ProdRing = Box<sys::xsk_ring_prod>;
-type ConsRing = Box<sys::xsk_ring_cons>;
+pub(super) type ProdRing = Box<sys::xsk_ring_prod>;
+pub(super) type ConsRing = Box<sys::xsk_ring_cons>;
 
-fn prod_ring() -> ProdRing {
+pub(super) fn prod_ring() -> ProdRing {
     // SAFETY: xsk_ring_prod is a C struct of integers and raw pointers, for
     // which all-zero is a valid (empty, unmapped) value; libxdp fills it in.
     Box::new(unsafe { std::mem::zeroed() })
 }
 
-fn cons_ring() -> ConsRing {
+pub(super) fn cons_ring() -> ConsRing {
     // SAFETY: as for `prod_ring`.
     Box::new(unsafe { std::mem::zeroed() })
 }
