@@ -19,6 +19,6 @@ pub use frag::{FragKey, FragStats, FragTable};
 pub use key::{ip_to_key_bytes, FlowKey};
 pub use state::{CtState, Timeouts};
 pub use table::{
-    Dir, FlowSnapshot, Hit, InsertError, Stats, Table, BYTES_PER_FLOW, ENTRY_BYTES,
+    Dir, FlowSnapshot, Hit, InsertError, LeanHit, Stats, Table, BYTES_PER_FLOW, ENTRY_BYTES,
     INDEX_BYTES_PER_FLOW, MAX_CAPACITY, SLOTS_PER_FLOW,
 };

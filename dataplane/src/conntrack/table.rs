@@ -156,6 +156,20 @@ pub struct Hit {
     pub user: u32,
 }
 
+/// A tracked packet's flow as [`Table::track_lean`] returns it: the
+/// translated tuple stays in word form ([`FlowKey::words`]), so a caller
+/// that rewrites fixed header offsets never builds a [`FlowKey`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LeanHit {
+    pub id: u32,
+    pub dir: Dir,
+    /// [`Hit::xlate`] as words: what the packet's tuple must become.
+    pub xlate: [u64; 5],
+    /// `xlate` differs from the packet's tuple.
+    pub nat: bool,
+    pub user: u32,
+}
+
 /// Why an insert was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum InsertError {
@@ -287,8 +301,8 @@ enum Look {
     Miss,
 }
 
-enum Found {
-    Hit(Hit),
+enum Found<H = Hit> {
+    Hit(H),
     Expired,
     /// Not this key (or no longer): keep probing.
     Other,
@@ -496,6 +510,69 @@ impl Table {
         self.track_probe(key, tcp_flags, now)
     }
 
+    /// [`Table::track`] for a key given as its five [`FlowKey::words`],
+    /// returning the translated tuple as words too (same lookup, same state
+    /// and last-seen updates). For a packet path that builds the key words
+    /// straight from header bytes and rewrites fixed offsets.
+    #[inline(always)]
+    pub fn track_lean(&self, kw: &[u64; 5], tcp_flags: u8, now: u64) -> Option<LeanHit> {
+        self.track_hashed(kw, Table::key_hash(kw), tcp_flags, now)
+    }
+
+    /// The index's hash of a key's words, for [`Table::prefetch_hashed`] and
+    /// [`Table::track_hashed`] (a batch hashes each key once for both).
+    #[inline(always)]
+    pub fn key_hash(kw: &[u64; 5]) -> u64 {
+        index_hash(kw)
+    }
+
+    /// [`Table::prefetch`] by [`Table::key_hash`].
+    #[inline(always)]
+    pub fn prefetch_hashed(&self, h: u64) {
+        let (home, _) = self.home(h);
+        if let Some(b) = self.index.get(home) {
+            crate::state::prefetch::read(b);
+        }
+    }
+
+    /// [`Table::track_lean`] with the key's [`Table::key_hash`] `h` given.
+    #[inline(always)]
+    pub fn track_hashed(&self, kw: &[u64; 5], h: u64, tcp_flags: u8, now: u64) -> Option<LeanHit> {
+        let (b, tag) = self.home(h);
+        let bucket = self.index.get(b)?;
+        let ctrl = bucket.0[CTRL].load(Acquire);
+        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
+        if m != 0 {
+            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+            if v >> 32 == (tag | COMMITTED) >> 32 {
+                match self.hit_lean(v, kw, tcp_flags, now) {
+                    Found::Hit(h) => return Some(h),
+                    Found::Expired => return None,
+                    Found::Other => {}
+                }
+            }
+        } else if ctrl < OVF_ONE {
+            return None;
+        }
+        self.track_probe(&key_from_words(kw), tcp_flags, now)
+            .map(|h| LeanHit {
+                id: h.id,
+                dir: h.dir,
+                xlate: h.xlate.words(),
+                nat: h.nat,
+                user: h.user,
+            })
+    }
+
+    /// [`Table::prefetch`] for a key given as its words.
+    #[inline]
+    pub fn prefetch_words(&self, kw: &[u64; 5]) {
+        let (home, _) = self.home(index_hash(kw));
+        if let Some(b) = self.index.get(home) {
+            crate::state::prefetch::read(b);
+        }
+    }
+
     /// `track` once a committed slot with the key's tag is found (inlined
     /// too: in the pipeline's loop this costs misses nothing and saves hits
     /// a call, 20 instructions).
@@ -546,6 +623,22 @@ impl Table {
     /// updates the flow and returns its hit.
     #[inline(always)]
     fn hit_at(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found {
+        match self.hit_lean(v, kw, flags, now) {
+            Found::Hit(h) => Found::Hit(Hit {
+                id: h.id,
+                dir: h.dir,
+                xlate: key_from_words(&h.xlate),
+                nat: h.nat,
+                user: h.user,
+            }),
+            Found::Expired => Found::Expired,
+            Found::Other => Found::Other,
+        }
+    }
+
+    /// [`Table::hit_at`] with the translated tuple left as words.
+    #[inline(always)]
+    fn hit_lean(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found<LeanHit> {
         let id = slot_id(v);
         let Some(e) = self.entries.get(id as usize) else {
             return Found::Other;
@@ -577,10 +670,10 @@ impl Table {
         if age > 0 {
             e.last.store(t, Relaxed);
         }
-        Found::Hit(Hit {
+        Found::Hit(LeanHit {
             id,
             dir: if reply { Dir::Reply } else { Dir::Orig },
-            xlate: key_from_words(&FlowKey::swap_words(&ow)),
+            xlate: FlowKey::swap_words(&ow),
             nat: word.nat(),
             user,
         })

@@ -48,6 +48,7 @@
 mod arp_nd;
 mod counters;
 mod drop;
+mod fast;
 mod flow;
 mod forward;
 mod frag;
@@ -110,6 +111,10 @@ pub struct Pipeline {
     ct: Arc<conntrack::Table>,
     affinity: Arc<lb::AffinityTable>,
     meta: Vec<Meta>,
+    /// The fast path's per-frame findings (see `fast`).
+    lean: Vec<fast::Lean>,
+    /// Whether the fast path runs (off: the general stages alone, for tests).
+    fast: bool,
     st: State,
     counters: Counters,
 }
@@ -126,6 +131,8 @@ impl Pipeline {
             ct,
             affinity,
             meta: vec![Meta::default(); BATCH],
+            lean: vec![fast::Lean::default(); BATCH],
+            fast: true,
             st: State {
                 cnt: Counters::default(),
                 route: forward::RouteCache::default(),
@@ -153,6 +160,12 @@ impl Pipeline {
             self.st.route.reset();
         }
         self.tables = tables;
+    }
+
+    /// Turns the established-flow fast path on (the default) or off; off,
+    /// every frame takes the general stages (same results, for comparison).
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast = on;
     }
 
     pub fn tables(&self) -> &Arc<Tables> {
@@ -204,12 +217,19 @@ impl Pipeline {
         };
         let st = &mut self.st;
         let meta = &mut self.meta[..frames.len()];
-        for ((f, m), v) in frames
+        let lean = &mut self.lean[..frames.len()];
+        for (((f, m), v), l) in frames
             .iter_mut()
             .zip(meta.iter_mut())
             .zip(verdicts.iter_mut())
+            .zip(lean.iter_mut())
         {
             m.done = false;
+            if self.fast && fast::parse(&env, f, l) {
+                env.ct.prefetch_hashed(l.h);
+                continue;
+            }
+            l.ok = false;
             if let Some(x) = ingress::run(&env, st, f, m) {
                 *v = x;
                 m.done = true;
@@ -222,12 +242,17 @@ impl Pipeline {
         // Flow and forwarding in one pass (the stages stay separate
         // functions; one loop saves the second walk over the batch and its
         // meta reloads). By now the batch's bucket prefetches have landed.
-        for ((f, m), v) in frames
+        for (((f, m), v), l) in frames
             .iter_mut()
             .zip(meta.iter_mut())
             .zip(verdicts.iter_mut())
+            .zip(lean.iter())
         {
             if m.done {
+                continue;
+            }
+            if l.ok {
+                *v = fast::finish(&env, st, f, m, l);
                 continue;
             }
             *v = match flow::run(&env, st, f, m) {
