@@ -564,15 +564,6 @@ impl Table {
             })
     }
 
-    /// [`Table::prefetch`] for a key given as its words.
-    #[inline]
-    pub fn prefetch_words(&self, kw: &[u64; 5]) {
-        let (home, _) = self.home(index_hash(kw));
-        if let Some(b) = self.index.get(home) {
-            crate::state::prefetch::read(b);
-        }
-    }
-
     /// `track` once a committed slot with the key's tag is found (inlined
     /// too: in the pipeline's loop this costs misses nothing and saves hits
     /// a call, 20 instructions).

@@ -29,15 +29,12 @@ use super::{ifindex, IoError, ZeroCopy};
 use crate::pipeline::FRAME_SIZE;
 use crate::wire::checksum::{self, Delta};
 
-const XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD: u32 = 1;
-const XDP_COPY: u16 = 1 << 1;
-const XDP_ZEROCOPY: u16 = 1 << 2;
-const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
-const SOL_XDP: libc::c_int = 283;
+use super::xsk::{
+    set_tx_budget, SOL_XDP, XDP_COPY, XDP_USE_NEED_WAKEUP, XDP_ZEROCOPY,
+    XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD,
+};
+
 const XDP_STATISTICS: libc::c_int = 7;
-/// Linux 6.17+: how many frames one copy-mode `sendto` may transmit
-/// (default 32).
-const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
 /// Smallest and largest frame size accepted (bytes on the wire including
 /// the 4-byte FCS, as pktgen and testpmd count them).
@@ -615,18 +612,7 @@ impl TxGen {
 
     fn set_budget(&mut self, want: u32) -> Option<u32> {
         let v: u32 = want.min(self.ring_size);
-        // SAFETY: setsockopt reads `size_of::<u32>()` bytes from `&v`, a
-        // live local, on our own socket fd.
-        let r = unsafe {
-            libc::setsockopt(
-                self.fd,
-                SOL_XDP,
-                XDP_MAX_TX_SKB_BUDGET,
-                (&v as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        (r == 0).then_some(v)
+        set_tx_budget(self.fd, v).then_some(v)
     }
 
     /// Frame `j`'s bytes in the UMEM. Only called for a frame the kernel

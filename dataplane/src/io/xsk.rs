@@ -42,13 +42,13 @@ const XDP_PACKET_HEADROOM: usize = 256;
 const _: () = assert!(HEADROOM == XDP_PACKET_HEADROOM);
 const _: () = assert!(FRAME_SIZE.is_power_of_two());
 
-const XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD: u32 = 1;
-const XDP_COPY: u16 = 1 << 1;
-const XDP_ZEROCOPY: u16 = 1 << 2;
-const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
-const SOL_XDP: libc::c_int = 283;
+pub(super) const XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD: u32 = 1;
+pub(super) const XDP_COPY: u16 = 1 << 1;
+pub(super) const XDP_ZEROCOPY: u16 = 1 << 2;
+pub(super) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+pub(super) const SOL_XDP: libc::c_int = 283;
 /// Linux 6.17+: frames one copy-mode `sendto` kick may transmit (default 32).
-const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+pub(super) const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
 /// `owner` value of a chunk held by no ring.
 const NO_OWNER: u16 = 0;
@@ -419,7 +419,16 @@ impl Xsk {
                     }
                     log::info!("{ifname} queue {queue}: AF_XDP socket bound in {mode:?} mode");
                     if mode == BindMode::Copy {
-                        set_tx_budget(s.fd, self.cfg.ring_size, ifname, queue);
+                        let v = self.cfg.ring_size;
+                        if set_tx_budget(s.fd, v) {
+                            log::info!(
+                                "{ifname} queue {queue}: copy-mode tx budget {v} frames per kick"
+                            );
+                        } else {
+                            log::debug!(
+                                "{ifname} queue {queue}: kernel keeps its default tx budget"
+                            );
+                        }
                     }
                     self.umem.mode = Some(mode);
                     s.port = port;
@@ -895,25 +904,20 @@ impl Xsk {
     }
 }
 
-/// Lets one copy-mode kick transmit up to `want` frames instead of the
-/// kernel's default 32, so a flushed batch leaves with one `sendto`. Best
-/// effort: kernels before 6.17 refuse the option and keep the default.
-fn set_tx_budget(fd: RawFd, want: u32, ifname: &str, queue: u32) {
-    let v: u32 = want;
-    // SAFETY: setsockopt only reads `size_of::<u32>()` bytes from `&v`, a
-    // live local, and `fd` is the socket `open` just created.
+/// Lets one copy-mode kick on socket `fd` transmit up to `frames` frames
+/// instead of the kernel's default 32, so a flushed batch leaves with one
+/// `sendto`. Best effort: kernels before 6.17 refuse it (returns false).
+pub(super) fn set_tx_budget(fd: RawFd, frames: u32) -> bool {
+    // SAFETY: setsockopt only reads `size_of::<u32>()` bytes from `&frames`,
+    // a live local; `fd` is an AF_XDP socket the caller owns.
     let r = unsafe {
         libc::setsockopt(
             fd,
             SOL_XDP,
             XDP_MAX_TX_SKB_BUDGET,
-            (&v as *const u32).cast(),
+            (&frames as *const u32).cast(),
             std::mem::size_of::<u32>() as libc::socklen_t,
         )
     };
-    if r == 0 {
-        log::info!("{ifname} queue {queue}: copy-mode tx budget {v} frames per kick");
-    } else {
-        log::debug!("{ifname} queue {queue}: kernel keeps its default tx budget");
-    }
+    r == 0
 }
