@@ -4,3 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod cni_server;
+pub mod model;
+pub mod source;

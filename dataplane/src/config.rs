@@ -233,7 +233,7 @@ pub struct PodSection {
 }
 
 /// `[[remote_nodes]]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSection {
     pub name: String,

@@ -1,0 +1,1 @@
+//! The `file:DIR` source (file helper).

@@ -1,0 +1,1 @@
+//! The `kube` source (kube helper).
