@@ -169,12 +169,10 @@ impl Snapshot {
             for b in &s.backends {
                 e.ip(b.ip);
                 e.u16(b.port);
-                e.u8(
-                    u8::from(b.ready)
-                        | u8::from(b.serving) << 1
-                        | u8::from(b.terminating) << 2
-                        | u8::from(b.local) << 3,
-                );
+                e.u8(u8::from(b.ready)
+                    | u8::from(b.serving) << 1
+                    | u8::from(b.terminating) << 2
+                    | u8::from(b.local) << 3);
             }
         }
         e.count(self.remotes.len());

@@ -141,7 +141,12 @@ impl Table {
             return Err(CtOpenError::Uninitialised);
         }
         t.check_stored()?;
-        for (dst, src) in t.geo.timeout_ticks.iter_mut().zip(&t.hdr.stored.timeout_ticks) {
+        for (dst, src) in t
+            .geo
+            .timeout_ticks
+            .iter_mut()
+            .zip(&t.hdr.stored.timeout_ticks)
+        {
             *dst = src.load(Relaxed);
         }
         Ok(t)

@@ -113,7 +113,9 @@ pub enum ShmError {
     Layout(#[from] LayoutError),
     #[error("shared memory {path}: file is {len} bytes, its layout needs {need}")]
     Truncated { path: PathBuf, len: u64, need: u64 },
-    #[error("shared memory {path}: not initialised yet (no magic; is its creator still starting?)")]
+    #[error(
+        "shared memory {path}: not initialised yet (no magic; is its creator still starting?)"
+    )]
     Uninitialised { path: PathBuf },
     #[error("shared memory {path}: bad magic {found:#018x}: not a twill shared-memory file")]
     BadMagic { path: PathBuf, found: u64 },
@@ -138,10 +140,7 @@ pub enum ShmError {
         wanted: Box<Layout>,
     },
     #[error("shared memory {path}: conntrack: {source}")]
-    Conntrack {
-        path: PathBuf,
-        source: CtOpenError,
-    },
+    Conntrack { path: PathBuf, source: CtOpenError },
     #[error("worker {index} out of range: the file has room for {workers}")]
     Worker { index: usize, workers: u32 },
 }
@@ -276,7 +275,8 @@ impl Shm {
         let fresh = len == 0 || Shm::magic_is_zero(&file, path, len)?;
         if fresh {
             file.set_len(0).map_err(io_err("truncate", path))?;
-            file.set_len(geo.total).map_err(io_err("set length", path))?;
+            file.set_len(geo.total)
+                .map_err(io_err("set length", path))?;
             let map = Shm::map(&file, path)?;
             let header: Unit<Header> = Unit::in_map(&map, 0);
             header.version.store(LAYOUT_VERSION, Relaxed);
@@ -315,8 +315,7 @@ impl Shm {
             return Ok(true);
         }
         let mut b = [0u8; 8];
-        std::os::unix::fs::FileExt::read_exact_at(file, &mut b, 0)
-            .map_err(io_err("read", path))?;
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut b, 0).map_err(io_err("read", path))?;
         Ok(u64::from_le_bytes(b) == 0)
     }
 

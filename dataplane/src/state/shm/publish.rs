@@ -34,7 +34,9 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     for (i, lane) in lanes.iter_mut().enumerate() {
         let mut w = [0u8; 8];
         w.copy_from_slice(&tail[i * 8..i * 8 + 8]);
-        *lane = (*lane ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+        *lane = (*lane ^ u64::from_le_bytes(w))
+            .wrapping_mul(K)
+            .rotate_left(29);
     }
     let mut h = bytes.len() as u64;
     for lane in lanes {
@@ -336,11 +338,7 @@ impl Shm {
         // only after they are written. The publisher does not rewrite the
         // slot while our announce line holds its generation.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.inner.map.as_ptr().add(off),
-                out.as_mut_ptr(),
-                len,
-            );
+            std::ptr::copy_nonoverlapping(self.inner.map.as_ptr().add(off), out.as_mut_ptr(), len);
             out.set_len(len);
         }
     }

@@ -91,7 +91,10 @@ impl StatsWriter {
     #[inline]
     pub fn add_port(&self, port: PortId, p: &PortCounters) {
         if let Some(w) = self.port_words(port) {
-            for (d, v) in w.iter().zip([p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes]) {
+            for (d, v) in w
+                .iter()
+                .zip([p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes])
+            {
                 d.store(d.load(Relaxed).wrapping_add(v), Relaxed);
             }
         }

@@ -57,7 +57,15 @@ pub struct TraceFilter {
 impl TraceFilter {
     /// Whether a frame with these fields matches.
     #[inline]
-    pub fn matches(&self, in_port: PortId, proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> bool {
+    pub fn matches(
+        &self,
+        in_port: PortId,
+        proto: u8,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> bool {
         self.in_port.is_none_or(|p| p == in_port)
             && self.proto.is_none_or(|p| p == proto)
             && self.addr.is_none_or(|a| a == src || a == dst)
