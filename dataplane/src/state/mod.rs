@@ -14,6 +14,8 @@
 
 pub mod demo;
 pub mod prefetch;
+pub mod shm;
+pub mod snapshot;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
