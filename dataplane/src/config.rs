@@ -582,6 +582,26 @@ impl NodeFile {
         }
     }
 
+    /// The shared-memory file and its layout, when `[shm]` is configured.
+    /// Both processes derive it from the same file, so they agree on it;
+    /// the opener of an existing file checks it against the file's.
+    pub fn shm_layout(&self) -> Option<(std::path::PathBuf, crate::state::shm::Layout)> {
+        let s = self.shm.as_ref()?;
+        let d = crate::state::shm::Layout::default();
+        let layout = crate::state::shm::Layout {
+            workers: crate::state::shm::MAX_WORKERS,
+            conntrack_capacity: self
+                .node
+                .conntrack_capacity
+                .unwrap_or(crate::state::NodeConfig::default().conntrack_capacity)
+                as u64,
+            slot_bytes: s.slot_mib.map_or(d.slot_bytes, |m| m << 20),
+            slots: s.slots.unwrap_or(d.slots),
+            ..d
+        };
+        Some((s.path.clone(), layout))
+    }
+
     /// Pod `i`'s port.
     pub fn pod_port(i: usize) -> PortId {
         i as PortId + 1
