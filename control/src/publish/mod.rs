@@ -68,7 +68,11 @@ pub struct Loop {
 }
 
 /// Builds the snapshot for the current inputs.
-pub fn assemble(update: &Update, store: &Store, node: &NodeIdentity) -> (Snapshot, model::NodeView) {
+pub fn assemble(
+    update: &Update,
+    store: &Store,
+    node: &NodeIdentity,
+) -> (Snapshot, model::NodeView) {
     let mut view = model::build(&update.state, node);
     let (pods, reports) = pods::pods(&store.snapshot());
     view.reports.extend(reports);
@@ -123,7 +127,8 @@ impl Loop {
             self.shm.heartbeat(Role::Control, now);
             let dp = self.shm.process(Role::Dataplane);
             proxy_healthy.store(
-                dp.pid != 0 && now.saturating_sub(dp.heartbeat_ns) < DATAPLANE_STALE.as_nanos() as u64,
+                dp.pid != 0
+                    && now.saturating_sub(dp.heartbeat_ns) < DATAPLANE_STALE.as_nanos() as u64,
                 Ordering::Relaxed,
             );
             if !dirty {
