@@ -110,6 +110,17 @@ impl<'a> Frame<'a> {
         true
     }
 
+    /// `N` bytes of the buffer starting `front` bytes before the head: that
+    /// much headroom, then the frame, then (if the frame is shorter) tailroom.
+    /// `None` if the buffer does not have them. One bounds check for a fixed
+    /// run of header writes; writing within the frame (and the headroom to be
+    /// pushed) is the caller's business.
+    #[inline(always)]
+    pub(crate) fn span_mut<const N: usize>(&mut self, front: usize) -> Option<&mut [u8; N]> {
+        let start = self.head.checked_sub(front)?;
+        self.buf.get_mut(start..)?.first_chunk_mut::<N>()
+    }
+
     /// The whole buffer, headroom included.
     #[inline]
     pub fn buffer(&self) -> &[u8] {

@@ -218,23 +218,24 @@ impl Pipeline {
         let st = &mut self.st;
         let meta = &mut self.meta[..frames.len()];
         let lean = &mut self.lean[..frames.len()];
+        let mut ports = fast::Ports::new(env.t);
         for (((f, m), v), l) in frames
             .iter_mut()
             .zip(meta.iter_mut())
             .zip(verdicts.iter_mut())
             .zip(lean.iter_mut())
         {
-            m.done = false;
-            if self.fast && fast::parse(&env, f, l) {
+            if self.fast && fast::parse(env.t, &mut ports, f, l) {
+                l.step = fast::Step::Fast;
                 env.ct.prefetch_hashed(l.h);
                 continue;
             }
-            l.ok = false;
             if let Some(x) = ingress::run(&env, st, f, m) {
                 *v = x;
-                m.done = true;
+                l.step = fast::Step::Done;
                 continue;
             }
+            l.step = fast::Step::General;
             // Start the conntrack index miss now; the flow stage reads the
             // bucket after the rest of the batch has been parsed.
             env.ct.prefetch(&m.key);
@@ -248,16 +249,13 @@ impl Pipeline {
             .zip(verdicts.iter_mut())
             .zip(lean.iter())
         {
-            if m.done {
-                continue;
-            }
-            if l.ok {
-                *v = fast::finish(&env, st, f, m, l);
-                continue;
-            }
-            *v = match flow::run(&env, st, f, m) {
-                Some(x) => x,
-                None => forward::run(&env, st, f, m),
+            *v = match l.step {
+                fast::Step::Fast => fast::finish(&env, st, f, m, l),
+                fast::Step::General => match flow::run(&env, st, f, m) {
+                    Some(x) => x,
+                    None => forward::run(&env, st, f, m),
+                },
+                fast::Step::Done => continue,
             };
         }
         let mut tx = 0;
