@@ -31,6 +31,7 @@
 //! service-encap 749 -> 607 -> FIXME, decap-reverse 820 -> 589 -> FIXME,
 //! pod-to-pod 472 -> 348 -> FIXME, new-flow 1812 -> 1887 -> FIXME.
 
+use super::drop::DropReason;
 use super::flow;
 use super::forward;
 use super::nat;
@@ -74,79 +75,98 @@ pub(crate) struct Lean {
     pub end: u16,
     /// VXLAN: the outer IP packet's end; 0 for a frame from a pod.
     pub outer_end: u16,
-    /// A pod port, or VXLAN for this node from the uplink (`Overlay`).
-    pub ingress: Ingress,
-    /// The flow key's [`FlowKey::words`] 0, 2 and 4 (1 and 3, the upper
-    /// address words, are zero for IPv4): see [`Lean::words`].
-    pub w: [u64; 3],
+    /// The flow key's [`FlowKey::words`] (kept whole: conntrack compares
+    /// them in place).
+    pub w: [u64; 5],
     /// Their conntrack index hash.
     pub h: u64,
 }
 
-impl Lean {
-    /// The flow key's words (the zero ones known to the compiler).
+/// The words of an IPv4 flow key that vary: 0 (source), 2 (destination) and
+/// 4 (ports, protocol, family); 1 and 3, the upper address words, are zero.
+#[derive(Clone, Copy, Debug)]
+struct V4 {
+    s: u64,
+    d: u64,
+    p: u64,
+}
+
+impl V4 {
     #[inline(always)]
-    pub(crate) fn words(&self) -> [u64; 5] {
-        [self.w[0], 0, self.w[1], 0, self.w[2]]
+    fn of(w: &[u64; 5]) -> V4 {
+        V4 {
+            s: w[0],
+            d: w[2],
+            p: w[4],
+        }
+    }
+
+    #[inline(always)]
+    fn words(self) -> [u64; 5] {
+        [self.s, 0, self.d, 0, self.p]
     }
 }
 
-/// The kind of the port the last frame came from, as [`parse`] needs it;
-/// one per batch (the tables do not change within one).
+/// What [`parse`] needs of the port the last frame came from, looked up
+/// again only when the port changes (one per batch: the tables do not
+/// change within one). Plain fields rather than an enum with data, so a
+/// frame's check is a compare and a load, not a rebuild of the variant.
 pub(crate) struct Ports {
+    /// The fast path is on (off: every port is `Other`).
+    on: bool,
     port: PortId,
     kind: Kind,
+    /// A pod's own address (native-endian image of its bytes).
+    own: u32,
+    /// The uplink's VXLAN: this node's address, UDP port and VNI.
+    node: [u8; 4],
+    vxlan_port: u16,
+    vni: u32,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// Nothing the fast path takes (no port, a pod without IPv4, an uplink
     /// on a node without IPv4).
     Other,
-    /// The uplink: VXLAN to `node` at UDP `port` with `vni`.
-    Uplink { node: [u8; 4], port: u16, vni: u32 },
-    /// A pod port: the pod's index and its own address.
-    Pod { idx: u32, own: [u8; 4] },
+    Uplink,
+    Pod,
 }
 
 impl Ports {
-    pub(crate) fn new(t: &Tables) -> Ports {
-        let port = PortId::MAX;
-        Ports {
-            port,
-            kind: Kind::of(t, port),
-        }
-    }
-
-    #[inline(always)]
-    fn kind(&mut self, t: &Tables, port: PortId) -> Kind {
-        if port != self.port {
-            self.port = port;
-            self.kind = Kind::of(t, port);
-        }
-        self.kind
-    }
-}
-
-impl Kind {
-    #[inline(never)]
-    fn of(t: &Tables, port: PortId) -> Kind {
+    pub(crate) fn new(t: &Tables, on: bool) -> Ports {
         let c = t.config();
-        match t.port(port) {
-            PortKind::Pod(idx) => match t.pod(idx).and_then(|p| p.ipv4) {
-                Some(own) => Kind::Pod { idx, own },
-                None => Kind::Other,
-            },
-            PortKind::Uplink => match t.node_v4() {
-                Some(node) => Kind::Uplink {
-                    node,
-                    port: c.vxlan_port,
-                    vni: c.vni,
-                },
-                None => Kind::Other,
-            },
-            PortKind::None => Kind::Other,
+        let mut p = Ports {
+            on,
+            port: 0,
+            kind: Kind::Other,
+            own: 0,
+            node: t.node_v4().unwrap_or_default(),
+            vxlan_port: c.vxlan_port,
+            vni: c.vni,
+        };
+        p.load(t, PortId::MAX);
+        p
+    }
+
+    #[inline(never)]
+    fn load(&mut self, t: &Tables, port: PortId) {
+        self.port = port;
+        if !self.on {
+            self.kind = Kind::Other;
+            return;
         }
+        self.kind = match t.port(port) {
+            PortKind::Pod(idx) => match t.pod(idx).and_then(|p| p.ipv4) {
+                Some(own) => {
+                    self.own = u32::from_ne_bytes(own);
+                    Kind::Pod
+                }
+                None => Kind::Other,
+            },
+            PortKind::Uplink if t.node_v4().is_some() => Kind::Uplink,
+            _ => Kind::Other,
+        };
     }
 }
 
@@ -155,16 +175,18 @@ impl Kind {
 #[inline(always)]
 pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) -> bool {
     let d = frame.data();
-    match ports.kind(t, frame.port) {
-        Kind::Pod { idx, own } => {
-            if !ipv4(d, Some(own), l) {
+    if frame.port != ports.port {
+        ports.load(t, frame.port);
+    }
+    match ports.kind {
+        Kind::Pod => {
+            if !ipv4(d, Some(ports.own), l) {
                 return false;
             }
-            l.ingress = Ingress::Pod(idx);
             l.outer_end = 0;
         }
-        Kind::Uplink { node, port, vni } => {
-            let Some(end) = overlay(d, node, port, vni) else {
+        Kind::Uplink => {
+            let Some(end) = overlay(d, ports.node, ports.vxlan_port, ports.vni) else {
                 return false;
             };
             let Some(inner) = d.get(OVERHEAD_V4..end) else {
@@ -173,7 +195,6 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
             if !ipv4(inner, None, l) {
                 return false;
             }
-            l.ingress = Ingress::Overlay;
             l.outer_end = end as u16;
         }
         Kind::Other => return false,
@@ -185,7 +206,7 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 /// address, `None` for a decapsulated frame); fills `l`'s key, hash, end and
 /// TCP flags.
 #[inline(always)]
-fn ipv4(d: &[u8], own: Option<[u8; 4]>, l: &mut Lean) -> bool {
+fn ipv4(d: &[u8], own: Option<u32>, l: &mut Lean) -> bool {
     let Some(h) = d.first_chunk::<{ L4_AT + 8 }>() else {
         return false;
     };
@@ -203,7 +224,7 @@ fn ipv4(d: &[u8], own: Option<[u8; 4]>, l: &mut Lean) -> bool {
         || ftp & 0xff3f != 0
         || (p != proto::TCP && p != proto::UDP)
         || ttl <= 1
-        || own.is_some_and(|o| ip[12..16] != o)
+        || own.is_some_and(|o| u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]) != o)
         || ip[16] >= 224
         || L3 + total > d.len()
         || total < 20 + l4len
@@ -222,12 +243,13 @@ fn ipv4(d: &[u8], own: Option<[u8; 4]>, l: &mut Lean) -> bool {
     // Source port in the low half, destination port above (host order).
     let ports = u32::from_be_bytes([h[L4_AT], h[L4_AT + 1], h[L4_AT + 2], h[L4_AT + 3]]);
     let a = |o: usize| u64::from(u32::from_le_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]));
-    l.w = [
-        a(12),
-        a(16),
-        u64::from(ports.rotate_left(16)) | u64::from(p) << 32 | 4 << 40,
-    ];
-    l.h = Table::key_hash(&l.words());
+    let k = V4 {
+        s: a(12),
+        d: a(16),
+        p: u64::from(ports.rotate_left(16)) | u64::from(p) << 32 | 4 << 40,
+    };
+    l.w = k.words();
+    l.h = Table::key_hash(&k.words());
     l.end = (L3 + total) as u16;
     true
 }
@@ -260,7 +282,9 @@ fn overlay(d: &[u8], node: [u8; 4], port: u16, vni: u32) -> Option<usize> {
     Some(end)
 }
 
-/// The flow and forwarding stages for a frame [`parse`] accepted.
+/// The flow and forwarding stages for a frame [`parse`] accepted: its
+/// verdict in `v`; true when that is a `Tx` decided here (the batch skips
+/// its verdict tally when every frame's is).
 #[inline(always)]
 pub(crate) fn finish(
     env: &Env,
@@ -268,7 +292,8 @@ pub(crate) fn finish(
     frame: &mut Frame,
     m: &mut Meta,
     l: &Lean,
-) -> Verdict {
+    v: &mut Verdict,
+) -> bool {
     let overlay = l.outer_end != 0;
     if overlay {
         frame.trim(l.outer_end as usize);
@@ -278,52 +303,55 @@ pub(crate) fn finish(
     // `parse` saw the IP packet end within the frame: the frame's length is
     // now `l.end`.
     frame.trim(l.end as usize);
-    let w = l.words();
-    let hit = env.ct.track_hashed(&w, l.h, l.tcp_flags, env.now);
+    let w = &l.w;
+    let hit = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now);
     let tracked = hit.is_some();
     let (x, nat) = match hit {
         Some(h) => {
             st.cnt.ct_hits += 1;
-            (if h.nat { h.xlate } else { w }, h.nat)
+            (V4::of(if h.nat { &h.xlate } else { w }), h.nat)
         }
         // A miss: pod to pod (or a decapsulated packet to a local pod) is
         // forwarded untracked, as the flow stage's first packet does;
         // anything else is left to it below.
-        None => (w, false),
+        None => (V4::of(w), false),
     };
     let t = env.t;
     let c = t.config();
     let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&(x[2] as u32).to_le_bytes());
+    dst[..4].copy_from_slice(&(x.d as u32).to_le_bytes());
     let route = st.route.lookup(t, 4, &dst);
     match route {
         RouteTarget::RemoteNode(idx) if !overlay => {
             if let Some(r) = t.remote(idx) {
                 if r.outer != 0 && usize::from(l.end) - ETH_LEN <= usize::from(r.inner_limit[0]) {
                     st.ident = st.ident.wrapping_add(1);
-                    return encap(st, frame, c, r, &w, &x, nat);
+                    return encap(st, frame, c, r, w, x, nat, v);
                 }
             }
         }
         RouteTarget::LocalPod(idx) => {
             if let Some(pod) = t.pod(idx) {
-                deliver(frame, &w, &x, nat, (pod.mac, c.gateway_mac));
-                return Verdict::Tx(pod.port);
+                deliver(frame, w, x, nat, (pod.mac, c.gateway_mac));
+                *v = Verdict::Tx(pod.port);
+                return true;
             }
         }
         RouteTarget::Outside if tracked => {
-            deliver(frame, &w, &x, nat, (c.uplink_gateway_mac, c.uplink_mac));
-            return Verdict::Tx(c.uplink);
+            deliver(frame, w, x, nat, (c.uplink_gateway_mac, c.uplink_mac));
+            *v = Verdict::Tx(c.uplink);
+            return true;
         }
         _ => {}
     }
     // Anything else (a new flow, an ICMP error to build, a drop): the
     // general stages.
-    if tracked {
-        general_hit(env, st, frame, m, l, &x, nat)
+    *v = if tracked {
+        general_hit(env, st, frame, m, l, x, nat)
     } else {
         general_miss(env, st, frame, m, l, route)
-    }
+    };
+    false
 }
 
 /// A miss: the flow stage's first-packet decision (conntrack was just
@@ -339,7 +367,7 @@ fn general_miss(
     l: &Lean,
     route: RouteTarget,
 ) -> Verdict {
-    fill(m, l, frame.data());
+    fill(env, m, l, frame);
     match flow::first_packet(env, st, frame, m, route) {
         Some(v) => v,
         None => forward::run(env, st, frame, m),
@@ -356,12 +384,12 @@ fn general_hit(
     frame: &mut Frame,
     m: &mut Meta,
     l: &Lean,
-    x: &[u64; 5],
+    x: V4,
     nat: bool,
 ) -> Verdict {
-    fill(m, l, frame.data());
+    fill(env, m, l, frame);
     if nat {
-        let xkey = FlowKey::from_words(x);
+        let xkey = FlowKey::from_words(&x.words());
         nat::rewrite(frame.data_mut(), m, &m.key, &xkey);
         m.xkey = xkey;
         m.nat = true;
@@ -371,13 +399,17 @@ fn general_hit(
 
 /// Fills `m` as ingress parsing fills it for this frame (whose headers are
 /// still as received).
-fn fill(m: &mut Meta, l: &Lean, d: &[u8]) {
-    let w = l.words();
+fn fill(env: &Env, m: &mut Meta, l: &Lean, frame: &Frame) {
+    let w = &l.w;
     let p = (w[4] >> 32) as u8;
     let tcp = p == proto::TCP;
+    let d = frame.data();
     let b = |i: usize| d.get(i).copied().unwrap_or(0);
     *m = Meta {
-        ingress: l.ingress,
+        ingress: match env.t.port(frame.port) {
+            PortKind::Pod(idx) if l.outer_end == 0 => Ingress::Pod(idx),
+            _ => Ingress::Overlay,
+        },
         l3: L3 as u16,
         l4: L4_AT as u16,
         family: 4,
@@ -388,7 +420,7 @@ fn fill(m: &mut Meta, l: &Lean, d: &[u8]) {
         frag: Frag::None,
         frag_ident: 0,
         dont_frag: b(L3 + 6) & 0x40 != 0,
-        key: FlowKey::from_words(&w),
+        key: FlowKey::from_words(w),
         xkey: m.xkey,
         nat: false,
         csum_at: if tcp {
@@ -408,7 +440,7 @@ fn fill(m: &mut Meta, l: &Lean, d: &[u8]) {
 /// To a local pod or off-cluster: the rewrite and the Ethernet addresses
 /// (`macs`: destination, source).
 #[inline(always)]
-fn deliver(frame: &mut Frame, w: &[u64; 5], x: &[u64; 5], nat: bool, macs: (Mac, Mac)) {
+fn deliver(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: (Mac, Mac)) {
     match frame.span_mut::<HDRS>(0) {
         Some(h) => {
             rewrite(h, w, x, nat);
@@ -424,7 +456,7 @@ fn deliver(frame: &mut Frame, w: &[u64; 5], x: &[u64; 5], nat: bool, macs: (Mac,
 /// written back.
 #[cold]
 #[inline(never)]
-fn edit_copy(frame: &mut Frame, w: &[u64; 5], x: &[u64; 5], nat: bool, macs: Option<(Mac, Mac)>) {
+fn edit_copy(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: Option<(Mac, Mac)>) {
     let d = frame.data_mut();
     let n = d.len().min(HDRS);
     let mut h = [0u8; HDRS];
@@ -439,7 +471,9 @@ fn edit_copy(frame: &mut Frame, w: &[u64; 5], x: &[u64; 5], nat: bool, macs: Opt
 
 /// Toward a remote node: the rewrite, then VXLAN over IPv4 with `r`'s
 /// precomputed outer headers (as `vxlan::encap` builds them), written
-/// through one span of the headroom and the frame's headers.
+/// through one span of the headroom and the frame's headers; true when sent
+/// from here.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn encap(
     st: &mut State,
@@ -447,21 +481,27 @@ fn encap(
     c: &NodeConfig,
     r: &RemoteNode,
     w: &[u64; 5],
-    x: &[u64; 5],
+    x: V4,
     nat: bool,
-) -> Verdict {
+    v: &mut Verdict,
+) -> bool {
     let inner = frame.len();
     let (4, Some(o)) = (r.outer, &r.outer4) else {
-        return encap_other(st, frame, c, r, w, x, nat);
+        *v = encap_other(st, frame, c, r, w, x, nat);
+        return false;
     };
-    let Some(s) = frame.span_mut::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
-        return encap_other(st, frame, c, r, w, x, nat);
+    let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
+        *v = encap_other(st, frame, c, r, w, x, nat);
+        return false;
     };
-    let Some((outer, h)) = s.split_first_chunk_mut::<OVERHEAD_V4>() else {
-        return encap_other(st, frame, c, r, w, x, nat);
-    };
-    let Some(h) = h.first_chunk_mut::<HDRS>() else {
-        return encap_other(st, frame, c, r, w, x, nat);
+    let (outer, h) = s.split_at_mut(OVERHEAD_V4);
+    let (Ok(outer), Ok(h)) = (
+        <&mut [u8; OVERHEAD_V4]>::try_from(outer),
+        <&mut [u8; HDRS]>::try_from(h),
+    ) else {
+        // Unreachable: the span's two parts have these lengths.
+        *v = Verdict::Drop(DropReason::Truncated);
+        return false;
     };
     rewrite(h, w, x, nat);
     h[0..6].copy_from_slice(&r.vtep_mac);
@@ -474,12 +514,12 @@ fn encap(
     outer[18..20].copy_from_slice(&ident.to_be_bytes());
     let cs = checksum::finish(o.sum + u32::from(total) + u32::from(ident));
     outer[24..26].copy_from_slice(&cs.to_be_bytes());
-    let sport = vxlan::source_port(entropy(w));
+    let sport = vxlan::source_port(entropy(&V4::of(w).words()));
     outer[34..36].copy_from_slice(&sport.to_be_bytes());
     outer[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    frame.push_head(OVERHEAD_V4);
     st.cnt.encap += 1;
-    Verdict::Tx(c.uplink)
+    *v = Verdict::Tx(c.uplink);
+    true
 }
 
 /// [`encap`] over an IPv6 underlay, or without the headroom or buffer it
@@ -492,14 +532,14 @@ fn encap_other(
     c: &NodeConfig,
     r: &RemoteNode,
     w: &[u64; 5],
-    x: &[u64; 5],
+    x: V4,
     nat: bool,
 ) -> Verdict {
     match frame.span_mut::<HDRS>(0) {
         Some(h) => rewrite(h, w, x, nat),
         None => edit_copy(frame, w, x, nat, None),
     }
-    match vxlan::encap(frame, c, r, r.outer, entropy(w), st.ident) {
+    match vxlan::encap(frame, c, r, r.outer, entropy(&V4::of(w).words()), st.ident) {
         Ok(()) => {
             st.cnt.encap += 1;
             Verdict::Tx(c.uplink)
@@ -519,7 +559,8 @@ fn apply(csum: u16, sum: u64) -> u16 {
 /// arithmetic of `nat::rewrite` and `forward`'s TTL decrement (so the bytes
 /// are theirs, zero representations included).
 #[inline(always)]
-fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: &[u64; 5], nat: bool) {
+fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: V4, nat: bool) {
+    let w = V4::of(w);
     const TTL: usize = L3 + 8;
     const CSUM: usize = L3 + 10;
     let ttl = h[TTL];
@@ -535,10 +576,9 @@ fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: &[u64; 5], nat: bool) {
     // The addresses' words in native byte order (the key words are
     // little-endian byte images).
     let ne = |v: u64| u32::from_ne_bytes((v as u32).to_le_bytes());
-    let addr =
-        u64::from(!ne(w[0])) + u64::from(ne(x[0])) + u64::from(!ne(w[2])) + u64::from(ne(x[2]));
-    h[L3 + 12..L3 + 16].copy_from_slice(&(x[0] as u32).to_le_bytes());
-    h[L3 + 16..L3 + 20].copy_from_slice(&(x[2] as u32).to_le_bytes());
+    let addr = u64::from(!ne(w.s)) + u64::from(ne(x.s)) + u64::from(!ne(w.d)) + u64::from(ne(x.d));
+    h[L3 + 12..L3 + 16].copy_from_slice(&(x.s as u32).to_le_bytes());
+    h[L3 + 16..L3 + 20].copy_from_slice(&(x.d as u32).to_le_bytes());
     // The TTL decrement's 0xfffe (see above) summed in: one fold for both,
     // the same value as two (a fold of a nonzero sum is the one value in
     // 1..=0xffff of its residue).
@@ -548,10 +588,10 @@ fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: &[u64; 5], nat: bool) {
     // Both ports as one 32-bit word (as `nat` sums addresses: 2^16 = 1 mod
     // 0xffff, and a word is all ones exactly when both its halves are).
     let old = u32::from_ne_bytes([h[L4_AT], h[L4_AT + 1], h[L4_AT + 2], h[L4_AT + 3]]);
-    let new = (x[4] as u32).rotate_left(16).to_be_bytes();
+    let new = (x.p as u32).rotate_left(16).to_be_bytes();
     h[L4_AT..L4_AT + 4].copy_from_slice(&new);
     let sum = addr + u64::from(!old) + u64::from(u32::from_ne_bytes(new));
-    if (w[4] >> 32) as u8 == proto::TCP {
+    if (w.p >> 32) as u8 == proto::TCP {
         const AT: usize = L4_AT + 16;
         let c = apply(u16::from_ne_bytes([h[AT], h[AT + 1]]), sum);
         h[AT..AT + 2].copy_from_slice(&c.to_ne_bytes());
@@ -628,6 +668,11 @@ mod tests {
         /// A reply (or request) from a remote pod, VXLAN from the uplink.
         overlay: bool,
         bad_vni: bool,
+        /// Where the frame sits in its buffer: 0, the usual headroom and
+        /// tailroom; 1, no headroom and the buffer ending with the frame;
+        /// 2, 20 bytes of headroom, the buffer ending with the frame (no
+        /// room to encapsulate, no room past short headers).
+        room: u8,
     }
 
     /// Remote pods sending through the overlay: Service backends and the
@@ -647,10 +692,14 @@ mod tests {
                 0u8..8,
             ),
             (prop_oneof![0usize..64, 1400usize..1500], 0u8..10, 0u8..30),
-            (0u8..3, 0u8..20),
+            (
+                0u8..3,
+                0u8..20,
+                prop_oneof![6 => Just(0u8), 1 => Just(1), 1 => Just(2)],
+            ),
         )
             .prop_map(
-                |((o, sp, dst, sport), (udp, ttl, f), (len, nc, bc), (ov, vni))| Pkt {
+                |((o, sp, dst, sport), (udp, ttl, f), (len, nc, bc), (ov, vni, room))| Pkt {
                     from_other: o,
                     spoof: sp == 0,
                     dst,
@@ -663,6 +712,7 @@ mod tests {
                     bad_ip_csum: bc == 0,
                     overlay: ov == 0,
                     bad_vni: vni == 0,
+                    room,
                 },
             )
     }
@@ -762,19 +812,28 @@ mod tests {
         let c = pipe.tables().config().clone();
         let mut out = Vec::new();
         for (n, chunk) in pkts.chunks(batch).enumerate() {
-            let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; FRAME_SIZE]; chunk.len()];
+            let mut bufs = Vec::new();
+            let mut heads = Vec::new();
             let mut ports = Vec::new();
             let mut lens = Vec::new();
-            for (buf, p) in bufs.iter_mut().zip(chunk) {
+            for p in chunk {
                 let (b, port) = bytes(p, &c);
-                buf[HEADROOM..HEADROOM + b.len()].copy_from_slice(&b);
+                let (head, size) = match p.room {
+                    0 => (HEADROOM, FRAME_SIZE),
+                    1 => (0, b.len()),
+                    _ => (20, 20 + b.len()),
+                };
+                let mut buf = vec![0u8; size];
+                buf[head..head + b.len()].copy_from_slice(&b);
+                bufs.push(buf);
+                heads.push(head);
                 ports.push(port);
                 lens.push(b.len());
             }
             let mut frames: Vec<Frame> = bufs
                 .iter_mut()
-                .zip(ports.iter().zip(&lens))
-                .map(|(b, (&port, &len))| Frame::new(b, HEADROOM, len, port))
+                .zip(heads.iter().zip(ports.iter().zip(&lens)))
+                .map(|(b, (&head, (&port, &len)))| Frame::new(b, head, len, port))
                 .collect();
             let mut v = vec![Verdict::Pass; frames.len()];
             pipe.process(&mut frames, &mut v, 1_000_000_000 + n as u64 * 1_000_000);

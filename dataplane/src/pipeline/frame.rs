@@ -121,6 +121,18 @@ impl<'a> Frame<'a> {
         self.buf.get_mut(start..)?.first_chunk_mut::<N>()
     }
 
+    /// [`Frame::push_head`] of `n` bytes and [`Frame::span_mut`] of `N`
+    /// bytes from the new head, with one check; `None` (unchanged) without
+    /// them.
+    #[inline(always)]
+    pub(crate) fn push_head_span<const N: usize>(&mut self, n: usize) -> Option<&mut [u8; N]> {
+        let start = self.head.checked_sub(n)?;
+        let s = self.buf.get_mut(start..)?.first_chunk_mut::<N>()?;
+        self.head = start;
+        self.len += n;
+        Some(s)
+    }
+
     /// The whole buffer, headroom included.
     #[inline]
     pub fn buffer(&self) -> &[u8] {

@@ -218,14 +218,14 @@ impl Pipeline {
         let st = &mut self.st;
         let meta = &mut self.meta[..frames.len()];
         let lean = &mut self.lean[..frames.len()];
-        let mut ports = fast::Ports::new(env.t);
+        let mut ports = fast::Ports::new(env.t, self.fast);
         for (((f, m), v), l) in frames
             .iter_mut()
             .zip(meta.iter_mut())
             .zip(verdicts.iter_mut())
             .zip(lean.iter_mut())
         {
-            if self.fast && fast::parse(env.t, &mut ports, f, l) {
+            if fast::parse(env.t, &mut ports, f, l) {
                 l.step = fast::Step::Fast;
                 env.ct.prefetch_hashed(l.h);
                 continue;
@@ -243,20 +243,29 @@ impl Pipeline {
         // Flow and forwarding in one pass (the stages stay separate
         // functions; one loop saves the second walk over the batch and its
         // meta reloads). By now the batch's bucket prefetches have landed.
+        let mut sent = 0;
         for (((f, m), v), l) in frames
             .iter_mut()
             .zip(meta.iter_mut())
             .zip(verdicts.iter_mut())
             .zip(lean.iter())
         {
-            *v = match l.step {
-                fast::Step::Fast => fast::finish(&env, st, f, m, l),
-                fast::Step::General => match flow::run(&env, st, f, m) {
-                    Some(x) => x,
-                    None => forward::run(&env, st, f, m),
-                },
-                fast::Step::Done => continue,
-            };
+            match l.step {
+                fast::Step::Fast => sent += u64::from(fast::finish(&env, st, f, m, l, v)),
+                fast::Step::General => {
+                    *v = match flow::run(&env, st, f, m) {
+                        Some(x) => x,
+                        None => forward::run(&env, st, f, m),
+                    }
+                }
+                fast::Step::Done => {}
+            }
+        }
+        // Every frame sent by the fast path: nothing else to count.
+        if sent == verdicts.len() as u64 {
+            st.cnt.rx += sent;
+            st.cnt.tx += sent;
+            return;
         }
         let mut tx = 0;
         for v in verdicts.iter() {
