@@ -7,7 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use dataplane::lb::{BackendSpec, ServiceSpec, ServiceTableBuilder, VipKind, DEFAULT_MAGLEV_MAX_SIZE};
+use dataplane::lb::{
+    BackendSpec, ServiceSpec, ServiceTableBuilder, VipKind, DEFAULT_MAGLEV_MAX_SIZE,
+};
 use dataplane::state::shm::{Layout, Publisher, Reader, Shm};
 use dataplane::state::snapshot::Snapshot;
 
@@ -20,7 +22,10 @@ fn services() -> Vec<ServiceSpec> {
             name: format!("ns-{}/svc-{i}:http", i % 100),
             proto: 6,
             port: 80,
-            vips: vec![(IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)), VipKind::ClusterIp)],
+            vips: vec![(
+                IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)),
+                VipKind::ClusterIp,
+            )],
             node_port: Some(30000 + (i % 2768) as u16),
             ext_local: false,
             int_local: false,
@@ -39,7 +44,10 @@ fn services() -> Vec<ServiceSpec> {
         .collect()
 }
 
-fn table(specs: Vec<ServiceSpec>, old: Option<&dataplane::lb::ServiceTable>) -> dataplane::lb::ServiceTable {
+fn table(
+    specs: Vec<ServiceSpec>,
+    old: Option<&dataplane::lb::ServiceTable>,
+) -> dataplane::lb::ServiceTable {
     let mut b = ServiceTableBuilder::new(DEFAULT_MAGLEV_MAX_SIZE);
     for s in specs {
         b.add(s);
@@ -69,7 +77,10 @@ fn bench(c: &mut Criterion) {
     let shm = Shm::create_or_open(&path, &layout).expect("shm file");
     let mut publisher = Publisher::new(&shm);
     let mut reader = Reader::new(&shm);
-    println!("snapshot of {SERVICES} services x {BACKENDS}: {} bytes", bytes.len());
+    println!(
+        "snapshot of {SERVICES} services x {BACKENDS}: {} bytes",
+        bytes.len()
+    );
 
     let mut g = c.benchmark_group("shm_10k_x_10");
     g.sample_size(20);

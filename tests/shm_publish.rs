@@ -147,7 +147,9 @@ fn a_slot_is_reused_only_when_no_live_worker_announces_its_generation() {
     publisher.publish(&snapshot(4, 1), now + 50).unwrap(); // into g2's slot
     let e = publisher.publish(&snapshot(5, 1), now + 60).unwrap_err();
     assert!(matches!(e, PublishError::NoFreeSlot { .. }), "{e}");
-    let g5 = publisher.publish(&snapshot(5, 1), now + 60 + 5_000).unwrap();
+    let g5 = publisher
+        .publish(&snapshot(5, 1), now + 60 + 5_000)
+        .unwrap();
     assert_eq!(g5.generation, 5);
 
     // ...but while the dataplane process is alive its workers' lines count
@@ -155,11 +157,18 @@ fn a_slot_is_reused_only_when_no_live_worker_announces_its_generation() {
     dataplane.register(Role::Dataplane, now);
     worker.announce(g5.generation, now + 70);
     publisher.publish(&snapshot(6, 1), now + 80).unwrap();
-    let e = publisher.publish(&snapshot(7, 1), now + 1_000_000_000).unwrap_err();
-    assert!(matches!(e, PublishError::NoFreeSlot { ref held, .. } if held == &vec![(1, 5)]), "{e}");
+    let e = publisher
+        .publish(&snapshot(7, 1), now + 1_000_000_000)
+        .unwrap_err();
+    assert!(
+        matches!(e, PublishError::NoFreeSlot { ref held, .. } if held == &vec![(1, 5)]),
+        "{e}"
+    );
     // A dataplane that starts clears its previous run's lines.
     dataplane.clear_announcements();
-    publisher.publish(&snapshot(7, 1), now + 1_000_000_000).unwrap();
+    publisher
+        .publish(&snapshot(7, 1), now + 1_000_000_000)
+        .unwrap();
 }
 
 #[test]
@@ -247,10 +256,16 @@ fn a_snapshot_of_another_version_is_refused_with_both_versions() {
 fn a_corrupted_header_is_an_error_not_a_crash() {
     let d = TempDir::new("header");
     Shm::create_or_open(&d.file(), &layout()).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(d.file()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.file())
+        .unwrap();
     f.write_all_at(b"NOTTWILL", 0).unwrap();
     let e = Shm::open(&d.file()).unwrap_err();
-    assert!(e.to_string().contains("not a twill shared-memory file"), "{e}");
+    assert!(
+        e.to_string().contains("not a twill shared-memory file"),
+        "{e}"
+    );
     let e = Shm::create_or_open(&d.file(), &layout()).unwrap_err();
     assert!(e.to_string().contains("bad magic"), "{e}");
 }

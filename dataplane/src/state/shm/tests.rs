@@ -488,3 +488,112 @@ fn the_monotonic_clock_moves_forward() {
     assert!(pid_alive(std::process::id()));
     assert!(!pid_alive(0));
 }
+
+fn scale_services(n: u32, per: u32) -> Vec<crate::lb::ServiceSpec> {
+    use std::net::Ipv4Addr;
+    (0..n)
+        .map(|i| crate::lb::ServiceSpec {
+            name: format!("ns-{}/svc-{i}:http", i % 100),
+            proto: proto::TCP,
+            port: 80,
+            vips: vec![(
+                IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)),
+                crate::lb::VipKind::ClusterIp,
+            )],
+            node_port: Some(30000 + (i % 2768) as u16),
+            ext_local: false,
+            int_local: false,
+            affinity_timeout_s: None,
+            backends: (0..per)
+                .map(|j| crate::lb::BackendSpec {
+                    ip: IpAddr::V4(Ipv4Addr::from(0x0af4_0000 + i * 16 + j)),
+                    port: 8080,
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    local: j == 0,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (std::time::Duration, T) {
+    let mut best = std::time::Duration::MAX;
+    let mut out = None;
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let v = f();
+        best = best.min(t.elapsed());
+        out = Some(v);
+    }
+    (best, out.unwrap())
+}
+
+/// 10,000 Services × 10 backends through the codec and the file, and one
+/// EndpointSlice change from publish to a rebuilt Service table. Release
+/// figures: `cargo test --release -p dataplane ten_thousand_services_through
+/// -- --nocapture`.
+#[test]
+fn ten_thousand_services_through_shared_memory_are_fast() {
+    use crate::lb::{ServiceTableBuilder, DEFAULT_MAGLEV_MAX_SIZE};
+    let d = TempDir::new();
+    let layout = Layout {
+        slot_bytes: 32 << 20,
+        ..small()
+    };
+    let shm = Shm::create_or_open(&d.file(), &layout).unwrap();
+    let snap = Snapshot {
+        revision: 1,
+        built_ns: 0,
+        services: scale_services(10_000, 10),
+        remotes: vec![],
+        pods: vec![],
+    };
+    let mut buf = Vec::new();
+    let (enc, _) = best_of(5, || {
+        buf.clear();
+        snap.encode_into(&mut buf);
+    });
+    let (dec, _) = best_of(5, || Snapshot::decode(&buf).unwrap());
+    let mut p = Publisher::new(&shm);
+    let mut r = Reader::new(&shm);
+    let (publ, _) = best_of(5, || p.publish(&snap, 0).unwrap());
+    let (read, got) = best_of(5, || {
+        p.publish(&snap, 0).unwrap();
+        let t = std::time::Instant::now();
+        let got = r.poll(0).unwrap().unwrap();
+        (t.elapsed(), got)
+    });
+    let read = got.0.min(read);
+    assert_eq!(got.1 .1.services, snap.services);
+    let build = |specs: Vec<crate::lb::ServiceSpec>, old: Option<&crate::lb::ServiceTable>| {
+        let mut b = ServiceTableBuilder::new(DEFAULT_MAGLEV_MAX_SIZE);
+        for s in specs {
+            b.add(s);
+        }
+        match old {
+            Some(o) => b.build_reusing(o).unwrap(),
+            None => b.build().unwrap(),
+        }
+    };
+    let (full, base) = best_of(1, || build(snap.services.clone(), None));
+    let mut changed = snap.clone();
+    changed.services[4321].backends.remove(2);
+    // One change, end to end: publish, read (copy, checksum, decode), build
+    // reusing the live table.
+    let (change, t) = best_of(5, || {
+        p.publish(&changed, 0).unwrap();
+        let (_, s) = r.poll(0).unwrap().unwrap();
+        build(s.services, Some(&base))
+    });
+    assert_eq!(t.backend_count(), 99_999);
+    println!(
+        "10000 services x 10 ({} bytes): encode {enc:?}, decode {dec:?}, publish {publ:?}, \
+         read {read:?}; tables: full build {full:?}; one change publish+read+build_reusing \
+         {change:?} (best of 5)",
+        buf.len()
+    );
+    let limit = if cfg!(debug_assertions) { 20.0 } else { 0.5 };
+    assert!(change.as_secs_f64() < limit, "{change:?}");
+}
