@@ -141,6 +141,11 @@ pub enum ShmError {
     },
     #[error("shared memory {path}: conntrack: {source}")]
     Conntrack { path: PathBuf, source: CtOpenError },
+    #[error(
+        "shared memory {path}: another dataplane (pid {pid}) is running on this file; \
+         its conntrack table cannot be recovered under it"
+    )]
+    DataplaneRunning { path: PathBuf, pid: u32 },
     #[error("worker {index} out of range: the file has room for {workers}")]
     Worker { index: usize, workers: u32 },
 }
@@ -247,6 +252,10 @@ impl Drop for Flock<'_> {
 }
 
 impl Shm {
+    /// A dataplane registration whose heartbeat is older than this is a
+    /// dead dataplane's (see [`Shm::conntrack`]).
+    pub const DATAPLANE_STALE_NS: u64 = 2_000_000_000;
+
     /// Creates the file for `layout` (parent directory 0700 if missing,
     /// file 0600, sparse), or opens the existing one and checks that it is
     /// a twill file of this layout version and of the same geometry. Used by
@@ -448,7 +457,19 @@ impl Shm {
     /// process): initialised the first time, recovered on later opens so
     /// established flows survive a restart (see `conntrack::Table::open_shared`;
     /// no other process may write the table meanwhile).
+    ///
+    /// Refused while another live process registered as the dataplane with a
+    /// heartbeat fresher than [`Shm::DATAPLANE_STALE_NS`] (so the dataplane
+    /// registers with [`Shm::register`] and heartbeats at least that often).
     pub fn conntrack(&self, timeouts: Timeouts) -> Result<(Arc<Table>, Opened), ShmError> {
+        let dp = self.process(Role::Dataplane);
+        let fresh = monotonic_ns().saturating_sub(dp.heartbeat_ns) < Shm::DATAPLANE_STALE_NS;
+        if dp.pid != 0 && dp.pid != std::process::id() && fresh && pid_alive(dp.pid) {
+            return Err(ShmError::DataplaneRunning {
+                path: self.inner.path.clone(),
+                pid: dp.pid,
+            });
+        }
         Table::open_shared(self.conntrack_parts(), timeouts)
             .map(|(t, o)| (Arc::new(t), o))
             .map_err(|source| ShmError::Conntrack {

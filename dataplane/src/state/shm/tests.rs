@@ -597,3 +597,101 @@ fn ten_thousand_services_through_shared_memory_are_fast() {
     let limit = if cfg!(debug_assertions) { 20.0 } else { 0.5 };
     assert!(change.as_secs_f64() < limit, "{change:?}");
 }
+
+/// The per-packet lookup over the mapped table against the same lookup
+/// over a heap table (`--nocapture` prints both): the storage is the same
+/// pointer and length either way.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release")]
+fn tracking_through_the_shared_table_costs_what_the_owned_one_does() {
+    const FLOWS: u16 = 1024;
+    const ROUNDS: u64 = 2000;
+    let d = TempDir::new();
+    let layout = Layout {
+        conntrack_capacity: 64 * 1024,
+        ..small()
+    };
+    let shm = Shm::create_or_open(&d.file(), &layout).unwrap();
+    let (shared, _) = shm.conntrack(Timeouts::default()).unwrap();
+    let owned = crate::conntrack::Table::new(64 * 1024, Timeouts::default());
+    let keys: Vec<FlowKey> = (0..FLOWS).map(key).collect();
+    let run = |t: &crate::conntrack::Table| {
+        for k in &keys {
+            t.insert(k, &k.swap(), 1, 0x02, 0).unwrap();
+            t.track(&k.swap(), 0x12, 0).unwrap();
+            t.track(k, 0x10, 0).unwrap();
+        }
+        let start = std::time::Instant::now();
+        let mut sum = 0u64;
+        for r in 0..ROUNDS {
+            for k in &keys {
+                let h = t
+                    .track(std::hint::black_box(k), 0x10, r * 1_000_000)
+                    .unwrap();
+                sum = sum.wrapping_add(u64::from(h.user));
+            }
+        }
+        assert_eq!(sum, ROUNDS * u64::from(FLOWS));
+        start.elapsed().as_nanos() as f64 / (ROUNDS * u64::from(FLOWS)) as f64
+    };
+    let (o1, s1) = (run(&owned), run(&shared));
+    println!("track, established, in cache: owned table {o1:.1} ns, shared table {s1:.1} ns");
+    assert!(s1 < 1000.0 && o1 < 1000.0);
+}
+
+/// Two mappings of one file used at once, as two processes would: flows
+/// inserted through one by one thread are tracked through the other by
+/// another thread while they are being inserted.
+#[test]
+fn two_mappings_share_one_table_concurrently() {
+    let d = TempDir::new();
+    let a = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let b = Shm::open(&d.file()).unwrap();
+    let (ta, _) = a.conntrack(Timeouts::default()).unwrap();
+    let tb = b.conntrack_view().unwrap();
+    let tb = std::sync::Arc::new(tb);
+    let reader = {
+        let tb = std::sync::Arc::clone(&tb);
+        std::thread::spawn(move || {
+            let mut found = 0;
+            let mut tries = 0;
+            while found < 500 && tries < 50_000_000 {
+                tries += 1;
+                if tb.track(&key(found as u16), 0x10, 1 << 30).is_some() {
+                    found += 1;
+                }
+            }
+            found
+        })
+    };
+    for p in 0..500u16 {
+        let k = key(p);
+        ta.insert(&k, &k.swap(), u32::from(p), 0x02, 1 << 30)
+            .unwrap();
+    }
+    assert_eq!(reader.join().unwrap(), 500);
+    assert_eq!(tb.len(), 500);
+}
+
+#[test]
+fn a_second_live_dataplane_cannot_take_over_the_conntrack_table() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    // pid 1 exists in every pid namespace; its heartbeat is fresh.
+    let slot = &shm.header().dataplane;
+    slot.pid.store(1, Relaxed);
+    slot.heartbeat_ns.store(monotonic_ns(), Relaxed);
+    let Err(e) = shm.conntrack(Timeouts::default()) else {
+        panic!("a live dataplane's table was taken over");
+    };
+    assert!(
+        matches!(e, ShmError::DataplaneRunning { pid: 1, .. }),
+        "{e}"
+    );
+    // A stale heartbeat is a dead dataplane's.
+    slot.heartbeat_ns.store(1, Relaxed);
+    shm.conntrack(Timeouts::default()).unwrap();
+    // Our own registration never blocks us.
+    shm.register(Role::Dataplane, monotonic_ns());
+    shm.conntrack(Timeouts::default()).unwrap();
+}
