@@ -177,7 +177,7 @@ struct Inner {
     map: Arc<MmapRaw>,
     geo: Geometry,
     header: Unit<Header>,
-    _file: File,
+    file: File,
 }
 
 impl std::fmt::Debug for Shm {
@@ -223,6 +223,23 @@ pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(p, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Backs `len` bytes at `off` of `file` with storage (`posix_fallocate`).
+fn allocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    if l == 0 {
+        return Ok(());
+    }
+    // SAFETY: posix_fallocate on a descriptor we own; no memory involved.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), o, l) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
 }
 
 /// Holds an exclusive `flock` on a file until dropped.
@@ -286,6 +303,11 @@ impl Shm {
             file.set_len(0).map_err(io_err("truncate", path))?;
             file.set_len(geo.total)
                 .map_err(io_err("set length", path))?;
+            // Back everything but the slots now: a tmpfs that is too small
+            // (a container's 64 MiB /dev/shm) is an error here rather than a
+            // SIGBUS when a worker first touches its conntrack page. Slots
+            // stay sparse and are backed when published into.
+            allocate(&file, 0, geo.slots_off).map_err(io_err("allocate", path))?;
             let map = Shm::map(&file, path)?;
             let header: Unit<Header> = Unit::in_map(&map, 0);
             header.version.store(LAYOUT_VERSION, Relaxed);
@@ -396,7 +418,7 @@ impl Shm {
                 map,
                 geo,
                 header,
-                _file: file,
+                file,
             }),
         })
     }

@@ -65,6 +65,11 @@ fn a_new_file_is_0600_in_a_0700_directory_and_sparse() {
     assert_eq!(dmeta.permissions().mode() & 0o777, 0o700);
     assert_eq!(meta.len(), shm.geometry().total);
     assert_eq!(shm.live_generation(), 0);
+    // Everything before the slots is backed; the slots are not.
+    use std::os::unix::fs::MetadataExt;
+    let backed = meta.blocks() * 512;
+    assert!(backed >= shm.geometry().slots_off, "{backed}");
+    assert!(backed < shm.geometry().total, "{backed}");
 }
 
 #[test]
