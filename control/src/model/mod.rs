@@ -28,7 +28,7 @@
 //!
 //! [`BackendSpec`]: dataplane::lb::BackendSpec
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use dataplane::config::RemoteSection;
 use dataplane::lb::{ServiceSpec, MAX_BACKENDS};
@@ -115,17 +115,16 @@ pub struct NodeView {
 pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     let mut reports = Vec::new();
     let zone = nodes::zone_of(state, &node.name);
-    let slices = endpoints::index_slices(state, &mut reports);
+    let mut slices = endpoints::SliceIndex::new(state, &mut reports);
     let ctx = services::Ctx { node, zone };
 
     let mut out = services::Out::default();
+    // `state.services` iterates in (namespace, name) order, as the index wants.
     for (key, svc) in &state.services {
-        let mine = slices
-            .get(&(key.namespace.as_str(), key.name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        services::service(key, svc, mine, &ctx, &mut out);
+        let mine = slices.take(&key.namespace, &key.name, &mut reports);
+        services::service(key, svc, &mine, &ctx, &mut out);
     }
+    slices.finish(&mut reports);
     reports.append(&mut out.reports);
 
     let mut services = out.specs;
@@ -177,12 +176,6 @@ fn service_of(spec_name: &str) -> &str {
         .map(|(s, _)| s)
         .unwrap_or(spec_name)
 }
-
-/// A namespaced object's `(namespace, name)` as borrowed strings.
-type NsName<'a> = (&'a str, &'a str);
-
-/// EndpointSlices grouped by the Service they belong to.
-type SliceIndex<'a> = HashMap<NsName<'a>, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>;
 
 /// Annotations or labels of an object (empty when absent).
 fn meta_map(m: &Option<BTreeMap<String, String>>) -> &BTreeMap<String, String> {

@@ -24,9 +24,8 @@ use std::net::IpAddr;
 use dataplane::lb::{BackendSpec, ServiceSpec, VipKind};
 use dataplane::proto;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::endpoints::{self, Ep, SERVICE_PROXY_NAME_LABEL};
+use super::endpoints::{self, Ep, SliceRef, SERVICE_PROXY_NAME_LABEL};
 use super::topology::{self, Place};
 use super::{
     meta_map, HealthCheck, NodeIdentity, DEFAULT_AFFINITY_TIMEOUT_S, MAX_ENDPOINTS_PER_SERVICE,
@@ -78,13 +77,12 @@ fn ips<'s>(
 pub(crate) fn service(
     key: &ObjKey,
     svc: &Service,
-    slices: &[&EndpointSlice],
+    slices: &[SliceRef<'_>],
     ctx: &Ctx<'_>,
     out: &mut Out,
 ) {
-    let origin = format!("Service {key}");
     let note = |reason: String| Report {
-        origin: origin.clone(),
+        origin: format!("Service {key}"),
         reason,
     };
     let reports = &mut out.reports;
@@ -106,9 +104,9 @@ pub(crate) fn service(
     }
 
     // VIPs.
-    let cluster_ips: Vec<&String> = match spec.cluster_ips.as_deref() {
-        Some(list) if !list.is_empty() => list.iter().collect(),
-        _ => spec.cluster_ip.iter().collect(),
+    let cluster_ips: &[String] = match spec.cluster_ips.as_deref() {
+        Some(list) if !list.is_empty() => list,
+        _ => spec.cluster_ip.as_slice(),
     };
     if cluster_ips.first().is_some_and(|ip| ip.as_str() == "None") {
         return; // headless: DNS only
@@ -363,5 +361,5 @@ pub(crate) fn cap(eps: &mut Vec<Ep<'_>>) {
     // Stable: the address order is kept within a class.
     eps.sort_by_key(key);
     eps.truncate(MAX_ENDPOINTS_PER_SERVICE);
-    eps.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+    eps.sort_by_key(|e| (e.ip, e.port));
 }
