@@ -995,12 +995,13 @@ fn ten_thousand_services_of_ten_endpoints_build_fast() {
     }
     let mut best = std::time::Duration::MAX;
     let mut v = NodeView::default();
-    for _ in 0..3 {
+    for _ in 0..5 {
+        drop(std::mem::take(&mut v));
         let t0 = Instant::now();
         v = build(&state, &node_a());
         best = best.min(t0.elapsed());
     }
-    eprintln!("10,000 Services x 10 endpoints: model {best:?} (best of 3)");
+    eprintln!("10,000 Services x 10 endpoints: model {best:?} (best of 5)");
     assert_eq!(v.services.len(), 10_000);
     assert!(v.services.iter().all(|s| s.backends.len() == 10));
     assert!(
@@ -1024,4 +1025,89 @@ fn report_origins_name_the_kind_and_object() {
     sorted.sort_by(|a, b| (&a.origin, &a.reason).cmp(&(&b.origin, &b.reason)));
     sorted.dedup();
     assert_eq!(v.reports, sorted, "sorted, no duplicates");
+}
+
+#[test]
+fn a_vip_or_node_port_claimed_twice_stays_with_the_first_service_in_name_order() {
+    let v = view(&["conflicts.yaml"]);
+    let alpha = specs(&v, "demo/alpha");
+    assert_eq!(alpha[0].vips, [(ip("10.96.10.10"), ClusterIp)]);
+    assert_eq!(alpha[0].node_port, Some(30500));
+    let beta = specs(&v, "demo/beta");
+    let http = beta.iter().find(|s| s.port == 80).unwrap();
+    assert!(http.vips.is_empty());
+    assert_eq!(http.node_port, None);
+    // Its other port is not in conflict.
+    let admin = beta.iter().find(|s| s.port == 81).unwrap();
+    assert_eq!(admin.vips, [(ip("10.96.10.10"), ClusterIp)]);
+    assert_reported(
+        &v,
+        "Service demo/beta",
+        "10.96.10.10 port 80 is demo/alpha:http's",
+    );
+    assert_reported(
+        &v,
+        "Service demo/beta",
+        "nodePort 30500 is demo/alpha:http's",
+    );
+}
+
+#[test]
+fn a_port_repeating_another_ports_number_or_name_is_skipped() {
+    let v = view(&["conflicts.yaml"]);
+    let names: Vec<_> = specs(&v, "demo/gamma")
+        .iter()
+        .map(|s| (s.name.clone(), s.proto, s.port))
+        .collect();
+    assert_eq!(names, [("demo/gamma:http".to_string(), TCP, 80)]);
+    assert_reported(
+        &v,
+        "Service demo/gamma",
+        "port 80/TCP (name \"again\") repeats port \"http\"",
+    );
+    assert_reported(
+        &v,
+        "Service demo/gamma",
+        "port 8080/UDP (name \"http\") repeats port \"http\"",
+    );
+}
+
+#[test]
+fn out_of_range_affinity_timeouts_are_bounded_and_reported() {
+    let v = view(&["conflicts.yaml"]);
+    assert_eq!(
+        specs(&v, "demo/sticky-zero")[0].affinity_timeout_s,
+        Some(10_800)
+    );
+    assert_reported(
+        &v,
+        "Service demo/sticky-zero",
+        "timeoutSeconds 0 is not positive",
+    );
+    assert_eq!(
+        specs(&v, "demo/sticky-long")[0].affinity_timeout_s,
+        Some(86_400)
+    );
+    assert_reported(
+        &v,
+        "Service demo/sticky-long",
+        "timeoutSeconds 100000 is over 86400",
+    );
+}
+
+#[test]
+fn load_balancer_source_ranges_are_reported_as_not_enforced() {
+    let v = view(&["conflicts.yaml"]);
+    assert_reported(
+        &v,
+        "Service demo/fenced",
+        "loadBalancerSourceRanges are not enforced",
+    );
+    assert_eq!(
+        specs(&v, "demo/fenced")[0].vips,
+        [
+            (ip("10.96.10.40"), ClusterIp),
+            (ip("203.0.113.40"), LoadBalancer)
+        ]
+    );
 }

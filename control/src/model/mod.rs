@@ -28,7 +28,9 @@
 //!
 //! [`BackendSpec`]: dataplane::lb::BackendSpec
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use dataplane::config::RemoteSection;
 use dataplane::lb::{ServiceSpec, MAX_BACKENDS};
@@ -129,6 +131,7 @@ pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
 
     let mut services = out.specs;
     services.sort_by(|a, b| (&a.name, a.proto, a.port).cmp(&(&b.name, b.proto, b.port)));
+    drop_conflicts(&mut services, &mut reports);
     cap_total_backends(&mut services, &mut reports);
 
     let mut health_checks = out.health;
@@ -166,6 +169,49 @@ fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
             s.backends.truncate(room);
         }
         total += s.backends.len();
+    }
+}
+
+/// A VIP (address, port, protocol) or NodePort (port, protocol) claimed by two
+/// Service ports: the first in name order keeps it (as the dataplane's table
+/// builder would), the later loses it, reported, so the view shows exactly
+/// what is served.
+fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
+    let mut vips: HashMap<(IpAddr, u16, u8), usize> = HashMap::with_capacity(specs.len() * 2);
+    let mut node_ports: HashMap<(u16, u8), usize> = HashMap::new();
+    for i in 0..specs.len() {
+        let (before, rest) = specs.split_at_mut(i);
+        let s = &mut rest[0];
+        let (port, proto) = (s.port, s.proto);
+        let mut lost = Vec::new();
+        s.vips
+            .retain(|&(ip, _)| match vips.entry((ip, port, proto)) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                    true
+                }
+                Entry::Occupied(o) => {
+                    lost.push(format!("{ip} port {port} is {}'s", before[*o.get()].name));
+                    false
+                }
+            });
+        if let Some(np) = s.node_port {
+            match node_ports.entry((np, proto)) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                Entry::Occupied(o) => {
+                    lost.push(format!("nodePort {np} is {}'s", before[*o.get()].name));
+                    s.node_port = None;
+                }
+            }
+        }
+        for l in lost {
+            reports.push(Report {
+                origin: format!("Service {}", service_of(&s.name)),
+                reason: format!("port {}: {l}: not served for this one", s.name),
+            });
+        }
     }
 }
 

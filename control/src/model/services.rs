@@ -225,6 +225,7 @@ pub(crate) fn service(
         zone: ctx.zone,
     };
     let mut local_ready: [BTreeSet<IpAddr>; 2] = Default::default();
+    let mut seen: Vec<(u8, u16, &str)> = Vec::with_capacity(ports.len());
     for p in ports {
         let protocol = p.protocol.as_deref().unwrap_or("TCP");
         let proto = match protocol {
@@ -253,6 +254,17 @@ pub(crate) fn service(
             continue;
         };
         let port_name = p.name.as_deref().unwrap_or("");
+        if let Some((_, _, first)) = seen
+            .iter()
+            .find(|(pr, po, n)| (*pr == proto && *po == port) || (!n.is_empty() && *n == port_name))
+        {
+            reports.push(note(format!(
+                "port {port}/{protocol} (name {port_name:?}) repeats port {first:?}'s \
+                 number or name: skipped"
+            )));
+            continue;
+        }
+        seen.push((proto, port, port_name));
         let name = if port_name.is_empty() {
             format!("{key}:{port}/{protocol}")
         } else {
