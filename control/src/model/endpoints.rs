@@ -56,6 +56,8 @@ impl Ep<'_> {
 /// One EndpointSlice with its key in the cluster state.
 #[derive(Clone, Copy)]
 pub(crate) struct SliceRef<'a> {
+    /// The Service it names: `(namespace, kubernetes.io/service-name)`.
+    pub svc: (&'a str, &'a str),
     pub key: &'a ObjKey,
     pub slice: &'a EndpointSlice,
 }
@@ -64,7 +66,7 @@ pub(crate) struct SliceRef<'a> {
 /// the Services (a `BTreeMap` in the same order) take theirs by walking it
 /// once, with no lookups; what no Service takes is reported.
 pub(crate) struct SliceIndex<'a> {
-    entries: Vec<((&'a str, &'a str), SliceRef<'a>)>,
+    entries: Vec<SliceRef<'a>>,
     next: usize,
 }
 
@@ -96,14 +98,15 @@ impl<'a> SliceIndex<'a> {
                     continue;
                 }
             }
-            entries.push((
-                (key.namespace.as_str(), svc.as_str()),
-                SliceRef { key, slice },
-            ));
+            entries.push(SliceRef {
+                svc: (key.namespace.as_str(), svc.as_str()),
+                key,
+                slice,
+            });
         }
         // Stable, and nearly sorted already when slices are named after their
         // Service (the controller's `<service>-<random>`).
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by(|a, b| a.svc.cmp(&b.svc));
         SliceIndex { entries, next: 0 }
     }
 
@@ -115,17 +118,17 @@ impl<'a> SliceIndex<'a> {
         namespace: &str,
         name: &str,
         reports: &mut Vec<Report>,
-    ) -> Vec<SliceRef<'a>> {
+    ) -> &[SliceRef<'a>] {
         let want = (namespace, name);
-        while self.next < self.entries.len() && self.entries[self.next].0 < want {
+        while self.next < self.entries.len() && self.entries[self.next].svc < want {
             orphan(&self.entries[self.next], reports);
             self.next += 1;
         }
         let start = self.next;
-        while self.next < self.entries.len() && self.entries[self.next].0 == want {
+        while self.next < self.entries.len() && self.entries[self.next].svc == want {
             self.next += 1;
         }
-        self.entries[start..self.next].iter().map(|e| e.1).collect()
+        &self.entries[start..self.next]
     }
 
     /// Reports the slices no Service took.
@@ -136,8 +139,8 @@ impl<'a> SliceIndex<'a> {
     }
 }
 
-fn orphan(e: &((&str, &str), SliceRef<'_>), reports: &mut Vec<Report>) {
-    let ((ns, svc), r) = e;
+fn orphan(r: &SliceRef<'_>, reports: &mut Vec<Report>) {
+    let (ns, svc) = r.svc;
     reports.push(Report {
         origin: format!("EndpointSlice {}", r.key),
         reason: format!("its Service {ns}/{svc} does not exist: ignored"),
@@ -162,7 +165,7 @@ impl Bad {
 
 /// The endpoints of the Service port `(port_name, protocol)` from its slices,
 /// deduplicated and sorted by address and port, of the families in `families`
-/// (`[ipv4, ipv6]`) only.
+/// (`[ipv4, ipv6]`) only, into `out` (cleared first; reused across ports).
 pub(crate) fn collect<'a>(
     slices: &[SliceRef<'a>],
     port_name: &str,
@@ -170,9 +173,10 @@ pub(crate) fn collect<'a>(
     families: [bool; 2],
     node: &NodeIdentity,
     reports: &mut Vec<Report>,
-) -> Vec<Ep<'a>> {
-    let mut out = Vec::new();
-    for &SliceRef { key, slice } in slices {
+    out: &mut Vec<Ep<'a>>,
+) {
+    out.clear();
+    for &SliceRef { key, slice, .. } in slices {
         let v6 = slice.address_type == "IPv6";
         if !families[usize::from(v6)] {
             continue;
@@ -232,8 +236,7 @@ pub(crate) fn collect<'a>(
             });
         }
     }
-    dedup(&mut out);
-    out
+    dedup(out);
 }
 
 /// Sorts by address and port and keeps one of each: the first listed, or the

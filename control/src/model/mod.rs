@@ -121,10 +121,11 @@ pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     let ctx = services::Ctx { node, zone };
 
     let mut out = services::Out::default();
+    let mut scratch = Vec::new();
     // `state.services` iterates in (namespace, name) order, as the index wants.
     for (key, svc) in &state.services {
         let mine = slices.take(&key.namespace, &key.name, &mut reports);
-        services::service(key, svc, &mine, &ctx, &mut out);
+        services::service(key, svc, mine, &ctx, &mut out, &mut scratch);
     }
     slices.finish(&mut reports);
     reports.append(&mut out.reports);

@@ -74,12 +74,13 @@ fn ips<'s>(
 }
 
 /// Adds the specs (and health check) of one Service.
-pub(crate) fn service(
+pub(crate) fn service<'a>(
     key: &ObjKey,
     svc: &Service,
-    slices: &[SliceRef<'_>],
+    slices: &[SliceRef<'a>],
     ctx: &Ctx<'_>,
     out: &mut Out,
+    eps: &mut Vec<Ep<'a>>,
 ) {
     let note = |reason: String| Report {
         origin: format!("Service {key}"),
@@ -282,16 +283,18 @@ pub(crate) fn service(
                 }
             },
         };
-        let mut eps = endpoints::collect(slices, port_name, protocol, families, ctx.node, reports);
+        endpoints::collect(
+            slices, port_name, protocol, families, ctx.node, reports, eps,
+        );
         for e in eps.iter().filter(|e| e.local && e.ready) {
             local_ready[usize::from(e.ip.is_ipv6())].insert(e.ip);
         }
         let port_external = node_port.is_some() || !external.is_empty() || !lb.is_empty();
         let uses_local = int_local || (ext_local && port_external);
-        topology::apply(&mut eps, place, uses_local);
+        topology::apply(eps, place, uses_local);
         if eps.len() > MAX_ENDPOINTS_PER_SERVICE {
             let had = eps.len();
-            cap(&mut eps);
+            cap(eps);
             reports.push(note(format!(
                 "port {name}: {had} endpoints; kept {MAX_ENDPOINTS_PER_SERVICE} \
                  (ready first, then serving-terminating, local first)"
