@@ -536,6 +536,7 @@ fn a_node_without_a_zone_label_uses_every_endpoint() {
     };
     let v = view_as(&["topology.yaml"], &x);
     assert_eq!(specs(&v, "shop/close")[0].backends.len(), 4);
+    assert_reported(&v, "Node node-x", "own Node object is not among the Nodes");
 }
 
 #[test]

@@ -117,6 +117,14 @@ pub struct NodeView {
 pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     let mut reports = Vec::new();
     let zone = nodes::zone_of(state, &node.name);
+    if !state.nodes.is_empty() && !state.nodes.contains_key(&node.name) {
+        reports.push(Report {
+            origin: format!("Node {}", node.name),
+            reason: "this node's own Node object is not among the Nodes: no zone, so zone \
+                     hints are not used"
+                .into(),
+        });
+    }
     let mut slices = endpoints::SliceIndex::new(state, &mut reports);
     let ctx = services::Ctx { node, zone };
 
