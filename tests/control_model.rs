@@ -1129,3 +1129,15 @@ fn load_balancer_source_ranges_are_reported_as_not_enforced() {
         ]
     );
 }
+
+#[test]
+fn external_traffic_policy_local_without_a_health_check_node_port_is_reported_and_still_local() {
+    let v = view(&["conflicts.yaml"]);
+    assert!(specs(&v, "demo/lb-local-nohc")[0].ext_local);
+    assert!(v.health_checks.is_empty());
+    assert_reported(
+        &v,
+        "Service demo/lb-local-nohc",
+        "without a valid healthCheckNodePort (None)",
+    );
+}

@@ -202,11 +202,11 @@ pub(crate) fn service<'a>(
     let health_port = if type_ == "LoadBalancer" && ext_local {
         match spec.health_check_node_port.map(u16::try_from) {
             Some(Ok(p)) if p != 0 => Some(p),
-            hc => {
+            _ => {
                 reports.push(note(format!(
                     "externalTrafficPolicy Local without a valid healthCheckNodePort ({:?}): \
                      no health check served",
-                    hc.map(|_| spec.health_check_node_port.unwrap_or(0))
+                    spec.health_check_node_port
                 )));
                 None
             }
