@@ -190,7 +190,9 @@ fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
     let mut node_ports: HashMap<(u16, u8), usize> = HashMap::new();
     for i in 0..specs.len() {
         let (before, rest) = specs.split_at_mut(i);
-        let s = &mut rest[0];
+        let Some(s) = rest.first_mut() else {
+            break;
+        };
         let (port, proto) = (s.port, s.proto);
         let mut lost = Vec::new();
         s.vips
