@@ -16,6 +16,8 @@ use dataplane::pipeline::{DropReason, Frame, Pipeline, Verdict};
 #[path = "twill-dataplane/synth.rs"]
 mod synth;
 
+#[path = "twill-dataplane/apply.rs"]
+mod apply;
 #[path = "twill-dataplane/run.rs"]
 mod run;
 

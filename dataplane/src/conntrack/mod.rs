@@ -18,7 +18,8 @@ mod tests;
 pub use frag::{FragKey, FragStats, FragTable};
 pub use key::{ip_to_key_bytes, FlowKey};
 pub use state::{CtState, Timeouts};
+pub(crate) use table::{Bucket as CtBucket, Entry as CtEntry, Header as CtHeader};
 pub use table::{
-    Dir, FlowSnapshot, Hit, InsertError, LeanHit, Stats, Table, BYTES_PER_FLOW, ENTRY_BYTES,
-    INDEX_BYTES_PER_FLOW, MAX_CAPACITY, SLOTS_PER_FLOW,
+    CtOpenError, Dir, FlowSnapshot, Hit, InsertError, LeanHit, Opened, SharedLayout, SharedParts,
+    Stats, Table, BYTES_PER_FLOW, ENTRY_BYTES, INDEX_BYTES_PER_FLOW, MAX_CAPACITY, SLOTS_PER_FLOW,
 };

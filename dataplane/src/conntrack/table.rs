@@ -76,14 +76,18 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
 #[cfg(test)]
 mod check;
+mod shared;
 mod write;
+
+pub use shared::{CtOpenError, Opened, SharedLayout, SharedParts};
 
 use super::key::FlowKey;
 use super::state::{CtState, Timeouts, Word, FREE, INSERTING, LIVE};
+use crate::state::shm::region::{Slab, Unit};
 
 /// Entries are 96 bytes: two 40-byte tuples and four 32-bit words.
 #[repr(C, align(32))]
-pub(crate) struct Entry {
+pub struct Entry {
     /// Seqlock version: odd while tuples/user/lifecycle are being rewritten.
     seq: AtomicU32,
     /// [`Word`]: lifecycle, protocol state, reply seen, assured.
@@ -212,18 +216,20 @@ pub struct FlowSnapshot {
     pub idle_ns: u64,
 }
 
-/// The table's fixed header, one cache line per access pattern so that the
-/// line every lookup reads is never written by inserts.
+/// The table's shared header (the first part of its region), one cache line
+/// per access pattern. The geometry every lookup reads is not here but
+/// copied into [`Table`] itself ([`Geometry`]): it never changes after
+/// construction, and a copy keeps the packet path's loads where they were.
 #[repr(C)]
-struct Header {
-    geo: Geometry,
+pub struct Header {
+    stored: shared::Stored,
     free: FreeHead,
     counters: Counters,
     sweep: Sweep,
 }
 
-/// Read by every lookup; written at start-up, `max_disp` rarely after.
-#[repr(C, align(64))]
+/// Read by every lookup; set at construction, never written after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Geometry {
     capacity: u32,
     buckets: u32,
@@ -232,6 +238,24 @@ struct Geometry {
     /// Timeout per [`CtState`] discriminant (the state word's bits 4-7), in
     /// ticks; the unused values 0 and 13-15 time out at once.
     timeout_ticks: [u32; 16],
+}
+
+impl Geometry {
+    fn new(capacity: usize, timeouts: &Timeouts) -> Geometry {
+        let slots = capacity * SLOTS_PER_FLOW;
+        let buckets = slots.div_ceil(BUCKET);
+        let mut timeout_ticks = [0u32; 16];
+        for st in CtState::ALL {
+            let ns = u64::from(timeouts.of(st)) * 1_000_000_000;
+            timeout_ticks[st as usize] = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
+        }
+        Geometry {
+            capacity: capacity as u32,
+            buckets: buckets as u32,
+            probe: buckets.min(MAX_PROBE) as u32,
+            timeout_ticks,
+        }
+    }
 }
 
 /// Free-list head: `aba_tag << 32 | (id+1)`, 0 = empty.
@@ -266,20 +290,21 @@ const _: () = {
 /// Seven index slots and the control word: one cache line, the unit of a
 /// probe.
 #[repr(C, align(64))]
-struct Bucket([AtomicU64; BUCKET]);
+pub struct Bucket([AtomicU64; BUCKET]);
 
-const _: () = assert!(std::mem::size_of::<Geometry>() == 128);
 const _: () = assert!(std::mem::size_of::<Counters>() == 64);
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
 
 /// The lock-free flow table shared by all workers: a header, an entry array
-/// and an index array, indices only (no pointers inside), so a later
-/// constructor can lay the same three parts over a shared-memory mapping.
-#[repr(C)]
+/// and an index array, indices only (no pointers inside), either on the heap
+/// ([`Table::new`]) or laid over a region of the node's shared-memory file
+/// ([`Table::open_shared`], see `shared`), through the same [`Slab`] views:
+/// a lookup does not know which.
 pub struct Table {
-    hdr: Header,
-    entries: Box<[Entry]>,
-    index: Box<[Bucket]>,
+    geo: Geometry,
+    hdr: Unit<Header>,
+    entries: Slab<Entry>,
+    index: Slab<Bucket>,
 }
 
 /// A consistent read of an entry's tuples, user word and state word.
@@ -396,60 +421,38 @@ fn matches(x: u64) -> u64 {
 }
 
 impl Table {
-    /// A table for `capacity` flows (at least 1, at most [`MAX_CAPACITY`]).
+    /// A table for `capacity` flows (at least 1, at most [`MAX_CAPACITY`]),
+    /// on the heap.
     pub fn new(capacity: usize, timeouts: Timeouts) -> Table {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        let slots = capacity * SLOTS_PER_FLOW;
-        let buckets = slots.div_ceil(BUCKET);
-        let mut timeout_ticks = [0u32; 16];
-        for st in CtState::ALL {
-            let ns = u64::from(timeouts.of(st)) * 1_000_000_000;
-            timeout_ticks[st as usize] = (ns >> TICK_SHIFT).min(i32::MAX as u64) as u32;
+        let geo = Geometry::new(capacity, &timeouts);
+        let t = Table {
+            geo,
+            hdr: Unit::zeroed(),
+            entries: Slab::zeroed(capacity),
+            index: Slab::zeroed(geo.buckets as usize),
+        };
+        t.init_fresh();
+        t
+    }
+
+    /// Writes a fresh table over zeroed memory: every entry free and
+    /// chained on the free list (0 -> 1 -> ... -> capacity-1), the stored
+    /// geometry, counters zero.
+    fn init_fresh(&self) {
+        let capacity = self.entries.len();
+        for (i, e) in self.entries.iter().enumerate() {
+            e.state.store(FREE, Relaxed);
+            // Stored as id+1, 0 ends the list.
+            let next = if i + 1 < capacity { i as u32 + 2 } else { 0 };
+            e.user.store(next, Relaxed);
         }
-        let entries: Box<[Entry]> = (0..capacity)
-            .map(|i| Entry {
-                seq: AtomicU32::new(0),
-                state: AtomicU32::new(FREE),
-                last: AtomicU32::new(0),
-                // Free list 0 -> 1 -> ... -> capacity-1 (stored as id+1, 0 ends).
-                user: AtomicU32::new(if i + 1 < capacity { i as u32 + 2 } else { 0 }),
-                tuple: Default::default(),
-            })
-            .collect();
-        let index: Box<[Bucket]> = (0..buckets).map(|_| Bucket(Default::default())).collect();
-        Table {
-            hdr: Header {
-                geo: Geometry {
-                    capacity: capacity as u32,
-                    buckets: buckets as u32,
-                    probe: buckets.min(MAX_PROBE) as u32,
-                    timeout_ticks,
-                },
-                free: FreeHead(AtomicU64::new(1)),
-                counters: Counters {
-                    live: AtomicU64::new(0),
-                    inserted: AtomicU64::new(0),
-                    races: AtomicU64::new(0),
-                    refused_full: AtomicU64::new(0),
-                    evicted_expired: AtomicU64::new(0),
-                    evicted_unassured: AtomicU64::new(0),
-                    reclaimed: AtomicU64::new(0),
-                    reply_taken: AtomicU64::new(0),
-                },
-                sweep: Sweep {
-                    reclaim_cursor: AtomicU32::new(0),
-                    evict_cursor: AtomicU32::new(0),
-                    contended: AtomicU64::new(0),
-                    removed: AtomicU64::new(0),
-                },
-            },
-            entries,
-            index,
-        }
+        self.hdr.free.0.store(1, Relaxed);
+        self.store_geometry();
     }
 
     pub fn capacity(&self) -> usize {
-        self.hdr.geo.capacity as usize
+        self.geo.capacity as usize
     }
 
     /// Live flows.
@@ -586,7 +589,7 @@ impl Table {
         let (mut b, tag) = self.home(h);
         let want = (tag | COMMITTED) >> 32;
         let bcast = tag8(h) * BYTE_LO;
-        let mut left = self.hdr.geo.probe;
+        let mut left = self.geo.probe;
         loop {
             let bucket = self.index.get(b)?;
             let ctrl = bucket.0[CTRL].load(Acquire);
@@ -672,7 +675,7 @@ impl Table {
 
     /// Snapshots of the live flows (allocates; for the control path only).
     pub fn iter_live(&self, now: u64) -> impl Iterator<Item = FlowSnapshot> + '_ {
-        (0..self.hdr.geo.capacity).filter_map(move |id| {
+        (0..self.geo.capacity).filter_map(move |id| {
             let snap = self.read(id)?;
             if snap.word.life() != LIVE {
                 return None;
@@ -704,7 +707,7 @@ impl Table {
 
     #[inline]
     fn home(&self, h: u64) -> (usize, u64) {
-        let b = ((h & 0xffff_ffff) * u64::from(self.hdr.geo.buckets)) >> 32;
+        let b = ((h & 0xffff_ffff) * u64::from(self.geo.buckets)) >> 32;
         (b as usize, (h >> 1) & TAG_MASK)
     }
 
@@ -756,7 +759,7 @@ impl Table {
         let kw = key.words();
         let (mut b, tag) = self.home(index_hash(&kw));
         let mut busy = false;
-        for _ in 0..self.hdr.geo.probe {
+        for _ in 0..self.geo.probe {
             let Some(bucket) = self.index.get(b) else {
                 return Look::Miss;
             };
@@ -836,7 +839,7 @@ impl Table {
     /// The timeout of word `w`'s state, in ticks.
     #[inline]
     fn timeout(&self, w: Word) -> i32 {
-        self.hdr.geo.timeout_ticks[(w.0 >> 4) as usize & 15] as i32
+        self.geo.timeout_ticks[(w.0 >> 4) as usize & 15] as i32
     }
 
     #[inline]

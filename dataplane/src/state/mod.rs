@@ -14,6 +14,8 @@
 
 pub mod demo;
 pub mod prefetch;
+pub mod shm;
+pub mod snapshot;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -286,6 +288,7 @@ pub enum BuildError {
 pub struct Tables {
     config: NodeConfig,
     generation: u64,
+    published: u64,
     node4: Option<[u8; 4]>,
     node6: Option<[u8; 16]>,
     gw4: Option<[u8; 4]>,
@@ -310,6 +313,14 @@ impl Tables {
     #[inline]
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The shared-memory generation these tables were built from (0: not
+    /// from shared memory). Workers announce it, so control knows which
+    /// table slots are still read.
+    #[inline]
+    pub fn published_generation(&self) -> u64 {
+        self.published
     }
 
     #[inline]
@@ -393,6 +404,7 @@ pub struct TablesBuilder {
     pods: Vec<PodSpec>,
     remotes: Vec<RemoteNodeSpec>,
     services: Vec<ServiceSpec>,
+    published: u64,
 }
 
 impl TablesBuilder {
@@ -402,7 +414,14 @@ impl TablesBuilder {
             pods: Vec::new(),
             remotes: Vec::new(),
             services: Vec::new(),
+            published: 0,
         }
+    }
+
+    /// Marks the tables as built from shared-memory generation `g`.
+    pub fn published_generation(&mut self, g: u64) -> &mut Self {
+        self.published = g;
+        self
     }
 
     /// The node configuration being built (to adjust a prepared builder).
@@ -533,6 +552,7 @@ impl TablesBuilder {
         let services = sb.build().map_err(BuildError::Services)?;
         Ok(Tables {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            published: self.published,
             node4: c.node_ipv4.map(|a| a.octets()),
             node6: c.node_ipv6.map(|a| a.octets()),
             gw4: c.gateway_ipv4.map(|a| a.octets()),

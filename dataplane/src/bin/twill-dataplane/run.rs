@@ -19,13 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use dataplane::config::{fmt_mac, Macs, NodeFile, ZeroCopyMode, UPLINK_PORT};
+use dataplane::config::{fmt_mac, Macs, NodeFile, RemoteSection, ZeroCopyMode, UPLINK_PORT};
 use dataplane::io::neigh::{self, LinkInfo, Neighbour};
 use dataplane::io::{
-    IfaceMode, RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig, ZeroCopy,
+    RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig, ZeroCopy,
 };
 use dataplane::pipeline::{DropReason, Pipeline};
+use dataplane::state::shm::{monotonic_ns, Reader, Role, Shm};
 use dataplane::{conntrack, lb, Mac};
+
+use crate::apply::{self, Desired, Ports};
 
 /// The MAC used for a next hop the neighbour table does not know yet
 /// (broadcast: still delivered on the segment; replaced at the next refresh).
@@ -51,37 +54,67 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let file_name = a.config.display().to_string();
     let file = NodeFile::load(a.config).map_err(|e| anyhow!("config {e}"))?;
     let up = neigh::link(&file.node.uplink).context("the uplink")?;
-    let mut macs = resolve(&file, &up, true)?;
+
+    // Shared memory with control, when configured: conntrack lives there
+    // (established flows survive a restart) and control's snapshots replace
+    // the file's pods, remote nodes and Services.
+    let shm = match file.shm_layout() {
+        Some((path, layout)) => {
+            let shm = Shm::create_or_open(&path, &layout)
+                .with_context(|| format!("shared memory {}", path.display()))?;
+            shm.register(Role::Dataplane, monotonic_ns());
+            shm.clear_announcements();
+            Some(shm)
+        }
+        None => None,
+    };
+    let mut reader = shm.as_ref().map(Reader::new);
+    let mut desired = Desired::from_file(&file);
+    if let Some(r) = reader.as_mut() {
+        match r.poll(monotonic_ns()) {
+            Ok(Some((g, snap))) => {
+                log::info!("starting from control's snapshot, generation {g}");
+                desired = Desired::from_snapshot(g, snap);
+            }
+            Ok(None) => log::info!("no snapshot from control yet: serving the config file's"),
+            Err(e) => {
+                log::error!("control's snapshot is unusable ({e}): serving the config file's")
+            }
+        }
+    }
+    let mut macs = resolve(&file, &desired.remotes, &up, true)?;
+    let mut ports = Ports::new();
+    for p in &desired.pods {
+        ports.assign(&p.interface)?;
+    }
     let tables = Arc::new(
-        file.tables(&file_name, &macs)
-            .map_err(|e| anyhow!("config {e}"))?,
+        apply::tables(&file, &desired, &ports, &macs, None)
+            .map_err(|e| anyhow!("config {file_name}: {e}"))?,
     );
     let cfg = tables.config().clone();
 
     let mut st = Steering::load(&SteerConfig::from_node(&cfg))?;
-    for ip in [cfg.node_ipv4.map(IpAddr::V4), cfg.node_ipv6.map(IpAddr::V6)]
+    let node_ips: Vec<IpAddr> = [cfg.node_ipv4.map(IpAddr::V4), cfg.node_ipv6.map(IpAddr::V6)]
         .into_iter()
         .flatten()
-    {
-        st.add_node_addr(ip)?;
+        .collect();
+    for ip in &node_ips {
+        st.add_node_addr(*ip)?;
     }
-    let node_ip = |ip: &IpAddr| {
-        Some(*ip) == cfg.node_ipv4.map(IpAddr::V4) || Some(*ip) == cfg.node_ipv6.map(IpAddr::V6)
-    };
-    for s in &file.services {
-        for ip in s
-            .cluster_ips
-            .iter()
-            .chain(&s.external_ips)
-            .chain(&s.load_balancer_ips)
-        {
-            // A VIP the node owns is ours on the Service's port only.
-            let port = node_ip(ip).then_some((s.protocol, s.port));
-            st.add_vip(*ip, port)?;
-        }
+    for (ip, port) in desired.vips(&node_ips) {
+        st.add_vip(ip, port)?;
     }
 
-    let ct = Arc::new(conntrack::Table::new(cfg.conntrack_capacity, cfg.timeouts));
+    let ct = match &shm {
+        Some(shm) => {
+            let (ct, opened) = shm
+                .conntrack(cfg.timeouts)
+                .context("conntrack in shared memory")?;
+            log::info!("conntrack in shared memory: {opened:?}");
+            ct
+        }
+        None => Arc::new(conntrack::Table::new(cfg.conntrack_capacity, cfg.timeouts)),
+    };
     let aff = Arc::new(lb::AffinityTable::new(cfg.affinity_capacity));
     let xsk = XskConfig {
         frames: file.workers.frames.unwrap_or(XskConfig::default().frames),
@@ -114,22 +147,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     b.attach_uplink(&file.node.uplink, UPLINK_PORT, queues)
         .with_context(|| format!("attaching the uplink {}", file.node.uplink))?;
-    for (i, p) in file.pods.iter().enumerate() {
-        let (w, _) = b
-            .attach(
-                p.worker,
-                &p.interface,
-                NodeFile::pod_port(i),
-                IfaceMode::Pod,
-            )
-            .with_context(|| format!("attaching pod {} ({})", p.name, p.interface))?;
-        log::info!(
-            "pod {} on {} is port {} on worker {w}",
-            p.name,
-            p.interface,
-            NodeFile::pod_port(i)
-        );
-    }
+    apply::attach_initial(&mut b, &desired, &mut ports)?;
     let opts = RunOptions {
         busy_poll: a.busy_poll || file.workers.busy_poll,
         idle_polls: file.workers.idle_polls.unwrap_or(64),
@@ -142,34 +160,75 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         cpus,
         file.node.uplink,
         queues,
-        file.pods.len(),
+        desired.pods.len(),
         if opts.busy_poll { ", busy-polling" } else { "" }
     );
 
     let refresh = Duration::from_secs(file.node.neighbour_refresh_s.unwrap_or(5));
     let stats_every = Duration::from_secs(a.stats_interval);
     let (mut last_refresh, mut last_stats) = (Instant::now(), Instant::now());
+    let mut current = tables;
+    // Polling the live word is one atomic load: often enough that a new
+    // snapshot reaches the workers within milliseconds.
+    let tick = if shm.is_some() {
+        Duration::from_millis(2)
+    } else {
+        Duration::from_millis(50)
+    };
     while !signalled.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(tick);
+        let mut rebuild = false;
+        if let (Some(shm), Some(r)) = (&shm, reader.as_mut()) {
+            let now = monotonic_ns();
+            shm.heartbeat(Role::Dataplane, now);
+            match r.poll(now) {
+                Ok(Some((g, snap))) => {
+                    let next = Desired::from_snapshot(g, snap);
+                    apply::apply_changes(&mut workers, &desired, &next, &mut ports, &node_ips);
+                    if next.remotes != desired.remotes {
+                        match resolve(&file, &next.remotes, &up, false) {
+                            Ok(m) => macs = m,
+                            Err(e) => log::warn!("neighbour lookup: {e:#}"),
+                        }
+                    }
+                    desired = next;
+                    rebuild = true;
+                }
+                Ok(None) => {}
+                Err(e) => log::error!("control's snapshot refused, keeping the last good: {e}"),
+            }
+        }
         if !refresh.is_zero() && last_refresh.elapsed() >= refresh {
             last_refresh = Instant::now();
-            match resolve(&file, &up, false) {
+            match resolve(&file, &desired.remotes, &up, false) {
                 Ok(m)
                     if m.underlay_gateway != macs.underlay_gateway || m.remotes != macs.remotes =>
                 {
-                    match file.tables(&file_name, &m) {
-                        Ok(t) => {
-                            log::info!("next-hop MACs changed: publishing new tables");
-                            if let Err(e) = workers.set_tables(Arc::new(t)) {
-                                log::error!("publishing tables: {e}");
-                            }
-                            macs = m;
-                        }
-                        Err(e) => log::error!("{e}"),
-                    }
+                    log::info!("next-hop MACs changed: publishing new tables");
+                    macs = m;
+                    rebuild = true;
                 }
                 Ok(_) => {}
                 Err(e) => log::warn!("neighbour refresh: {e:#}"),
+            }
+        }
+        if rebuild {
+            match apply::tables(&file, &desired, &ports, &macs, Some(&current)) {
+                Ok(t) => {
+                    current = Arc::new(t);
+                    if let Err(e) = workers.set_tables(current.clone()) {
+                        log::error!("publishing tables: {e}");
+                    } else if desired.generation != 0 {
+                        log::info!(
+                            "generation {}: {} pods, {} remote nodes, {} service ports",
+                            desired.generation,
+                            desired.pods.len(),
+                            desired.remotes.len(),
+                            desired.services.len()
+                        );
+                    }
+                }
+                Err(e) => log::error!("{e}; keeping the last good tables"),
             }
         }
         if !stats_every.is_zero() && last_stats.elapsed() >= stats_every {
@@ -192,7 +251,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 /// interface, the next hops from the neighbour table (poking the kernel to
 /// resolve missing ones at start when `poke`). A next hop still unknown is
 /// logged and gets [`UNRESOLVED`] (a remote node: the gateway's MAC).
-fn resolve(file: &NodeFile, up: &LinkInfo, poke: bool) -> anyhow::Result<Macs> {
+fn resolve(
+    file: &NodeFile,
+    remote_nodes: &[RemoteSection],
+    up: &LinkInfo,
+    poke: bool,
+) -> anyhow::Result<Macs> {
     let n = &file.node;
     let uplink = n.uplink_mac.get().or(up.mac).ok_or_else(|| {
         anyhow!(
@@ -223,7 +287,7 @@ fn resolve(file: &NodeFile, up: &LinkInfo, poke: bool) -> anyhow::Result<Macs> {
         if n.underlay_gateway_mac.get().is_none() && find(&table, &gw_ips).is_none() {
             missing.extend(gw_ips.iter().copied());
         }
-        for r in &file.remote_nodes {
+        for r in remote_nodes {
             if r.underlay_mac.get().is_none() && find(&table, &wanted(r)).is_none() {
                 missing.extend(wanted(r));
             }
@@ -251,8 +315,7 @@ fn resolve(file: &NodeFile, up: &LinkInfo, poke: bool) -> anyhow::Result<Macs> {
             UNRESOLVED
         }
     };
-    let remotes = file
-        .remote_nodes
+    let remotes = remote_nodes
         .iter()
         .map(|r| {
             r.underlay_mac

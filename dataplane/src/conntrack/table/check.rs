@@ -29,7 +29,7 @@ impl Table {
     /// every live entry reachable by exactly its one or two slots.
     pub(crate) fn check_index(&self) -> Result<IndexCensus, String> {
         let n = self.index.len();
-        let probe = self.hdr.geo.probe as usize;
+        let probe = self.geo.probe as usize;
         let mut counts = vec![0u64; n];
         let mut per_entry = vec![0u8; self.entries.len()];
         let mut census = IndexCensus::default();

@@ -119,7 +119,7 @@ impl Table {
     /// Frees expired flows among the next `budget` entries of the sweep
     /// cursor; returns how many it freed.
     pub fn reclaim(&self, now: u64, budget: usize) -> usize {
-        let cap = self.hdr.geo.capacity;
+        let cap = self.geo.capacity;
         let budget = budget.min(cap as usize) as u32;
         let start = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
         let mut freed = 0;
@@ -135,7 +135,7 @@ impl Table {
 
     /// Removes flow `id` if live (no-op otherwise).
     pub fn remove(&self, id: u32) {
-        if id < self.hdr.geo.capacity && self.kill(id, None) {
+        if id < self.geo.capacity && self.kill(id, None) {
             self.hdr.sweep.removed.fetch_add(1, Relaxed);
         }
     }
@@ -185,7 +185,7 @@ impl Table {
         let h = index_hash(&kw);
         let (home, tag) = self.home(h);
         let mine = slot_val(tag, id, dir);
-        let probe = self.hdr.geo.probe as usize;
+        let probe = self.geo.probe as usize;
         let mut spins = 0u32;
         'retry: while spins < SPIN_LIMIT {
             spins += 1;
@@ -367,7 +367,7 @@ impl Table {
     pub(super) fn unlink(&self, key: &FlowKey, id: u32, dir: Dir) {
         let (home, tag) = self.home(index_hash(&key.words()));
         let v = slot_val(tag, id, dir) | COMMITTED;
-        for d in 0..self.hdr.geo.probe as usize {
+        for d in 0..self.geo.probe as usize {
             let base = self.bucket_at(home, d) * BUCKET;
             for s in base..base + SLOTS {
                 if self.slot(s).load(Relaxed) != v {
@@ -489,7 +489,7 @@ impl Table {
     /// Makes room on a full table: an expired entry first, else an unassured
     /// one, among the next [`EVICT_SCAN`] entries. Returns whether it freed one.
     pub(super) fn evict(&self, now: u64) -> bool {
-        let cap = self.hdr.geo.capacity;
+        let cap = self.geo.capacity;
         let n = (EVICT_SCAN as u32).min(cap);
         let start = self.hdr.sweep.evict_cursor.fetch_add(n, Relaxed) % cap;
         let mut unassured = None;

@@ -1,0 +1,224 @@
+//! The control loop: source updates and pod attachments → the model → a
+//! snapshot in shared memory, plus what hangs off each new view (the
+//! healthCheckNodePort servers, reports in the log).
+//!
+//! One task owns the [`Publisher`]: it waits for a change (a source update
+//! or an attachment), lets a burst settle for the configured debounce, then
+//! builds the view and publishes it if it differs from the live one. A view
+//! that cannot be published (too large for a slot) is reported and the live
+//! snapshot keeps serving. The shared-memory file outlives control: killing
+//! it leaves the dataplane forwarding with the last snapshot.
+
+pub mod pods;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dataplane::state::shm::{monotonic_ns, Publisher, Role, Shm};
+use dataplane::state::snapshot::Snapshot;
+use tokio::sync::watch;
+
+use crate::cni_server::Store;
+use crate::metrics::health::HealthServers;
+use crate::model::{self, NodeIdentity};
+use crate::source::{Health, Report, Update};
+
+/// How fresh the dataplane's heartbeat must be for the health-check servers
+/// to call the proxy healthy.
+const DATAPLANE_STALE: Duration = Duration::from_secs(5);
+
+/// What one publish did (for logs and metrics).
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Generation now live (0: nothing published yet).
+    pub generation: u64,
+    pub bytes: usize,
+    /// From the change that triggered it to the live store.
+    pub latency: Duration,
+    pub services: usize,
+    pub remotes: usize,
+    pub pods: usize,
+    /// The view was the live one already: nothing written.
+    pub unchanged: bool,
+}
+
+/// Observers of the loop (metrics read them).
+#[derive(Default)]
+pub struct Status {
+    pub last: Mutex<Outcome>,
+    pub health: Mutex<Option<Health>>,
+    pub reports: Mutex<Vec<Report>>,
+    pub publish_errors: std::sync::atomic::AtomicU64,
+}
+
+/// Everything the loop needs.
+pub struct Loop {
+    pub shm: Shm,
+    pub node: NodeIdentity,
+    pub source: watch::Receiver<Update>,
+    pub store: Arc<Mutex<Store>>,
+    pub attachments: watch::Receiver<u64>,
+    pub debounce: Duration,
+    /// Where healthCheckNodePort servers listen.
+    pub health_bind: IpAddr,
+    pub status: Arc<Status>,
+}
+
+/// Builds the snapshot for the current inputs.
+pub fn assemble(
+    update: &Update,
+    store: &Store,
+    node: &NodeIdentity,
+) -> (Snapshot, model::NodeView) {
+    let mut view = model::build(&update.state, node);
+    let (pods, reports) = pods::pods(&store.snapshot());
+    view.reports.extend(reports);
+    let snap = Snapshot {
+        revision: update.revision,
+        built_ns: monotonic_ns(),
+        services: view.services.clone(),
+        remotes: view.remotes.clone(),
+        pods,
+    };
+    (snap, view)
+}
+
+fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
+    a.services == b.services && a.remotes == b.remotes && a.pods == b.pods
+}
+
+impl Loop {
+    /// Runs until `stop` is set (checked at least every second).
+    pub async fn run(mut self, stop: Arc<AtomicBool>) {
+        let mut publisher = Publisher::new(&self.shm);
+        let proxy_healthy = Arc::new(AtomicBool::new(false));
+        let mut health = HealthServers::new(self.health_bind, Arc::clone(&proxy_healthy));
+        let mut last: Option<Snapshot> = None;
+        let mut seen_reports: BTreeSet<String> = BTreeSet::new();
+        let mut last_health: Option<Health> = None;
+        let mut dirty = true;
+        let mut changed_at = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !stop.load(Ordering::Relaxed) {
+            if !dirty {
+                tokio::select! {
+                    r = self.source.changed() => {
+                        if r.is_err() {
+                            log::error!("the source stopped; keeping the last state");
+                            // Never returns again: keep serving attachments.
+                            std::future::pending::<()>().await;
+                        }
+                        dirty = true;
+                        changed_at = Instant::now();
+                    }
+                    r = self.attachments.changed() => {
+                        if r.is_ok() {
+                            dirty = true;
+                            changed_at = Instant::now();
+                        }
+                    }
+                    _ = tick.tick() => {}
+                }
+            }
+            let now = monotonic_ns();
+            self.shm.heartbeat(Role::Control, now);
+            let dp = self.shm.process(Role::Dataplane);
+            proxy_healthy.store(
+                dp.pid != 0
+                    && now.saturating_sub(dp.heartbeat_ns) < DATAPLANE_STALE.as_nanos() as u64,
+                Ordering::Relaxed,
+            );
+            if !dirty {
+                continue;
+            }
+            // Let a burst settle.
+            tokio::time::sleep(self.debounce).await;
+            dirty = false;
+            let update = self.source.borrow_and_update().clone();
+            let _ = self.attachments.borrow_and_update();
+            if last_health.as_ref() != Some(&update.health) {
+                match &update.health {
+                    Health::Degraded { reason } => {
+                        log::warn!("source degraded, serving the last good state: {reason}")
+                    }
+                    h => log::info!("source {h:?}"),
+                }
+                last_health = Some(update.health.clone());
+                if let Ok(mut h) = self.status.health.lock() {
+                    *h = Some(update.health.clone());
+                }
+            }
+            if update.health == Health::Starting {
+                // Nothing complete to publish yet: the dataplane keeps what
+                // it has (the previous snapshot, or its own config).
+                continue;
+            }
+            let (snap, view) = match self.store.lock() {
+                Ok(store) => assemble(&update, &store, &self.node),
+                Err(_) => {
+                    log::error!("attachment store poisoned");
+                    continue;
+                }
+            };
+            let mut reports = update.reports.clone();
+            reports.extend(view.reports.iter().cloned());
+            let now_reports: BTreeSet<String> = reports.iter().map(|r| r.to_string()).collect();
+            for r in now_reports.difference(&seen_reports) {
+                log::warn!("{r}");
+            }
+            seen_reports = now_reports;
+            if let Ok(mut s) = self.status.reports.lock() {
+                *s = reports;
+            }
+            health.reconcile(&view.health_checks).await;
+            for (port, why) in &health.failures {
+                log::warn!("healthCheckNodePort {port}: {why}");
+            }
+            let mut out = Outcome {
+                services: snap.services.len(),
+                remotes: snap.remotes.len(),
+                pods: snap.pods.len(),
+                ..Outcome::default()
+            };
+            if last.as_ref().is_some_and(|l| same_content(l, &snap)) {
+                out.unchanged = true;
+                out.generation = self.shm.live_generation();
+            } else {
+                match publisher.publish(&snap, monotonic_ns()) {
+                    Ok(p) => {
+                        out.generation = p.generation;
+                        out.bytes = p.bytes;
+                        out.latency = changed_at.elapsed();
+                        log::info!(
+                            "published generation {}: {} service ports, {} remote nodes, {} pods, \
+                             {} bytes, {:?} after the change",
+                            p.generation,
+                            out.services,
+                            out.remotes,
+                            out.pods,
+                            p.bytes,
+                            out.latency
+                        );
+                        last = Some(snap);
+                    }
+                    Err(e) => {
+                        self.status.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        log::error!("not published, the live snapshot keeps serving: {e}");
+                    }
+                }
+            }
+            if let Ok(mut l) = self.status.last.lock() {
+                *l = out;
+            }
+        }
+    }
+}
+
+/// The address healthCheckNodePort servers bind: every address, as
+/// kube-proxy's default.
+pub fn default_health_bind() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}

@@ -1,0 +1,232 @@
+//! What the node serves (pods, remote nodes, Services), from the config file
+//! or from control's snapshots in shared memory, and applying a new one to
+//! the running workers: pod interfaces attached and detached, the steering
+//! program's VIPs updated, new tables built (reusing the Maglev tables of
+//! unchanged Services) and handed to the workers.
+//!
+//! Pod ports are assigned by interface name and kept while the interface
+//! stays (a pod keeps its port across snapshots); a freed port is reused
+//! only after every other one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use anyhow::anyhow;
+use dataplane::config::{Macs, NodeFile, PodSection, RemoteSection, UPLINK_PORT};
+use dataplane::io::{IfaceMode, Steering, Workers, WorkersBuilder};
+use dataplane::lb::ServiceSpec;
+use dataplane::state::snapshot::Snapshot;
+use dataplane::state::{PodSpec, RemoteNodeSpec, Tables, TablesBuilder};
+use dataplane::PortId;
+
+/// The dynamic part of the node.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// Shared-memory generation (0: from the config file).
+    pub generation: u64,
+    pub pods: Vec<PodSection>,
+    pub remotes: Vec<RemoteSection>,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Desired {
+    pub fn from_file(file: &NodeFile) -> Desired {
+        Desired {
+            generation: 0,
+            pods: file.pods.clone(),
+            remotes: file.remote_nodes.clone(),
+            services: file.services.iter().map(|s| s.spec()).collect(),
+        }
+    }
+
+    pub fn from_snapshot(generation: u64, s: Snapshot) -> Desired {
+        Desired {
+            generation,
+            pods: s.pods,
+            remotes: s.remotes,
+            services: s.services,
+        }
+    }
+
+    /// The steering program's VIP entries: (address, port when the address
+    /// is the node's own — then only that Service port is ours).
+    pub fn vips(&self, node: &[IpAddr]) -> BTreeSet<(IpAddr, Option<(u8, u16)>)> {
+        let mut out = BTreeSet::new();
+        for s in &self.services {
+            for (ip, _) in &s.vips {
+                out.insert((*ip, node.contains(ip).then_some((s.proto, s.port))));
+            }
+        }
+        out
+    }
+}
+
+/// Interface → port, stable across snapshots.
+#[derive(Debug, Default)]
+pub struct Ports {
+    by_iface: BTreeMap<String, PortId>,
+    next: PortId,
+    free: Vec<PortId>,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports {
+            by_iface: BTreeMap::new(),
+            next: UPLINK_PORT + 1,
+            free: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, iface: &str) -> Option<PortId> {
+        self.by_iface.get(iface).copied()
+    }
+
+    pub fn assign(&mut self, iface: &str) -> anyhow::Result<PortId> {
+        if let Some(p) = self.get(iface) {
+            return Ok(p);
+        }
+        let p = if self.next < PortId::MAX {
+            self.next += 1;
+            self.next - 1
+        } else {
+            self.free
+                .pop()
+                .ok_or_else(|| anyhow!("no pod port left for {iface}"))?
+        };
+        self.by_iface.insert(iface.to_string(), p);
+        Ok(p)
+    }
+
+    pub fn release(&mut self, iface: &str) -> Option<PortId> {
+        let p = self.by_iface.remove(iface)?;
+        self.free.insert(0, p);
+        Some(p)
+    }
+}
+
+/// Builds the tables for `d` (reusing `old`'s Maglev tables where the
+/// Services did not change).
+pub fn tables(
+    file: &NodeFile,
+    d: &Desired,
+    ports: &Ports,
+    macs: &Macs,
+    old: Option<&Tables>,
+) -> anyhow::Result<Tables> {
+    let mut b = TablesBuilder::new(file.node_config(macs));
+    b.published_generation(d.generation);
+    for p in &d.pods {
+        let Some(port) = ports.get(&p.interface) else {
+            continue;
+        };
+        b.add_pod(PodSpec {
+            port,
+            mac: p.mac,
+            ipv4: p.ipv4,
+            ipv6: p.ipv6,
+            name: p.name.clone(),
+        });
+    }
+    for (i, r) in d.remotes.iter().enumerate() {
+        b.add_remote_node(RemoteNodeSpec {
+            pod_cidrs: r.pod_cidrs.clone(),
+            ipv4: r.ipv4,
+            ipv6: r.ipv6,
+            vtep_mac: r.vtep_mac,
+            underlay_mac: macs
+                .remotes
+                .get(i)
+                .copied()
+                .unwrap_or(macs.underlay_gateway),
+            name: r.name.clone(),
+        });
+    }
+    for s in &d.services {
+        b.add_service(s.clone());
+    }
+    let _ = old;
+    b.build()
+        .map_err(|e| anyhow!("the node's tables cannot be built: {e}"))
+}
+
+/// Attaches `d`'s pods to a builder (before the workers start).
+pub fn attach_initial(
+    b: &mut WorkersBuilder,
+    d: &Desired,
+    ports: &mut Ports,
+) -> anyhow::Result<()> {
+    for p in &d.pods {
+        let port = ports.assign(&p.interface)?;
+        match b.attach(p.worker, &p.interface, port, IfaceMode::Pod) {
+            Ok((w, _)) => log::info!(
+                "pod {} on {} is port {port} on worker {w}",
+                p.name,
+                p.interface
+            ),
+            Err(e) => {
+                // One pod's interface (gone already, a typo) must not stop
+                // the node: the others are served, this one is retried at
+                // the next snapshot.
+                ports.release(&p.interface);
+                log::error!("pod {} ({}): {e}", p.name, p.interface);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the pod and VIP differences between `old` and `new` to running
+/// workers. Errors on one pod are logged and do not stop the others.
+pub fn apply_changes(
+    workers: &mut Workers,
+    old: &Desired,
+    new: &Desired,
+    ports: &mut Ports,
+    node_ips: &[IpAddr],
+) {
+    let want: BTreeMap<&str, &PodSection> =
+        new.pods.iter().map(|p| (p.interface.as_str(), p)).collect();
+    let had: BTreeSet<&str> = old.pods.iter().map(|p| p.interface.as_str()).collect();
+    for iface in had.iter().filter(|i| !want.contains_key(*i)) {
+        if let Some(port) = ports.get(iface) {
+            match workers.detach(port) {
+                Ok(()) => log::info!("pod interface {iface} (port {port}) detached"),
+                Err(e) => log::warn!("detaching {iface}: {e}"),
+            }
+            ports.release(iface);
+        }
+    }
+    for (iface, p) in &want {
+        if ports.get(iface).is_some() {
+            continue;
+        }
+        let port = match ports.assign(iface) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("{e}");
+                continue;
+            }
+        };
+        match workers.attach(p.worker, iface, port, IfaceMode::Pod) {
+            Ok((w, _)) => log::info!("pod {} on {iface} is port {port} on worker {w}", p.name),
+            Err(e) => {
+                ports.release(iface);
+                log::error!("pod {} ({iface}): {e}", p.name);
+            }
+        }
+    }
+    let (before, after) = (old.vips(node_ips), new.vips(node_ips));
+    workers.with_steering(|s: &mut Steering| {
+        for (ip, port) in before.difference(&after) {
+            if let Err(e) = s.remove_vip(*ip, *port) {
+                log::warn!("steering: removing VIP {ip}: {e}");
+            }
+        }
+        for (ip, port) in after.difference(&before) {
+            if let Err(e) = s.add_vip(*ip, *port) {
+                log::error!("steering: adding VIP {ip}: {e}");
+            }
+        }
+    });
+}

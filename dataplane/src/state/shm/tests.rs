@@ -1,0 +1,490 @@
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering::*};
+
+use super::*;
+use crate::conntrack::{FlowKey, Opened, Timeouts};
+use crate::proto;
+use crate::state::snapshot::Snapshot;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "twill-shm-unit-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+    fn file(&self) -> PathBuf {
+        self.0.join("sub").join("node.shm")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn small() -> Layout {
+    Layout {
+        workers: 2,
+        ports: 4,
+        conntrack_capacity: 1024,
+        slot_bytes: 1 << 16,
+        slots: 2,
+        trace_records: 8,
+    }
+}
+
+fn key(sport: u16) -> FlowKey {
+    FlowKey::v4([10, 0, 0, 1], [10, 96, 0, 10], sport, 80, proto::TCP)
+}
+
+fn write_word(path: &std::path::Path, off: u64, v: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_le_bytes(), off).unwrap();
+}
+
+#[test]
+fn a_new_file_is_0600_in_a_0700_directory_and_sparse() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let meta = std::fs::metadata(d.file()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dmeta = std::fs::metadata(d.file().parent().unwrap()).unwrap();
+    assert_eq!(dmeta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(meta.len(), shm.geometry().total);
+    assert_eq!(shm.live_generation(), 0);
+}
+
+#[test]
+fn reopening_with_another_geometry_names_both_layouts() {
+    let d = TempDir::new();
+    Shm::create_or_open(&d.file(), &small()).unwrap();
+    let other = Layout {
+        workers: 3,
+        ..small()
+    };
+    let e = Shm::create_or_open(&d.file(), &other).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ShmError::GeometryMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains("workers: 2") && msg.contains("workers: 3"),
+        "{msg}"
+    );
+    // The same layout reopens.
+    Shm::create_or_open(&d.file(), &small()).unwrap();
+}
+
+#[test]
+fn an_unknown_layout_version_is_refused_naming_both_versions() {
+    let d = TempDir::new();
+    Shm::create_or_open(&d.file(), &small()).unwrap();
+    write_word(&d.file(), 8, 99);
+    let e = Shm::open(&d.file()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ShmError::Version {
+                found: 99,
+                supported: LAYOUT_VERSION,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("99"));
+    let e = Shm::create_or_open(&d.file(), &small()).unwrap_err();
+    assert!(matches!(e, ShmError::Version { .. }), "{e}");
+}
+
+#[test]
+fn a_foreign_file_is_refused_and_left_alone() {
+    let d = TempDir::new();
+    std::fs::create_dir_all(d.file().parent().unwrap()).unwrap();
+    std::fs::write(d.file(), vec![0xabu8; 20000]).unwrap();
+    let e = Shm::create_or_open(&d.file(), &small()).unwrap_err();
+    assert!(matches!(e, ShmError::BadMagic { .. }), "{e}");
+    assert_eq!(std::fs::read(d.file()).unwrap(), vec![0xabu8; 20000]);
+}
+
+#[test]
+fn truncated_and_empty_files_are_errors() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let total = shm.geometry().total;
+    drop(shm);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.file())
+        .unwrap();
+    f.set_len(total - 4096).unwrap();
+    let e = Shm::open(&d.file()).unwrap_err();
+    assert!(
+        matches!(e, ShmError::Truncated { need, .. } if need == total),
+        "{e}"
+    );
+    f.set_len(100).unwrap();
+    assert!(matches!(
+        Shm::open(&d.file()),
+        Err(ShmError::Truncated { .. })
+    ));
+    f.set_len(0).unwrap();
+    assert!(matches!(
+        Shm::open(&d.file()),
+        Err(ShmError::Truncated { .. })
+    ));
+    // create_or_open re-creates an empty file.
+    Shm::create_or_open(&d.file(), &small()).unwrap();
+}
+
+#[test]
+fn a_corrupted_geometry_word_is_a_clear_error() {
+    let d = TempDir::new();
+    Shm::create_or_open(&d.file(), &small()).unwrap();
+    // Word 9 of the geometry: conntrack_off.
+    write_word(&d.file(), 16 + 9 * 8, 12345);
+    let e = Shm::open(&d.file()).unwrap_err();
+    assert!(matches!(e, ShmError::Corrupt { .. }), "{e}");
+    // A stored layout out of range: workers = 10^6.
+    write_word(&d.file(), 16, 1_000_000);
+    let e = Shm::open(&d.file()).unwrap_err();
+    assert!(e.to_string().contains("workers"), "{e}");
+}
+
+#[test]
+fn a_missing_file_is_an_io_error_naming_the_path() {
+    let d = TempDir::new();
+    let e = Shm::open(&d.file()).unwrap_err();
+    assert!(e.to_string().contains("node.shm"), "{e}");
+}
+
+#[test]
+fn a_flow_inserted_through_one_mapping_is_found_through_a_second() {
+    let d = TempDir::new();
+    let t = Timeouts::default();
+    let now = 5_000_000_000u64;
+    {
+        let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+        let (ct, opened) = shm.conntrack(t).unwrap();
+        assert_eq!(opened, Opened::Fresh);
+        assert!(ct.is_shared());
+        for p in 0..100u16 {
+            let k = key(1000 + p);
+            ct.insert(&k, &k.swap(), u32::from(p), 0x02, now).unwrap();
+        }
+        ct.remove(ct.track(&key(1050), 0x10, now).unwrap().id);
+        assert_eq!(ct.len(), 99);
+    }
+    // A restart: a new mapping of the same file.
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let (ct, opened) = shm.conntrack(t).unwrap();
+    assert_eq!(
+        opened,
+        Opened::Recovered {
+            kept: 99,
+            dropped: 0
+        }
+    );
+    assert_eq!(ct.len(), 99);
+    let hit = ct.track(&key(1007), 0x10, now + 1_000_000).unwrap();
+    assert_eq!(hit.user, 7);
+    assert!(ct.track(&key(1050), 0x10, now).is_none());
+    ct.check_index().unwrap();
+    // The free list is whole: the table fills to capacity, no more.
+    for p in 0..925u16 {
+        let k = FlowKey::v4([10, 1, 0, 1], [10, 2, 0, 1], p, 53, proto::UDP);
+        ct.insert(&k, &k.swap(), 0, 0, now).unwrap();
+    }
+    assert_eq!(ct.len(), 1024);
+    assert_eq!(ct.stats().evicted_unassured, 0);
+    let k = FlowKey::v4([10, 1, 0, 2], [10, 2, 0, 1], 1, 53, proto::UDP);
+    ct.insert(&k, &k.swap(), 0, 0, now).unwrap();
+    assert_eq!(ct.len(), 1024);
+    assert_eq!(ct.stats().evicted_unassured, 1);
+    ct.check_index().unwrap();
+}
+
+#[test]
+fn a_reader_views_the_dataplanes_flows_without_writing() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    assert!(matches!(
+        shm.conntrack_view(),
+        Err(ShmError::Conntrack { .. })
+    ));
+    let (ct, _) = shm.conntrack(Timeouts::default()).unwrap();
+    let k = key(4000);
+    ct.insert(&k, &k.swap(), 9, 0x02, 1 << 30).unwrap();
+    let view = Shm::open(&d.file()).unwrap().conntrack_view().unwrap();
+    let flows: Vec<_> = view.iter_live(1 << 30).collect();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].orig, k);
+    assert_eq!(flows[0].user, 9);
+}
+
+#[test]
+fn a_half_written_entry_is_dropped_on_recovery() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let (ct, _) = shm.conntrack(Timeouts::default()).unwrap();
+    for p in 0..3u16 {
+        let k = key(p);
+        ct.insert(&k, &k.swap(), 0, 0x02, 1 << 30).unwrap();
+    }
+    let id = ct.track(&key(1), 0, 1 << 30).unwrap().id;
+    drop(ct);
+    // Entry `id`'s version word (its first 4 bytes) made odd: a writer died
+    // mid-update.
+    let layout = crate::conntrack::Table::shared_layout(1024);
+    let off = shm.geometry().conntrack_off as usize
+        + layout.entries_off
+        + id as usize * crate::conntrack::ENTRY_BYTES;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(d.file())
+            .unwrap();
+        let mut b = [0u8; 4];
+        f.read_exact_at(&mut b, off as u64).unwrap();
+        let seq = u32::from_le_bytes(b) | 1;
+        f.write_all_at(&seq.to_le_bytes(), off as u64).unwrap();
+    }
+    let (ct, opened) = shm.conntrack(Timeouts::default()).unwrap();
+    assert_eq!(
+        opened,
+        Opened::Recovered {
+            kept: 2,
+            dropped: 1
+        }
+    );
+    assert!(ct.track(&key(1), 0, 1 << 30).is_none());
+    assert!(ct.track(&key(2), 0, 1 << 30).is_some());
+    ct.check_index().unwrap();
+}
+
+fn snap(rev: u64) -> Snapshot {
+    Snapshot {
+        revision: rev,
+        built_ns: 1,
+        services: vec![crate::lb::ServiceSpec {
+            name: format!("default/web:{rev}"),
+            proto: proto::TCP,
+            port: 80,
+            vips: vec![(
+                "10.96.0.10".parse::<IpAddr>().unwrap(),
+                crate::lb::VipKind::ClusterIp,
+            )],
+            node_port: None,
+            ext_local: false,
+            int_local: false,
+            affinity_timeout_s: None,
+            backends: vec![],
+        }],
+        remotes: vec![],
+        pods: vec![],
+    }
+}
+
+#[test]
+fn the_publisher_alternates_slots_and_skips_the_live_one() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let mut p = Publisher::new(&shm);
+    let a = p.publish(&snap(1), 10).unwrap();
+    let b = p.publish(&snap(2), 20).unwrap();
+    let c = p.publish(&snap(3), 30).unwrap();
+    assert_eq!((a.generation, b.generation, c.generation), (1, 2, 3));
+    assert_ne!(a.slot, b.slot);
+    assert_ne!(b.slot, c.slot);
+    let live: Vec<_> = shm.slots().into_iter().filter(|s| s.live).collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].generation, 3);
+    // A new publisher (a restarted control) continues the numbering.
+    let d2 = Publisher::new(&shm).publish(&snap(4), 40).unwrap();
+    assert_eq!(d2.generation, 4);
+}
+
+#[test]
+fn a_snapshot_larger_than_a_slot_is_refused() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let mut p = Publisher::new(&shm);
+    let e = p.publish_bytes(&vec![0u8; (1 << 16) + 1], 0).unwrap_err();
+    assert!(matches!(e, PublishError::TooLarge { .. }), "{e}");
+    assert_eq!(shm.live_generation(), 0);
+}
+
+#[test]
+fn the_checksum_sees_a_flipped_bit_anywhere() {
+    let mut v: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    let c = checksum(&v);
+    for i in [0, 31, 32, 500, 998, 999] {
+        v[i] ^= 1;
+        assert_ne!(checksum(&v), c, "byte {i}");
+        v[i] ^= 1;
+    }
+    assert_ne!(checksum(&v[..999]), c);
+}
+
+#[test]
+fn stats_written_by_a_worker_are_read_through_another_handle() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let w = shm.stats_writer(1).unwrap();
+    let c = crate::pipeline::Counters {
+        rx: 10,
+        tx: 7,
+        dropped: 3,
+        ..Default::default()
+    };
+    let mut c2 = c;
+    c2.drops[crate::pipeline::DropReason::Spoofed.index()] = 3;
+    w.store_counters(&c2, 99);
+    w.store_port(
+        2,
+        &PortCounters {
+            rx_packets: 5,
+            rx_bytes: 500,
+            tx_packets: 1,
+            tx_bytes: 60,
+        },
+    );
+    w.add_port(
+        2,
+        &PortCounters {
+            rx_packets: 1,
+            ..Default::default()
+        },
+    );
+    // Past the file's ports: ignored, not a panic.
+    w.store_port(4, &PortCounters::default());
+    let other = Shm::open(&d.file()).unwrap();
+    let s = other.worker_stats(1).unwrap();
+    assert_eq!(s.counters, c2);
+    assert_eq!(s.updated_ns, 99);
+    assert_eq!(s.pid, std::process::id());
+    assert_eq!(s.ports.len(), 4);
+    assert_eq!(s.ports[2].rx_packets, 6);
+    assert_eq!(s.ports[2].tx_bytes, 60);
+    assert_eq!(other.worker_stats(0).unwrap().counters, Default::default());
+    assert!(other.worker_stats(2).is_none());
+    assert!(matches!(
+        other.stats_writer(2),
+        Err(ShmError::Worker {
+            index: 2,
+            workers: 2
+        })
+    ));
+}
+
+#[test]
+fn a_trace_records_only_the_armed_number_of_matching_frames() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let t = shm.trace();
+    assert_eq!(t.remaining(), 0);
+    let web: IpAddr = "10.96.0.10".parse().unwrap();
+    let f = TraceFilter {
+        proto: Some(proto::TCP),
+        addr: Some(web),
+        ..Default::default()
+    };
+    Shm::open(&d.file()).unwrap().trace().arm(&f, 3, 1);
+    assert_eq!(t.remaining(), 3);
+    let got = t.filter();
+    assert_eq!(got, f);
+    let client: IpAddr = "10.0.0.1".parse().unwrap();
+    assert!(got.matches(1, proto::TCP, client, web, 999, 80));
+    assert!(!got.matches(1, proto::UDP, client, web, 999, 80));
+    assert!(!got.matches(1, proto::TCP, client, client, 999, 80));
+    let rec = |i: u16| TraceRecord {
+        seq: 0,
+        time_ns: u64::from(i),
+        worker: 1,
+        in_port: 2,
+        verdict: if i == 1 {
+            TraceVerdict::Drop(crate::pipeline::DropReason::NoBackend.index() as u16)
+        } else {
+            TraceVerdict::from(crate::pipeline::Verdict::Tx(3))
+        },
+        proto: proto::TCP,
+        family: 4,
+        src: client,
+        dst: web,
+        sport: 1000 + i,
+        dport: 80,
+    };
+    let recorded: Vec<bool> = (0..5).map(|i| t.record(&rec(i))).collect();
+    assert_eq!(recorded, [true, true, true, false, false]);
+    let (rs, next) = Shm::open(&d.file()).unwrap().trace().read_since(0);
+    assert_eq!(next, 3);
+    assert_eq!(rs.len(), 3);
+    for (i, r) in rs.iter().enumerate() {
+        let mut want = rec(i as u16);
+        want.seq = i as u64;
+        assert_eq!(*r, want);
+    }
+    assert_eq!(
+        rs[1].verdict.drop_reason(),
+        Some(crate::pipeline::DropReason::NoBackend)
+    );
+    // The ring keeps the last `trace_records`.
+    t.arm(&TraceFilter::default(), 20, 2);
+    for i in 0..20 {
+        assert!(t.record(&rec(i)));
+    }
+    let (rs, next) = t.read_since(0);
+    assert_eq!(next, 23);
+    assert_eq!(rs.len(), 8);
+    assert_eq!(rs[0].seq, 15);
+}
+
+#[test]
+fn two_handles_see_each_others_announcements_and_processes() {
+    let d = TempDir::new();
+    let a = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let b = Shm::open(&d.file()).unwrap();
+    a.worker_slot(0).unwrap().announce(7, 100);
+    b.worker_slot(1).unwrap().announce(8, 200);
+    let seen = b.announcements();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        (seen[0].index, seen[0].generation, seen[0].heartbeat_ns),
+        (0, 7, 100)
+    );
+    assert_eq!((seen[1].index, seen[1].generation), (1, 8));
+    assert_eq!(a.announcements(), seen);
+    assert!(a.worker_slot(2).is_err());
+    a.register(Role::Control, 5);
+    b.heartbeat(Role::Control, 6);
+    let p = b.process(Role::Control);
+    assert_eq!(
+        (p.pid, p.started_ns, p.heartbeat_ns),
+        (std::process::id(), 5, 6)
+    );
+    assert_eq!(a.process(Role::Dataplane), ProcInfo::default());
+    a.clear_announcements();
+    assert!(b.announcements().is_empty());
+}
+
+#[test]
+fn the_monotonic_clock_moves_forward() {
+    let a = monotonic_ns();
+    let b = monotonic_ns();
+    assert!(a > 0 && b >= a);
+    assert!(pid_alive(std::process::id()));
+    assert!(!pid_alive(0));
+}
