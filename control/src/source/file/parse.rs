@@ -286,6 +286,14 @@ fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: 
         return;
     }
 
+    // Every object has a name, whatever its kind: a document without one is
+    // broken (often a file caught mid-save), not merely of another kind.
+    let (namespace, name) = names(&map);
+    let Some(name) = name else {
+        out.error(origin, format!("{kind} has no metadata.name"));
+        return;
+    };
+
     if !KINDS.contains(&(api_version.as_str(), kind.as_str())) {
         let reason = match KINDS.iter().find(|(_, k)| *k == kind) {
             Some((want, _)) => format!(
@@ -302,17 +310,12 @@ fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: 
     map.insert("apiVersion".into(), Value::String(api_version));
     map.insert("kind".into(), Value::String(kind.clone()));
     strip_bulk(&mut map);
-    let (namespace, name) = names(&map);
-    let Some(name) = name else {
-        out.error(origin, format!("{kind} has no metadata.name"));
-        return;
-    };
     let value = Value::Object(map);
-    let label = match &namespace {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    };
     let namespace = namespace.unwrap_or_else(|| "default".to_string());
+    let label = match kind.as_str() {
+        "Node" | "Namespace" => format!("{kind} {name}"),
+        _ => format!("{kind} {namespace}/{name}"),
+    };
     let key = ObjKey::new(namespace.clone(), name.clone());
 
     let object = match kind.as_str() {

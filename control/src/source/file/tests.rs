@@ -156,6 +156,18 @@ fn unknown_kinds_and_versions_are_reported_but_are_not_errors() {
 }
 
 #[test]
+fn a_truncated_document_of_an_unknown_kind_is_an_error() {
+    // What an editor caught mid-save leaves: not a kind twill skips quietly.
+    let p = yaml("apiVersion: v1\nkind: Serv");
+    assert_eq!(p.errors, 1);
+    assert!(
+        p.reports[0].reason.contains("Serv has no metadata.name"),
+        "{}",
+        p.reports[0]
+    );
+}
+
+#[test]
 fn documents_without_kind_name_or_mapping_are_errors() {
     let text = "apiVersion: v1\nmetadata:\n  name: x\n---\napiVersion: v1\nkind: Node\nmetadata: {}\n---\njust a string\n---\n- a\n- list\n---\nkind: Node\nmetadata:\n  name: n\n";
     let p = yaml(text);
