@@ -215,6 +215,22 @@ fn typed_list_items_take_kind_and_api_version_from_the_list() {
 }
 
 #[test]
+fn items_of_a_plain_list_need_their_own_api_version() {
+    let text =
+        "apiVersion: v1\nkind: List\nitems:\n- kind: EndpointSlice\n  metadata:\n    name: a\n";
+    let p = yaml(text);
+    assert_eq!(p.errors, 1);
+    assert_eq!(p.reports[0].origin, "m.yaml#0.items[0]");
+    assert!(
+        p.reports[0]
+            .reason
+            .contains("EndpointSlice has no apiVersion"),
+        "{}",
+        p.reports[0]
+    );
+}
+
+#[test]
 fn a_list_inside_a_list_is_not_opened() {
     let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items: []\n- apiVersion: v1\n  kind: Namespace\n  metadata:\n    name: a\n";
     let p = yaml(text);
