@@ -2,8 +2,8 @@
 //! default for a laptop, the demo and the tests.
 //!
 //! [`load_dir`] is the whole source as a pure, synchronous function: it walks
-//! the directory ([`walk`]: `*.yaml`, `*.yml`, `*.json` below DIR, hidden
-//! files and editor leftovers skipped), parses each file ([`parse`]: several
+//! the directory (`walk`: `*.yaml`, `*.yml`, `*.json` below DIR, hidden
+//! files and editor leftovers skipped), parses each file (`parse`: several
 //! `---` documents per file, JSON streams, `List` and typed lists such as
 //! `ServiceList`) and files the kinds twill reads (Service, EndpointSlice,
 //! Node, Namespace, Pod, NetworkPolicy) into a [`ClusterState`]; namespaced
