@@ -614,9 +614,9 @@ async fn client_from_reads_a_kubeconfig_and_names_a_missing_one() {
     assert_eq!(update.state.services.len(), 2);
 
     let missing = dir.join("missing");
-    let err = client_from(Some(missing.clone()))
-        .await
-        .expect_err("missing kubeconfig");
+    let Err(err) = client_from(Some(missing.clone())).await else {
+        panic!("a client from a missing kubeconfig");
+    };
     assert!(
         err.to_string().contains(&missing.display().to_string()),
         "{err}"

@@ -887,13 +887,19 @@ async fn serve_watch(
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
     let mut tick = shared.tick.subscribe();
+    let from = req
+        .query
+        .get("resourceVersion")
+        .cloned()
+        .unwrap_or_default();
+    let parsed = from.parse::<u64>();
+    if !(from.is_empty() || from == "0") && parsed.is_err() {
+        log(shared, &req, 400);
+        let message = format!("invalid resourceVersion {from:?}");
+        return respond(write, 400, &status_body(400, "BadRequest", &message)).await;
+    }
     let (mut cursor, initial, watch_epoch, mut bookmark_epoch, expired) = {
         let store = shared.lock();
-        let from = req
-            .query
-            .get("resourceVersion")
-            .cloned()
-            .unwrap_or_default();
         let mut initial = Vec::new();
         let mut expired = None;
         let cursor = if from.is_empty() || from == "0" {
@@ -910,30 +916,14 @@ async fn serve_watch(
             }
             store.rv
         } else {
-            match from.parse::<u64>() {
-                Ok(n) if n < store.compacted => {
-                    expired = Some(format!(
-                        "too old resource version: {n} ({})",
-                        store.compacted
-                    ));
-                    n
-                }
-                Ok(n) => n,
-                Err(_) => {
-                    drop(store);
-                    log(shared, &req, 400);
-                    return respond(
-                        write,
-                        400,
-                        &status_body(
-                            400,
-                            "BadRequest",
-                            &format!("invalid resourceVersion {from:?}"),
-                        ),
-                    )
-                    .await;
-                }
+            let n = parsed.unwrap_or_default();
+            if n < store.compacted {
+                expired = Some(format!(
+                    "too old resource version: {n} ({})",
+                    store.compacted
+                ));
             }
+            n
         };
         (
             cursor,
