@@ -102,7 +102,7 @@ macro_rules! watched {
                 &mut state.$field
             }
             fn wrap(event: Event<Self>) -> KindEvent {
-                KindEvent::$kind(event)
+                KindEvent::$kind(Box::new(event))
             }
         }
     };
@@ -127,15 +127,16 @@ watched!(
     namespaced_key
 );
 
-/// One watcher event of one kind.
+/// One watcher event of one kind (boxed: objects are large and of very
+/// different sizes).
 #[derive(Debug)]
 pub enum KindEvent {
-    Service(Event<Service>),
-    EndpointSlice(Event<EndpointSlice>),
-    Node(Event<Node>),
-    Namespace(Event<Namespace>),
-    Pod(Event<Pod>),
-    NetworkPolicy(Event<NetworkPolicy>),
+    Service(Box<Event<Service>>),
+    EndpointSlice(Box<Event<EndpointSlice>>),
+    Node(Box<Event<Node>>),
+    Namespace(Box<Event<Namespace>>),
+    Pod(Box<Event<Pod>>),
+    NetworkPolicy(Box<Event<NetworkPolicy>>),
 }
 
 /// What a watcher task tells the aggregator.
@@ -182,12 +183,12 @@ impl Store {
 
     pub fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(KindEvent::Service(e)) => self.apply(e),
-            Msg::Event(KindEvent::EndpointSlice(e)) => self.apply(e),
-            Msg::Event(KindEvent::Node(e)) => self.apply(e),
-            Msg::Event(KindEvent::Namespace(e)) => self.apply(e),
-            Msg::Event(KindEvent::Pod(e)) => self.apply(e),
-            Msg::Event(KindEvent::NetworkPolicy(e)) => self.apply(e),
+            Msg::Event(KindEvent::Service(e)) => self.apply(*e),
+            Msg::Event(KindEvent::EndpointSlice(e)) => self.apply(*e),
+            Msg::Event(KindEvent::Node(e)) => self.apply(*e),
+            Msg::Event(KindEvent::Namespace(e)) => self.apply(*e),
+            Msg::Event(KindEvent::Pod(e)) => self.apply(*e),
+            Msg::Event(KindEvent::NetworkPolicy(e)) => self.apply(*e),
             Msg::Failed { kind, reason } => {
                 let health = &mut self.health[kind.index()];
                 if health.error.as_deref() != Some(reason.as_str()) {
