@@ -141,6 +141,8 @@ struct Store {
     continues: HashMap<String, (u64, Vec<Value>)>,
     next_token: u64,
     log: Vec<Served>,
+    /// Watch streams being served now.
+    open_watches: usize,
 }
 
 struct Shared {
@@ -343,6 +345,11 @@ impl FakeApi {
     /// The requests served so far.
     pub fn requests(&self) -> Vec<Served> {
         self.shared.lock().log.clone()
+    }
+
+    /// How many watch streams are open now.
+    pub fn open_watches(&self) -> usize {
+        self.shared.lock().open_watches
     }
 
     /// The current resourceVersion.
@@ -873,6 +880,24 @@ async fn write_chunk(write: &mut OwnedWriteHalf, event: &Value) -> bool {
 
 /// Serves a watch; false when the connection must close (abrupt end).
 async fn serve_watch(
+    shared: &Arc<Shared>,
+    coll: Collection,
+    req: Request,
+    reader: &mut BufReader<OwnedReadHalf>,
+    write: &mut OwnedWriteHalf,
+) -> bool {
+    struct Open<'a>(&'a Shared);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            self.0.lock().open_watches -= 1;
+        }
+    }
+    shared.lock().open_watches += 1;
+    let _open = Open(shared);
+    serve_watch_counted(shared, coll, req, reader, write).await
+}
+
+async fn serve_watch_counted(
     shared: &Arc<Shared>,
     coll: Collection,
     req: Request,
