@@ -405,9 +405,21 @@ async fn a_bookmark_lets_a_watch_resume_after_compaction_without_a_relist() {
         u.state.services.contains_key(&ObjKey::new("shop", "later"))
     })
     .await;
+    let sent = api.bookmarks_sent();
     api.bookmark();
-    // Bookmarks change no state: give the watchers time to read them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Bookmarks change no state: wait until one went out on each of the six
+    // watches (a client reads what was sent before a connection drops).
+    let all_sent = tokio::time::timeout(WAIT, async {
+        while api.bookmarks_sent() < sent + 6 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        all_sent.is_ok(),
+        "{} bookmarks sent",
+        api.bookmarks_sent() - sent
+    );
     let mark = api.requests().len();
 
     api.while_disconnected(|gap| gap.compact());

@@ -143,6 +143,8 @@ struct Store {
     log: Vec<Served>,
     /// Watch streams being served now.
     open_watches: usize,
+    /// BOOKMARK events written so far.
+    bookmarks_sent: usize,
 }
 
 struct Shared {
@@ -345,6 +347,13 @@ impl FakeApi {
     /// The requests served so far.
     pub fn requests(&self) -> Vec<Served> {
         self.shared.lock().log.clone()
+    }
+
+    /// How many BOOKMARK events have been written to watch streams. A
+    /// client reads what was written before a connection closes, so a
+    /// bookmark counted here reaches the watcher even if the stream drops.
+    pub fn bookmarks_sent(&self) -> usize {
+        self.shared.lock().bookmarks_sent
     }
 
     /// How many watch streams are open now.
@@ -1000,10 +1009,16 @@ async fn serve_watch_counted(
             bookmark_epoch = store.bookmark_epoch;
             (events, bookmark)
         };
-        for event in events.iter().chain(bookmark.iter()) {
+        for event in &events {
             if !write_chunk(write, event).await {
                 return false;
             }
+        }
+        if let Some(bookmark) = &bookmark {
+            if !write_chunk(write, bookmark).await {
+                return false;
+            }
+            shared.lock().bookmarks_sent += 1;
         }
         tokio::select! {
             changed = tick.changed() => {
