@@ -141,6 +141,10 @@ struct Store {
     continues: HashMap<String, (u64, Vec<Value>)>,
     next_token: u64,
     log: Vec<Served>,
+    /// Watch streams being served now.
+    open_watches: usize,
+    /// BOOKMARK events written so far.
+    bookmarks_sent: usize,
 }
 
 struct Shared {
@@ -343,6 +347,18 @@ impl FakeApi {
     /// The requests served so far.
     pub fn requests(&self) -> Vec<Served> {
         self.shared.lock().log.clone()
+    }
+
+    /// How many BOOKMARK events have been written to watch streams. A
+    /// client reads what was written before a connection closes, so a
+    /// bookmark counted here reaches the watcher even if the stream drops.
+    pub fn bookmarks_sent(&self) -> usize {
+        self.shared.lock().bookmarks_sent
+    }
+
+    /// How many watch streams are open now.
+    pub fn open_watches(&self) -> usize {
+        self.shared.lock().open_watches
     }
 
     /// The current resourceVersion.
@@ -879,6 +895,24 @@ async fn serve_watch(
     reader: &mut BufReader<OwnedReadHalf>,
     write: &mut OwnedWriteHalf,
 ) -> bool {
+    struct Open<'a>(&'a Shared);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            self.0.lock().open_watches -= 1;
+        }
+    }
+    shared.lock().open_watches += 1;
+    let _open = Open(shared);
+    serve_watch_counted(shared, coll, req, reader, write).await
+}
+
+async fn serve_watch_counted(
+    shared: &Arc<Shared>,
+    coll: Collection,
+    req: Request,
+    reader: &mut BufReader<OwnedReadHalf>,
+    write: &mut OwnedWriteHalf,
+) -> bool {
     let selector = req.query.get("fieldSelector").cloned();
     let bookmarks = req.query.get("allowWatchBookmarks").map(String::as_str) == Some("true");
     let timeout = req
@@ -887,13 +921,19 @@ async fn serve_watch(
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
     let mut tick = shared.tick.subscribe();
+    let from = req
+        .query
+        .get("resourceVersion")
+        .cloned()
+        .unwrap_or_default();
+    let parsed = from.parse::<u64>();
+    if !(from.is_empty() || from == "0") && parsed.is_err() {
+        log(shared, &req, 400);
+        let message = format!("invalid resourceVersion {from:?}");
+        return respond(write, 400, &status_body(400, "BadRequest", &message)).await;
+    }
     let (mut cursor, initial, watch_epoch, mut bookmark_epoch, expired) = {
         let store = shared.lock();
-        let from = req
-            .query
-            .get("resourceVersion")
-            .cloned()
-            .unwrap_or_default();
         let mut initial = Vec::new();
         let mut expired = None;
         let cursor = if from.is_empty() || from == "0" {
@@ -910,30 +950,14 @@ async fn serve_watch(
             }
             store.rv
         } else {
-            match from.parse::<u64>() {
-                Ok(n) if n < store.compacted => {
-                    expired = Some(format!(
-                        "too old resource version: {n} ({})",
-                        store.compacted
-                    ));
-                    n
-                }
-                Ok(n) => n,
-                Err(_) => {
-                    drop(store);
-                    log(shared, &req, 400);
-                    return respond(
-                        write,
-                        400,
-                        &status_body(
-                            400,
-                            "BadRequest",
-                            &format!("invalid resourceVersion {from:?}"),
-                        ),
-                    )
-                    .await;
-                }
+            let n = parsed.unwrap_or_default();
+            if n < store.compacted {
+                expired = Some(format!(
+                    "too old resource version: {n} ({})",
+                    store.compacted
+                ));
             }
+            n
         };
         (
             cursor,
@@ -985,10 +1009,16 @@ async fn serve_watch(
             bookmark_epoch = store.bookmark_epoch;
             (events, bookmark)
         };
-        for event in events.iter().chain(bookmark.iter()) {
+        for event in &events {
             if !write_chunk(write, event).await {
                 return false;
             }
+        }
+        if let Some(bookmark) = &bookmark {
+            if !write_chunk(write, bookmark).await {
+                return false;
+            }
+            shared.lock().bookmarks_sent += 1;
         }
         tokio::select! {
             changed = tick.changed() => {

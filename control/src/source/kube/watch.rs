@@ -23,7 +23,7 @@ use ::kube::Api;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::store::{strip, Msg, Watched};
+use super::store::{Msg, Watched};
 
 /// What to do after a watcher error.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,15 +114,15 @@ pub async fn run<K: Watched>(api: Api<K>, config: watcher::Config, tx: mpsc::Sen
 fn stripped<K: Watched>(event: Event<K>) -> Event<K> {
     match event {
         Event::Apply(mut obj) => {
-            strip(&mut obj);
+            obj.strip();
             Event::Apply(obj)
         }
         Event::InitApply(mut obj) => {
-            strip(&mut obj);
+            obj.strip();
             Event::InitApply(obj)
         }
         Event::Delete(mut obj) => {
-            strip(&mut obj);
+            obj.strip();
             Event::Delete(obj)
         }
         other => other,
