@@ -4,5 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cni_server;
+pub mod metrics;
 pub mod model;
+pub mod publish;
 pub mod source;

@@ -218,7 +218,7 @@ impl Default for WorkersSection {
 }
 
 /// `[[pods]]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodSection {
     pub name: String,
@@ -344,6 +344,87 @@ pub struct NodeFile {
     pub remote_nodes: Vec<RemoteSection>,
     #[serde(default)]
     pub services: Vec<ServiceSection>,
+    /// Shared memory with twill-control (absent: the tables above are all the
+    /// dataplane has, and conntrack lives in the process).
+    #[serde(default)]
+    pub shm: Option<ShmSection>,
+    /// twill-control's part of the node config.
+    #[serde(default)]
+    pub control: ControlSection,
+}
+
+/// `[shm]`: the node's shared-memory file, read by both processes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShmSection {
+    #[serde(default = "default_shm_path")]
+    pub path: std::path::PathBuf,
+    /// Table slots (at least 2: the live one and the next).
+    pub slots: Option<u32>,
+    /// Size of each table slot, MiB (sparse: only what is written uses memory).
+    pub slot_mib: Option<u64>,
+}
+
+/// The default shared-memory file.
+pub const DEFAULT_SHM_PATH: &str = "/dev/shm/twill/node.shm";
+
+fn default_shm_path() -> std::path::PathBuf {
+    DEFAULT_SHM_PATH.into()
+}
+
+/// `[control]`: where twill-control gets Kubernetes objects and what it serves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// `"kube"` (in-cluster config, or `kubeconfig`) or `"file:DIR"`.
+    #[serde(default = "default_source")]
+    pub source: String,
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The CNI plugin's unix socket.
+    #[serde(default = "default_socket")]
+    pub socket: std::path::PathBuf,
+    /// Where pod attachments are persisted.
+    #[serde(default = "default_attachments")]
+    pub attachments: std::path::PathBuf,
+    /// Prometheus metrics listen address (`""`: none).
+    #[serde(default = "default_metrics")]
+    pub metrics: String,
+    /// Quiet time after a change before a new snapshot is published.
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+    /// Write flannel's VTEP annotations on this node's Node object (kube).
+    #[serde(default)]
+    pub annotate_node: bool,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            source: default_source(),
+            kubeconfig: None,
+            socket: default_socket(),
+            attachments: default_attachments(),
+            metrics: default_metrics(),
+            debounce_ms: default_debounce(),
+            annotate_node: false,
+        }
+    }
+}
+
+fn default_source() -> String {
+    "kube".into()
+}
+fn default_socket() -> std::path::PathBuf {
+    "/run/twill/cni.sock".into()
+}
+fn default_attachments() -> std::path::PathBuf {
+    "/var/lib/twill/attachments.json".into()
+}
+fn default_metrics() -> String {
+    "127.0.0.1:9641".into()
+}
+fn default_debounce() -> u64 {
+    50
 }
 
 /// The MACs the file leaves to be resolved, once resolved.

@@ -5,9 +5,9 @@
 //! attachments keyed by (container id, interface) and persists every change
 //! to a state file (written beside and renamed over, so a crash leaves the
 //! old or the new file, never half of one); a restarted control loads it and
-//! knows every pod again. Publishing attachments to the dataplane comes with
-//! the shared-memory work of the control issue; [`Store::snapshot`] is what
-//! it will read.
+//! knows every pod again. Every change bumps [`Store::revision`] and, when
+//! [`Store::notify`] was set, wakes the publisher, which reads
+//! [`Store::snapshot`] into the next shared-memory snapshot.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -51,6 +51,8 @@ type Key = (String, String);
 pub struct Store {
     path: PathBuf,
     attachments: BTreeMap<Key, Attachment>,
+    revision: u64,
+    notify: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -80,7 +82,30 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(Error::Read { path, source }),
         }
-        Ok(Store { path, attachments })
+        Ok(Store {
+            path,
+            attachments,
+            revision: 0,
+            notify: None,
+        })
+    }
+
+    /// Sends the store's revision on `tx` after every change.
+    pub fn notify(&mut self, tx: tokio::sync::watch::Sender<u64>) {
+        tx.send_replace(self.revision);
+        self.notify = Some(tx);
+    }
+
+    /// Bumped on every change.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn changed(&mut self) {
+        self.revision += 1;
+        if let Some(tx) = &self.notify {
+            tx.send_replace(self.revision);
+        }
     }
 
     fn save(&self) -> Result<(), Error> {
@@ -122,6 +147,7 @@ impl Store {
             };
             return Err(e);
         }
+        self.changed();
         Ok(())
     }
 
@@ -135,6 +161,7 @@ impl Store {
             self.attachments.insert(key, old);
             return Err(e);
         }
+        self.changed();
         Ok(true)
     }
 
@@ -178,8 +205,9 @@ impl Store {
             Request::Status => Response {
                 ready: Some(true),
                 detail: Some(format!(
-                    "{} attachments; dataplane publishing not built yet",
-                    self.attachments.len()
+                    "{} attachments (revision {})",
+                    self.attachments.len(),
+                    self.revision
                 )),
                 ..Response::ok()
             },

@@ -1,0 +1,4 @@
+//! What control serves over HTTP: the healthCheckNodePort servers
+//! ([`health`]) and the Prometheus endpoint.
+
+pub mod health;
