@@ -237,3 +237,33 @@ fn more_ports_than_one_batch_tracks_are_all_stored() {
     let s = shm.worker_stats(1).unwrap();
     assert!(s.ports.iter().all(|p| p.tx_packets == 1));
 }
+
+#[test]
+fn the_per_batch_hooks_cost_far_less_than_the_batch_they_follow() {
+    // One batch's hook work with the trace off: rx count, the trace check,
+    // two tx ports, the flush (announce, counters, touched ports). A
+    // 64-frame batch costs the pipeline ~2-5 µs; the hooks must stay a
+    // small fraction of that.
+    let d = TempFile::new();
+    let shm = d.shm();
+    let mut h = ShmHooks::new(&shm, 0).unwrap();
+    let mut c = Counters::default();
+    const ROUNDS: u64 = 200_000;
+    let t0 = std::time::Instant::now();
+    for i in 0..ROUNDS {
+        h.count_rx(1, 64, 64 * 100);
+        assert!(!h.trace_armed());
+        for k in 0..64u64 {
+            h.count_tx(2 + (k & 1) as PortId, 100);
+        }
+        c.rx += 64;
+        h.flush(std::hint::black_box(&c), i);
+    }
+    let per_batch = t0.elapsed().as_nanos() as f64 / ROUNDS as f64;
+    eprintln!("shm hooks: {per_batch:.1} ns per 64-frame batch (trace off)");
+    assert!(per_batch < 1500.0, "{per_batch} ns per batch");
+    assert_eq!(
+        shm.worker_stats(0).unwrap().ports[2].tx_packets,
+        ROUNDS * 32
+    );
+}
