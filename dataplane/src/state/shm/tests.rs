@@ -700,3 +700,41 @@ fn a_second_live_dataplane_cannot_take_over_the_conntrack_table() {
     shm.register(Role::Dataplane, monotonic_ns());
     shm.conntrack(Timeouts::default()).unwrap();
 }
+
+#[test]
+fn a_corrupted_live_word_or_slot_descriptor_is_a_read_error() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let mut p = Publisher::new(&shm);
+    let mut r = Reader::new(&shm);
+    let h = shm.header();
+    // The live word names slot 9 of 2.
+    p.publish(&snap(1), 1).unwrap();
+    h.live.0.store(layout::live_word(1, 9), SeqCst);
+    let e = r.poll(1).unwrap_err();
+    assert_eq!(e, ReadError::BadSlot { slot: 9, slots: 2 });
+    // The descriptor holds another generation than the live word says.
+    let g = p.publish(&snap(2), 2).unwrap();
+    h.slots[g.slot].generation.store(77, SeqCst);
+    let e = r.poll(2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReadError::SlotGeneration {
+                found: 77,
+                live: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The descriptor's length is beyond the slot.
+    let g = p.publish(&snap(3), 3).unwrap();
+    h.slots[g.slot].len.store(u64::MAX, SeqCst);
+    let e = r.poll(3).unwrap_err();
+    assert!(matches!(e, ReadError::BadLength { .. }), "{e}");
+    // Each error once; then the next good generation.
+    assert_eq!(r.poll(4).unwrap().map(|x| x.0), None);
+    let g = p.publish(&snap(4), 4).unwrap();
+    assert_eq!(r.poll(5).unwrap().map(|x| x.0), Some(g.generation));
+}
