@@ -707,6 +707,44 @@ async fn a_mounted_config_map_swapping_its_data_link_is_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_replaced_by_rename_is_read_and_watched_anew() {
+    let d = Scratch::new("replaced");
+    let dir = d.path().join("m");
+    d.write("m/a.yaml", &service("a", None, "10.96.0.1", "80"));
+    let mut rx = spawn(dir.clone(), DEBOUNCE);
+    wait_for(&mut rx, Duration::from_secs(5), |u| {
+        has_service(u, "a", "10.96.0.1")
+    })
+    .await;
+
+    d.write("m.new/a.yaml", &service("a", None, "10.96.0.2", "80"));
+    fs::rename(&dir, d.path().join("m.old")).expect("mv away");
+    fs::rename(d.path().join("m.new"), &dir).expect("mv in");
+    wait_for(&mut rx, Duration::from_secs(2), |u| {
+        u.health == Health::Synced && has_service(u, "a", "10.96.0.2")
+    })
+    .await;
+
+    // The new directory is the one watched: an edit there shows, one in
+    // the old one does not.
+    let before = rx.borrow().revision;
+    d.write("m.old/a.yaml", &service("a", None, "10.96.0.8", "80"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        rx.borrow().revision,
+        before,
+        "the old directory is not read"
+    );
+    // Alone, so that only a watch on the new directory can notice it.
+    d.write("m/a.yaml", &service("a", None, "10.96.0.3", "80"));
+    let (u, _) = wait_for(&mut rx, Duration::from_secs(1), |u| {
+        has_service(u, "a", "10.96.0.3")
+    })
+    .await;
+    assert_eq!(u.state.services.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_published_when_nothing_changed() {
     let d = Scratch::new("quiet");
     d.write("a.yaml", &service("a", None, "10.96.0.1", "80"));
