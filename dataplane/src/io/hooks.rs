@@ -174,6 +174,11 @@ pub struct ShmHooks {
     n_touched: usize,
     /// More ports than `TOUCHED` were touched: store them all.
     touched_all: bool,
+    /// The current run of tx frames to one port (frames of a batch mostly
+    /// go to one port: a run costs a compare and two adds per frame).
+    run_port: PortId,
+    run_packets: u64,
+    run_bytes: u64,
     /// Frames of the current batch to trace: (index in batch, tuple).
     pending: Vec<(u8, Tuple)>,
 }
@@ -192,6 +197,9 @@ impl ShmHooks {
             touched: [0; TOUCHED],
             n_touched: 0,
             touched_all: false,
+            run_port: 0,
+            run_packets: 0,
+            run_bytes: 0,
             pending: Vec::with_capacity(BATCH),
         })
     }
@@ -246,13 +254,31 @@ impl ShmHooks {
     /// worker serving it).
     #[inline]
     pub fn count_tx(&mut self, port: PortId, bytes: u64) {
-        if let Some(p) = self.ports.get_mut(usize::from(port)) {
-            p.tx_packets += 1;
-            p.tx_bytes += bytes;
-            if self.n_touched == 0 || self.touched[self.n_touched - 1] != port {
-                self.touch(port);
-            }
+        if port == self.run_port {
+            self.run_packets += 1;
+            self.run_bytes += bytes;
+        } else {
+            self.end_run();
+            self.run_port = port;
+            self.run_packets = 1;
+            self.run_bytes = bytes;
         }
+    }
+
+    /// Adds the current tx run to its port's totals.
+    #[inline]
+    fn end_run(&mut self) {
+        if self.run_packets == 0 {
+            return;
+        }
+        let port = self.run_port;
+        if let Some(p) = self.ports.get_mut(usize::from(port)) {
+            p.tx_packets += self.run_packets;
+            p.tx_bytes += self.run_bytes;
+            self.touch(port);
+        }
+        self.run_packets = 0;
+        self.run_bytes = 0;
     }
 
     /// Before the pipeline runs a batch: whether the trace is armed (one
@@ -320,6 +346,7 @@ impl ShmHooks {
     /// counters and the touched ports into the stats block.
     #[inline]
     pub fn flush(&mut self, counters: &Counters, now_ns: u64) {
+        self.end_run();
         self.slot.announce(self.generation, now_ns);
         self.stats.store_counters(counters, now_ns);
         if self.touched_all {

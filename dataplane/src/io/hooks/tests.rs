@@ -241,29 +241,48 @@ fn more_ports_than_one_batch_tracks_are_all_stored() {
 #[test]
 fn the_per_batch_hooks_cost_far_less_than_the_batch_they_follow() {
     // One batch's hook work with the trace off: rx count, the trace check,
-    // two tx ports, the flush (announce, counters, touched ports). A
-    // 64-frame batch costs the pipeline ~2-5 µs; the hooks must stay a
-    // small fraction of that.
+    // 64 frames counted to their tx port, the flush (announce, counters,
+    // touched ports). A 64-frame batch costs the pipeline ~2-5 us; the
+    // hooks must stay a small fraction of that. Best of several runs (the
+    // machine is shared).
     let d = TempFile::new();
     let shm = d.shm();
     let mut h = ShmHooks::new(&shm, 0).unwrap();
     let mut c = Counters::default();
-    const ROUNDS: u64 = 200_000;
-    let t0 = std::time::Instant::now();
-    for i in 0..ROUNDS {
-        h.count_rx(1, 64, 64 * 100);
-        assert!(!h.trace_armed());
-        for k in 0..64u64 {
-            h.count_tx(2 + (k & 1) as PortId, 100);
+    const ROUNDS: u64 = 50_000;
+    let mut best = |ports: &[PortId], flush: bool, count: bool| {
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let t0 = std::time::Instant::now();
+            for i in 0..ROUNDS {
+                if count {
+                    h.count_rx(1, 64, 64 * 100);
+                    assert!(!h.trace_armed());
+                    for k in 0..64 {
+                        h.count_tx(ports[k % ports.len()], 100);
+                    }
+                }
+                if flush {
+                    c.rx += 64;
+                    h.flush(std::hint::black_box(&c), i);
+                }
+            }
+            best = best.min(t0.elapsed().as_nanos() as f64 / ROUNDS as f64);
         }
-        c.rx += 64;
-        h.flush(std::hint::black_box(&c), i);
-    }
-    let per_batch = t0.elapsed().as_nanos() as f64 / ROUNDS as f64;
-    eprintln!("shm hooks: {per_batch:.1} ns per 64-frame batch (trace off)");
-    assert!(per_batch < 1500.0, "{per_batch} ns per batch");
-    assert_eq!(
-        shm.worker_stats(0).unwrap().ports[2].tx_packets,
-        ROUNDS * 32
+        best
+    };
+    let one = best(&[2], true, true);
+    let alternating = best(&[2, 3], true, true);
+    let flush = best(&[2], true, false);
+    let count = best(&[2], false, true);
+    eprintln!(
+        "shm hooks per 64-frame batch, trace off: {one:.1} ns (one tx port), \
+         {alternating:.1} ns (tx ports alternating per frame); flush alone {flush:.1} ns, \
+         counting alone {count:.1} ns"
     );
+    assert!(one < 1000.0 && alternating < 2000.0, "{one} {alternating}");
+    h.flush(&c, 0);
+    let s = shm.worker_stats(0).unwrap();
+    assert_eq!(s.ports[2].tx_packets, 7 * ROUNDS * (64 + 32 + 64));
+    assert_eq!(s.ports[3].tx_packets, 7 * ROUNDS * 32);
 }
