@@ -57,11 +57,7 @@ impl Table {
             }
             s.trim_end().to_string()
         };
-        writeln!(
-            out,
-            "{}",
-            line(&mut self.head.iter().map(|h| *h).enumerate())
-        )?;
+        writeln!(out, "{}", line(&mut self.head.iter().copied().enumerate()))?;
         for r in &self.rows {
             writeln!(
                 out,

@@ -149,13 +149,15 @@ pub fn populated(path: &Path) -> Shm {
     Publisher::new(&shm).publish(&snapshot(), now).unwrap();
     for w in 0..2u64 {
         let s = shm.stats_writer(w as usize).unwrap();
-        let mut c = Counters::default();
-        c.rx = 100 + w;
-        c.tx = 90;
-        c.dropped = 10 + w;
+        let mut c = Counters {
+            rx: 100 + w,
+            tx: 90,
+            dropped: 10 + w,
+            ct_new: 5,
+            ..Counters::default()
+        };
         c.drops[DropReason::NoBackend.index()] = 7;
         c.drops[DropReason::Spoofed.index()] = 3 + w;
-        c.ct_new = 5;
         s.store_counters(&c, now);
         s.store_port(
             1,

@@ -196,8 +196,10 @@ fn a_flush_stores_counters_ports_and_the_announced_generation() {
     h.count_tx(2, 100);
     h.count_tx(2, 50);
     h.count_tx(99, 50); // past the file's ports: ignored
-    let mut c = Counters::default();
-    c.rx = 3;
+    let mut c = Counters {
+        rx: 3,
+        ..Counters::default()
+    };
     c.drops[DropReason::NoService.index()] = 1;
     h.flush(&c, 200);
     let s = shm.worker_stats(0).unwrap();
