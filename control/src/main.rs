@@ -119,6 +119,21 @@ fn run(config: PathBuf, source_override: Option<String>) -> anyhow::Result<()> {
             let client = source::kube::client_from(c.kubeconfig.clone())
                 .await
                 .map_err(|e| anyhow!("kube source: {e}"))?;
+            if c.annotate_node {
+                // flannel's VXLAN annotations on this Node, so flannel nodes
+                // (and other twill nodes) reach this one.
+                let n = &file.node;
+                let ann = control::model::own_node_annotations(
+                    n.vtep_mac,
+                    n.ipv4,
+                    n.ipv6,
+                    n.vni.unwrap_or(1),
+                );
+                match source::kube::annotate_own_node(client.clone(), &node.name, ann).await {
+                    Ok(_) => log::info!("annotated Node {} with its VTEP", node.name),
+                    Err(e) => log::error!("annotating Node {}: {e}", node.name),
+                }
+            }
             source::kube::spawn(client, node.name.clone())
         } else if let Some(dir) = source_spec.strip_prefix("file:") {
             source::file::spawn(PathBuf::from(dir), Duration::from_millis(c.debounce_ms))
