@@ -5,11 +5,65 @@
 //! must answer on, the other nodes reached over VXLAN, the health-check ports
 //! to serve, and reports about objects that could not be used. Pure and
 //! synchronous: the tests drive it with real manifests.
+//!
+//! The work is split the way kube-proxy splits it:
+//! - `services`: a Service → its ports, VIPs, NodePort, traffic policies and
+//!   affinity (kube-proxy's `pkg/proxy/serviceport.go`);
+//! - `endpoints`: the EndpointSlices of a Service → the endpoints of one port,
+//!   with their conditions, deduplicated (`pkg/proxy/endpointslicecache.go`);
+//! - `topology`: hints for this node's zone or name (`pkg/proxy/topology.go`);
+//! - `nodes`: the other nodes' pod CIDRs and VTEPs (flannel's annotations).
+//!
+//! What the model leaves to the dataplane: choosing among ready endpoints, else
+//! serving-and-terminating ones, per scope (Cluster / Local) and family, is done
+//! by `dataplane::lb` from the conditions passed in each [`BackendSpec`]; the
+//! model marks the conditions faithfully and does not filter on them. Topology
+//! hints are not expressible in a `BackendSpec`, so the model applies them by
+//! leaving out the endpoints meant for other zones (see `topology`).
+//!
+//! Limits: the dataplane refuses a Service with more than 65,535 distinct
+//! backends and a table with more than [`dataplane::lb::MAX_BACKENDS`]; the model
+//! keeps every Service under [`MAX_ENDPOINTS_PER_SERVICE`] and the node under
+//! `MAX_BACKENDS` (reporting what it left out), so a snapshot always builds.
+//!
+//! [`BackendSpec`]: dataplane::lb::BackendSpec
+
+use std::collections::{BTreeMap, HashMap};
 
 use dataplane::config::RemoteSection;
-use dataplane::lb::ServiceSpec;
+use dataplane::lb::{ServiceSpec, MAX_BACKENDS};
 
 use crate::source::{ClusterState, Report};
+
+mod endpoints;
+mod nodes;
+mod services;
+#[cfg(test)]
+mod tests;
+mod topology;
+
+pub use nodes::{
+    own_node_annotations, FLANNEL_BACKEND_DATA, FLANNEL_BACKEND_TYPE, FLANNEL_BACKEND_V6_DATA,
+    FLANNEL_PUBLIC_IP, FLANNEL_PUBLIC_IPV6, FLANNEL_SUBNET_MANAGER, TWILL_PUBLIC_IP,
+    TWILL_PUBLIC_IPV6, TWILL_VTEP_MAC,
+};
+
+/// The most endpoints one Service port keeps: the largest Maglev table
+/// (`dataplane::lb::DEFAULT_MAGLEV_MAX_SIZE`), so every kept usable endpoint can
+/// own a slot, and below the dataplane's 65,535 distinct backends per Service.
+/// Beyond it the model keeps ready endpoints first, then serving-terminating
+/// ones, then the rest, local before remote, and reports the cut.
+pub const MAX_ENDPOINTS_PER_SERVICE: usize = 65_521;
+
+/// sessionAffinityConfig.clientIP.timeoutSeconds when not given (the API
+/// server's default: 3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
+
+/// The node label kube-proxy reads this node's zone from.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The EndpointSlice label naming the Service the slice belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Who this node is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +74,17 @@ pub struct NodeIdentity {
     /// family only is skipped, as kube-proxy does).
     pub ipv4: bool,
     pub ipv6: bool,
+}
+
+impl NodeIdentity {
+    /// Whether the node carries `ip`'s family.
+    pub fn carries(&self, ip: std::net::IpAddr) -> bool {
+        if ip.is_ipv4() {
+            self.ipv4
+        } else {
+            self.ipv6
+        }
+    }
 }
 
 /// A healthCheckNodePort to serve (externalTrafficPolicy Local services).
@@ -40,12 +105,87 @@ pub struct NodeView {
     pub services: Vec<ServiceSpec>,
     /// Every other node with a pod CIDR and a VTEP, sorted by name.
     pub remotes: Vec<RemoteSection>,
+    /// Sorted by Service, then port.
     pub health_checks: Vec<HealthCheck>,
+    /// Sorted by origin, then reason; no duplicates.
     pub reports: Vec<Report>,
 }
 
 /// Builds the node's view.
 pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
-    let _ = (state, node);
-    todo!("model helper")
+    let mut reports = Vec::new();
+    let zone = nodes::zone_of(state, &node.name);
+    let slices = endpoints::index_slices(state, &mut reports);
+    let ctx = services::Ctx { node, zone };
+
+    let mut out = services::Out::default();
+    for (key, svc) in &state.services {
+        let mine = slices
+            .get(&(key.namespace.as_str(), key.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        services::service(key, svc, mine, &ctx, &mut out);
+    }
+    reports.append(&mut out.reports);
+
+    let mut services = out.specs;
+    services.sort_by(|a, b| (&a.name, a.proto, a.port).cmp(&(&b.name, b.proto, b.port)));
+    cap_total_backends(&mut services, &mut reports);
+
+    let mut health_checks = out.health;
+    health_checks.sort_by(|a, b| (&a.service, a.port).cmp(&(&b.service, b.port)));
+
+    let remotes = nodes::remotes(state, node, &mut reports);
+
+    reports.sort_by(|a, b| (&a.origin, &a.reason).cmp(&(&b.origin, &b.reason)));
+    reports.dedup();
+    NodeView {
+        services,
+        remotes,
+        health_checks,
+        reports,
+    }
+}
+
+/// Keeps the node's total under the dataplane's [`MAX_BACKENDS`]: the Services
+/// past the budget (in name order) lose their backends, reported.
+fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
+    let max = MAX_BACKENDS as usize;
+    let mut total = 0usize;
+    for s in specs.iter_mut() {
+        let room = max.saturating_sub(total);
+        if s.backends.len() > room {
+            reports.push(Report {
+                origin: format!("Service {}", service_of(&s.name)),
+                reason: format!(
+                    "port {}: {} endpoints would pass the node's limit of {max} backends; \
+                     kept {room}",
+                    s.name,
+                    s.backends.len()
+                ),
+            });
+            s.backends.truncate(room);
+        }
+        total += s.backends.len();
+    }
+}
+
+/// `ns/svc` of a spec name `ns/svc:port`.
+fn service_of(spec_name: &str) -> &str {
+    spec_name
+        .rsplit_once(':')
+        .map(|(s, _)| s)
+        .unwrap_or(spec_name)
+}
+
+/// A namespaced object's `(namespace, name)` as borrowed strings.
+type NsName<'a> = (&'a str, &'a str);
+
+/// EndpointSlices grouped by the Service they belong to.
+type SliceIndex<'a> = HashMap<NsName<'a>, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>;
+
+/// Annotations or labels of an object (empty when absent).
+fn meta_map(m: &Option<BTreeMap<String, String>>) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    m.as_ref().unwrap_or(&EMPTY)
 }

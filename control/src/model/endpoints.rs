@@ -1,0 +1,211 @@
+//! EndpointSlices → the endpoints of one Service port, as kube-proxy's
+//! `EndpointSliceCache` reads them.
+//!
+//! - A slice belongs to the Service named by its `kubernetes.io/service-name`
+//!   label, in its own namespace. Slices labelled `service.kubernetes.io/headless`
+//!   or `service.kubernetes.io/service-proxy-name` are not kube-proxy's (its
+//!   informers filter them out), nor ours. Only `IPv4` and `IPv6` slices count;
+//!   `FQDN` slices have no semantics for a proxy and are ignored.
+//! - A Service port takes the slice port of the same name and protocol; its
+//!   number is the endpoint port (so a named targetPort resolves per slice, and
+//!   the Service's `targetPort` itself is never read, as in kube-proxy).
+//! - An endpoint is its first address. Conditions as the API defines them: a
+//!   missing `ready` is true, a missing `serving` is true, a missing
+//!   `terminating` is false.
+//! - The same address and port in several slices (an endpoint moving between
+//!   slices) is one endpoint: the first seen, unless a later copy is local.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::discovery::v1::{EndpointHints, EndpointSlice};
+
+use super::{meta_map, NodeIdentity, SliceIndex, SERVICE_NAME_LABEL};
+use crate::source::{ClusterState, ObjKey, Report};
+
+/// Slices with this label belong to headless Services (kube-proxy ignores them).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// Objects with this label are served by another proxy (kube-proxy ignores them).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// One endpoint of one Service port.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Ep<'a> {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    /// On this node (`nodeName` is this node's name).
+    pub local: bool,
+    pub hints: Option<&'a EndpointHints>,
+}
+
+impl Ep<'_> {
+    /// 0 ready, 1 serving and terminating, 2 neither (never used).
+    pub fn class(&self) -> u8 {
+        if self.ready {
+            0
+        } else if self.serving && self.terminating {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// Groups the slices by Service, reporting those that belong to none.
+pub(crate) fn index_slices<'a>(
+    state: &'a ClusterState,
+    reports: &mut Vec<Report>,
+) -> SliceIndex<'a> {
+    let mut index = SliceIndex::default();
+    for (key, slice) in &state.endpoint_slices {
+        let labels = meta_map(&slice.metadata.labels);
+        if labels.contains_key(HEADLESS_LABEL) || labels.contains_key(SERVICE_PROXY_NAME_LABEL) {
+            continue;
+        }
+        let origin = || format!("EndpointSlice {key}");
+        let Some(svc) = labels.get(SERVICE_NAME_LABEL).filter(|s| !s.is_empty()) else {
+            reports.push(Report {
+                origin: origin(),
+                reason: format!("no {SERVICE_NAME_LABEL} label: ignored"),
+            });
+            continue;
+        };
+        match slice.address_type.as_str() {
+            "IPv4" | "IPv6" => {}
+            "FQDN" => continue,
+            other => {
+                reports.push(Report {
+                    origin: origin(),
+                    reason: format!("addressType {other:?} is not IPv4 or IPv6: ignored"),
+                });
+                continue;
+            }
+        }
+        if !state
+            .services
+            .contains_key(&ObjKey::new(key.namespace.as_str(), svc.as_str()))
+        {
+            reports.push(Report {
+                origin: origin(),
+                reason: format!(
+                    "its Service {}/{svc} does not exist: ignored",
+                    key.namespace
+                ),
+            });
+            continue;
+        }
+        index
+            .entry((key.namespace.as_str(), svc.as_str()))
+            .or_default()
+            .push(slice);
+    }
+    index
+}
+
+/// Bad endpoints of one slice, counted so 100,000 of them make one report.
+#[derive(Default)]
+struct Bad {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Bad {
+    fn add(&mut self, what: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(what());
+        }
+    }
+}
+
+/// The endpoints of the Service port `(port_name, protocol)` from its slices,
+/// deduplicated and sorted by address and port, of the families in `families`
+/// (`[ipv4, ipv6]`) only.
+pub(crate) fn collect<'a>(
+    slices: &[&'a EndpointSlice],
+    port_name: &str,
+    protocol: &str,
+    families: [bool; 2],
+    node: &NodeIdentity,
+    reports: &mut Vec<Report>,
+) -> Vec<Ep<'a>> {
+    let mut out = Vec::new();
+    for slice in slices {
+        let v6 = slice.address_type == "IPv6";
+        if !families[usize::from(v6)] {
+            continue;
+        }
+        let origin = || {
+            format!(
+                "EndpointSlice {}/{}",
+                slice.metadata.namespace.as_deref().unwrap_or("default"),
+                slice.metadata.name.as_deref().unwrap_or("")
+            )
+        };
+        let Some(sp) = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol
+        }) else {
+            continue;
+        };
+        let Some(port) = sp
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|&p| p != 0)
+        else {
+            reports.push(Report {
+                origin: origin(),
+                reason: format!(
+                    "port {port_name:?}/{protocol}: no valid port number ({:?}): ignored",
+                    sp.port
+                ),
+            });
+            continue;
+        };
+        let mut bad = Bad::default();
+        out.reserve(slice.endpoints.len());
+        for e in &slice.endpoints {
+            let Some(addr) = e.addresses.first() else {
+                bad.add(|| "an endpoint without addresses".into());
+                continue;
+            };
+            let Ok(ip) = addr.parse::<IpAddr>() else {
+                bad.add(|| format!("{addr:?} is not an IP address"));
+                continue;
+            };
+            if ip.is_ipv6() != v6 {
+                bad.add(|| format!("{ip} is not of addressType {}", slice.address_type));
+                continue;
+            }
+            let c = e.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            out.push(Ep {
+                ip,
+                port,
+                ready,
+                serving: c.and_then(|c| c.serving).unwrap_or(true),
+                terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+                local: e.node_name.as_deref() == Some(node.name.as_str()),
+                hints: e.hints.as_ref(),
+            });
+        }
+        if let Some(first) = bad.first {
+            reports.push(Report {
+                origin: origin(),
+                reason: format!("{} endpoint(s) ignored (first: {first})", bad.count),
+            });
+        }
+    }
+    dedup(&mut out);
+    out
+}
+
+/// Sorts by address and port and keeps one of each: the first listed, or the
+/// first local one when there is one (as kube-proxy favours a local copy).
+pub(crate) fn dedup(eps: &mut Vec<Ep<'_>>) {
+    // Stable: among equal keys the slice order is kept.
+    eps.sort_by(|a, b| (a.ip, a.port, !a.local).cmp(&(b.ip, b.port, !b.local)));
+    eps.dedup_by(|later, first| later.ip == first.ip && later.port == first.port);
+}

@@ -1,1 +1,0 @@
-//! The `file:DIR` source (file helper).

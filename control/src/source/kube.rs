@@ -1,1 +1,0 @@
-//! The `kube` source (kube helper).
