@@ -638,6 +638,13 @@ impl Node {
             &["addr", "add", &format!("{NODE_IP}/24"), "dev", "up0"],
         );
         topo.ip(&under, &["addr", "add", "192.168.77.254/24", "dev", "eth0"]);
+        // The underlay sends TCP to NodePorts: full checksums in the frames
+        // (with offload a veth carries only the pseudo-header sum, which a
+        // NAT's incremental update turns into garbage; a real NIC's peer
+        // sends complete ones).
+        io_support::run(&[
+            "ip", "netns", "exec", &under, "ethtool", "-K", "eth0", "tx", "off",
+        ]);
         topo.veth(&node, "pc", &client, "eth0");
         pod(&topo, &client, CLIENT_MAC, CLIENT_IP);
         let stop = Arc::new(AtomicBool::new(false));
@@ -827,9 +834,9 @@ fn manifest_edits_move_new_connections_within_a_second_while_established_ones_ke
         .control_mut()
         .wait_for(skip, "broken.yaml", Duration::from_secs(3));
     assert!(
-        report.as_deref().is_some_and(|r| r.contains("eighty")
-            || r.contains("invalid type")
-            || r.contains("port")),
+        report
+            .as_deref()
+            .is_some_and(|r| r.contains("broken.yaml#0") && r.contains("invalid type")),
         "control reports the bad manifest with its file and reason: {report:?}\n{}",
         n.logs()
     );
