@@ -11,7 +11,8 @@ use std::time::Duration;
 use control::source::kube::{annotate_own_node, client_from, spawn};
 use control::source::{Health, ObjKey, Update};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, NodeSpec, Pod, PodSpec, Service, ServicePort, ServiceSpec,
+    ContainerImage, Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodSpec, Service,
+    ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -106,7 +107,19 @@ fn policy(ns: &str, name: &str) -> NetworkPolicy {
 fn populate(api: &FakeApi) {
     api.put(&namespace("default"));
     api.put(&namespace("shop"));
-    api.put(&node(NODE, "10.244.0.0/24"));
+    let mut own = node(NODE, "10.244.0.0/24");
+    own.status = Some(NodeStatus {
+        images: Some(vec![ContainerImage {
+            names: Some(vec!["registry.example/big:1".into()]),
+            size_bytes: Some(1 << 30),
+        }]),
+        addresses: Some(vec![NodeAddress {
+            type_: "InternalIP".into(),
+            address: "192.0.2.10".into(),
+        }]),
+        ..Default::default()
+    });
+    api.put(&own);
     api.put(&node("node-b", "10.244.1.0/24"));
     api.put(&service("shop", "web", "10.96.0.10"));
     api.put(&service("default", "kubernetes", "10.96.0.1"));
@@ -203,6 +216,10 @@ async fn the_initial_list_gives_a_synced_state_with_every_kind_and_only_this_nod
         .metadata
         .managed_fields
         .is_none());
+    // Nor a Node's image list; its addresses stay.
+    let status = state.nodes[NODE].status.as_ref().expect("node status");
+    assert!(status.images.is_none());
+    assert_eq!(status.addresses.as_ref().map(Vec::len), Some(1));
     // The pods were asked for with the node's field selector.
     let requests = api.requests();
     let pod_list = requests
@@ -388,9 +405,21 @@ async fn a_bookmark_lets_a_watch_resume_after_compaction_without_a_relist() {
         u.state.services.contains_key(&ObjKey::new("shop", "later"))
     })
     .await;
+    let sent = api.bookmarks_sent();
     api.bookmark();
-    // Bookmarks change no state: give the watchers time to read them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Bookmarks change no state: wait until one went out on each of the six
+    // watches (a client reads what was sent before a connection drops).
+    let all_sent = tokio::time::timeout(WAIT, async {
+        while api.bookmarks_sent() < sent + 6 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        all_sent.is_ok(),
+        "{} bookmarks sent",
+        api.bookmarks_sent() - sent
+    );
     let mark = api.requests().len();
 
     api.while_disconnected(|gap| gap.compact());
@@ -614,12 +643,63 @@ async fn client_from_reads_a_kubeconfig_and_names_a_missing_one() {
     assert_eq!(update.state.services.len(), 2);
 
     let missing = dir.join("missing");
-    let err = client_from(Some(missing.clone()))
-        .await
-        .expect_err("missing kubeconfig");
+    let Err(err) = client_from(Some(missing.clone())).await else {
+        panic!("a client from a missing kubeconfig");
+    };
     assert!(
         err.to_string().contains(&missing.display().to_string()),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_api_server_away_at_start_the_source_stays_starting_with_reports_then_syncs() {
+    let api = FakeApi::start().await;
+    populate(&api);
+    api.stop();
+    let mut rx = spawn(api.client(), NODE.to_string());
+    let starting = until(&mut rx, "a report of the failure", |u| {
+        !u.reports.is_empty()
+    })
+    .await;
+    assert_eq!(starting.health, Health::Starting);
+    assert!(
+        starting.state.services.is_empty() && starting.state.nodes.is_empty(),
+        "no partial state while starting"
+    );
+    assert!(starting
+        .reports
+        .iter()
+        .all(|r| r.origin.starts_with("kube ")));
+
+    api.restart().await;
+    let update = synced(&mut rx).await;
+    assert_eq!(update.state.services.len(), 2);
+    assert!(update.reports.is_empty(), "{:?}", update.reports);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_receiver_ends_the_watches() {
+    let api = FakeApi::start().await;
+    populate(&api);
+    let mut rx = spawn(api.client(), NODE.to_string());
+    synced(&mut rx).await;
+    let opened = tokio::time::timeout(WAIT, async {
+        while api.open_watches() < 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "{} watches open", api.open_watches());
+    drop(rx);
+    // The aggregator sees the receiver gone at its next publish or at once.
+    api.put(&namespace("poke"));
+    let closed = tokio::time::timeout(WAIT, async {
+        while api.open_watches() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{} watches still open", api.open_watches());
 }

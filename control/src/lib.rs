@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cni_server;
+pub mod ctl;
 pub mod metrics;
 pub mod model;
 pub mod publish;

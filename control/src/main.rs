@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use control::cni_server;
+use control::metrics::prom::{self, Metrics};
 use control::model::NodeIdentity;
 use control::publish::{self, Loop, Status};
 use control::source;
@@ -130,6 +131,22 @@ fn run(config: PathBuf, source_override: Option<String>) -> anyhow::Result<()> {
             path.display(),
             c.socket.display()
         );
+        let metrics = Arc::new(Metrics::new());
+        if !c.metrics.is_empty() {
+            let addr: std::net::SocketAddr = c
+                .metrics
+                .parse()
+                .map_err(|e| anyhow!("control.metrics {:?}: {e}", c.metrics))?;
+            let (bound, serving) = prom::bind(addr, Arc::clone(&metrics), Some(shm.clone()))
+                .await
+                .map_err(|e| anyhow!("metrics: {e}"))?;
+            log::info!("metrics on http://{bound}/metrics");
+            tokio::spawn(async move {
+                if let Err(e) = serving.await {
+                    log::error!("metrics server: {e}");
+                }
+            });
+        }
         let lp = Loop {
             shm,
             node,
@@ -139,6 +156,8 @@ fn run(config: PathBuf, source_override: Option<String>) -> anyhow::Result<()> {
             debounce: Duration::from_millis(c.debounce_ms),
             health_bind: publish::default_health_bind(),
             status,
+            metrics,
+            source_name: source_spec.split(':').next().unwrap_or("file").to_string(),
         };
         lp.run(stop).await;
         Ok(())

@@ -16,10 +16,9 @@
 // - pod port: everything, except traffic addressed to the node's own addresses
 //   (kubelet probes, host <-> pod), ARP replies and IPv6 neighbor
 //   advertisements (the kernel resolving the pod), and ARP requests / neighbor
-//   solicitations for a node address; NodePorts, VIP:port entries and the SNAT
-//   port range (echo replies and ICMP errors as on the uplink) on a node
-//   address still go to the dataplane (pod -> nodeIP:NodePort, and a local
-//   backend's replies to connections SNATed to the node address).
+//   solicitations for a node address; NodePorts, VIP:port entries and SNAT
+//   ports on a node address still go to the dataplane (pod -> nodeIP:NodePort,
+//   a backend's reply to a NodePort or hairpin connection SNATed to the node).
 //
 // IPv4 addresses are keyed as IPv4-mapped IPv6 (::ffff:a.b.c.d).
 
@@ -320,14 +319,16 @@ static __always_inline int node_port_for_us(const struct pkt *p, const struct st
 	if (has_ports(p->proto)) {
 		if (in_range(p->dport, c->nodeport_lo, c->nodeport_hi))
 			return 1;
-		if (uplink && p->proto == IPPROTO_UDP && c->vxlan_port &&
-		    p->dport == c->vxlan_port)
+		// Replies to what the dataplane SNATed to a node address: from
+		// outside (masquerade), and from a pod (NodePort with
+		// externalTrafficPolicy Cluster, hairpin). The kernel's own
+		// connections (kubelet probes) use ports outside this range.
+		if (in_range(p->dport, c->snat_lo, c->snat_hi))
 			return 1;
-		// Also from a pod: a local backend's reply to a connection the
-		// dataplane SNATed to the node address (NodePort, hairpin).
-		return in_range(p->dport, c->snat_lo, c->snat_hi);
+		return uplink && p->proto == IPPROTO_UDP && c->vxlan_port &&
+		       p->dport == c->vxlan_port;
 	}
-	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+	if (uplink && (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)) {
 		__u8 reply = p->proto == IPPROTO_ICMP ? ICMP_ECHOREPLY_ : ICMPV6_ECHO_REPLY_;
 		if (p->icmp_type == reply && in_range(p->dport, c->snat_lo, c->snat_hi))
 			return 1;

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::discovery::v1::{EndpointHints, EndpointSlice};
 
-use super::{meta_map, NodeIdentity, SliceIndex, SERVICE_NAME_LABEL};
+use super::{meta_map, NodeIdentity, SERVICE_NAME_LABEL};
 use crate::source::{ClusterState, ObjKey, Report};
 
 /// Slices with this label belong to headless Services (kube-proxy ignores them).
@@ -53,55 +53,98 @@ impl Ep<'_> {
     }
 }
 
-/// Groups the slices by Service, reporting those that belong to none.
-pub(crate) fn index_slices<'a>(
-    state: &'a ClusterState,
-    reports: &mut Vec<Report>,
-) -> SliceIndex<'a> {
-    let mut index = SliceIndex::default();
-    for (key, slice) in &state.endpoint_slices {
-        let labels = meta_map(&slice.metadata.labels);
-        if labels.contains_key(HEADLESS_LABEL) || labels.contains_key(SERVICE_PROXY_NAME_LABEL) {
-            continue;
-        }
-        let origin = || format!("EndpointSlice {key}");
-        let Some(svc) = labels.get(SERVICE_NAME_LABEL).filter(|s| !s.is_empty()) else {
-            reports.push(Report {
-                origin: origin(),
-                reason: format!("no {SERVICE_NAME_LABEL} label: ignored"),
-            });
-            continue;
-        };
-        match slice.address_type.as_str() {
-            "IPv4" | "IPv6" => {}
-            "FQDN" => continue,
-            other => {
-                reports.push(Report {
-                    origin: origin(),
-                    reason: format!("addressType {other:?} is not IPv4 or IPv6: ignored"),
-                });
+/// One EndpointSlice with its key in the cluster state.
+#[derive(Clone, Copy)]
+pub(crate) struct SliceRef<'a> {
+    /// The Service it names: `(namespace, kubernetes.io/service-name)`.
+    pub svc: (&'a str, &'a str),
+    pub key: &'a ObjKey,
+    pub slice: &'a EndpointSlice,
+}
+
+/// The usable slices sorted by the Service they name, `(namespace, service)`:
+/// the Services (a `BTreeMap` in the same order) take theirs by walking it
+/// once, with no lookups; what no Service takes is reported.
+pub(crate) struct SliceIndex<'a> {
+    entries: Vec<SliceRef<'a>>,
+    next: usize,
+}
+
+impl<'a> SliceIndex<'a> {
+    /// Sorts the slices by Service, reporting those that can belong to none.
+    pub fn new(state: &'a ClusterState, reports: &mut Vec<Report>) -> SliceIndex<'a> {
+        let mut entries = Vec::with_capacity(state.endpoint_slices.len());
+        for (key, slice) in &state.endpoint_slices {
+            let labels = meta_map(&slice.metadata.labels);
+            if labels.contains_key(HEADLESS_LABEL) || labels.contains_key(SERVICE_PROXY_NAME_LABEL)
+            {
                 continue;
             }
-        }
-        if !state
-            .services
-            .contains_key(&ObjKey::new(key.namespace.as_str(), svc.as_str()))
-        {
-            reports.push(Report {
-                origin: origin(),
-                reason: format!(
-                    "its Service {}/{svc} does not exist: ignored",
-                    key.namespace
-                ),
+            let Some(svc) = labels.get(SERVICE_NAME_LABEL).filter(|s| !s.is_empty()) else {
+                reports.push(Report {
+                    origin: format!("EndpointSlice {key}"),
+                    reason: format!("no {SERVICE_NAME_LABEL} label: ignored"),
+                });
+                continue;
+            };
+            match slice.address_type.as_str() {
+                "IPv4" | "IPv6" => {}
+                "FQDN" => continue,
+                other => {
+                    reports.push(Report {
+                        origin: format!("EndpointSlice {key}"),
+                        reason: format!("addressType {other:?} is not IPv4 or IPv6: ignored"),
+                    });
+                    continue;
+                }
+            }
+            entries.push(SliceRef {
+                svc: (key.namespace.as_str(), svc.as_str()),
+                key,
+                slice,
             });
-            continue;
         }
-        index
-            .entry((key.namespace.as_str(), svc.as_str()))
-            .or_default()
-            .push(slice);
+        // Stable, and nearly sorted already when slices are named after their
+        // Service (the controller's `<service>-<random>`).
+        entries.sort_by(|a, b| a.svc.cmp(&b.svc));
+        SliceIndex { entries, next: 0 }
     }
-    index
+
+    /// The slices of the Service `(namespace, name)`; the Services must be
+    /// asked in `(namespace, name)` order. Slices skipped on the way name a
+    /// Service that does not exist: reported.
+    pub fn take(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        reports: &mut Vec<Report>,
+    ) -> &[SliceRef<'a>] {
+        let want = (namespace, name);
+        while self.next < self.entries.len() && self.entries[self.next].svc < want {
+            orphan(&self.entries[self.next], reports);
+            self.next += 1;
+        }
+        let start = self.next;
+        while self.next < self.entries.len() && self.entries[self.next].svc == want {
+            self.next += 1;
+        }
+        &self.entries[start..self.next]
+    }
+
+    /// Reports the slices no Service took.
+    pub fn finish(self, reports: &mut Vec<Report>) {
+        for e in &self.entries[self.next..] {
+            orphan(e, reports);
+        }
+    }
+}
+
+fn orphan(r: &SliceRef<'_>, reports: &mut Vec<Report>) {
+    let (ns, svc) = r.svc;
+    reports.push(Report {
+        origin: format!("EndpointSlice {}", r.key),
+        reason: format!("its Service {ns}/{svc} does not exist: ignored"),
+    });
 }
 
 /// Bad endpoints of one slice, counted so 100,000 of them make one report.
@@ -122,28 +165,23 @@ impl Bad {
 
 /// The endpoints of the Service port `(port_name, protocol)` from its slices,
 /// deduplicated and sorted by address and port, of the families in `families`
-/// (`[ipv4, ipv6]`) only.
+/// (`[ipv4, ipv6]`) only, into `out` (cleared first; reused across ports).
 pub(crate) fn collect<'a>(
-    slices: &[&'a EndpointSlice],
+    slices: &[SliceRef<'a>],
     port_name: &str,
     protocol: &str,
     families: [bool; 2],
     node: &NodeIdentity,
     reports: &mut Vec<Report>,
-) -> Vec<Ep<'a>> {
-    let mut out = Vec::new();
-    for slice in slices {
+    out: &mut Vec<Ep<'a>>,
+) {
+    out.clear();
+    for &SliceRef { key, slice, .. } in slices {
         let v6 = slice.address_type == "IPv6";
         if !families[usize::from(v6)] {
             continue;
         }
-        let origin = || {
-            format!(
-                "EndpointSlice {}/{}",
-                slice.metadata.namespace.as_deref().unwrap_or("default"),
-                slice.metadata.name.as_deref().unwrap_or("")
-            )
-        };
+        let origin = || format!("EndpointSlice {key}");
         let Some(sp) = slice.ports.iter().flatten().find(|p| {
             p.name.as_deref().unwrap_or("") == port_name
                 && p.protocol.as_deref().unwrap_or("TCP") == protocol
@@ -198,14 +236,13 @@ pub(crate) fn collect<'a>(
             });
         }
     }
-    dedup(&mut out);
-    out
+    dedup(out);
 }
 
 /// Sorts by address and port and keeps one of each: the first listed, or the
 /// first local one when there is one (as kube-proxy favours a local copy).
 pub(crate) fn dedup(eps: &mut Vec<Ep<'_>>) {
     // Stable: among equal keys the slice order is kept.
-    eps.sort_by(|a, b| (a.ip, a.port, !a.local).cmp(&(b.ip, b.port, !b.local)));
+    eps.sort_by_key(|e| (e.ip, e.port, !e.local));
     eps.dedup_by(|later, first| later.ip == first.ip && later.port == first.port);
 }

@@ -28,7 +28,9 @@
 //!
 //! [`BackendSpec`]: dataplane::lb::BackendSpec
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use dataplane::config::RemoteSection;
 use dataplane::lb::{ServiceSpec, MAX_BACKENDS};
@@ -115,21 +117,30 @@ pub struct NodeView {
 pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     let mut reports = Vec::new();
     let zone = nodes::zone_of(state, &node.name);
-    let slices = endpoints::index_slices(state, &mut reports);
+    if !state.nodes.is_empty() && !state.nodes.contains_key(&node.name) {
+        reports.push(Report {
+            origin: format!("Node {}", node.name),
+            reason: "this node's own Node object is not among the Nodes: no zone, so zone \
+                     hints are not used"
+                .into(),
+        });
+    }
+    let mut slices = endpoints::SliceIndex::new(state, &mut reports);
     let ctx = services::Ctx { node, zone };
 
     let mut out = services::Out::default();
+    let mut scratch = Vec::new();
+    // `state.services` iterates in (namespace, name) order, as the index wants.
     for (key, svc) in &state.services {
-        let mine = slices
-            .get(&(key.namespace.as_str(), key.name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        services::service(key, svc, mine, &ctx, &mut out);
+        let mine = slices.take(&key.namespace, &key.name, &mut reports);
+        services::service(key, svc, mine, &ctx, &mut out, &mut scratch);
     }
+    slices.finish(&mut reports);
     reports.append(&mut out.reports);
 
     let mut services = out.specs;
     services.sort_by(|a, b| (&a.name, a.proto, a.port).cmp(&(&b.name, b.proto, b.port)));
+    drop_conflicts(&mut services, &mut reports);
     cap_total_backends(&mut services, &mut reports);
 
     let mut health_checks = out.health;
@@ -170,6 +181,51 @@ fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
     }
 }
 
+/// A VIP (address, port, protocol) or NodePort (port, protocol) claimed by two
+/// Service ports: the first in name order keeps it (as the dataplane's table
+/// builder would), the later loses it, reported, so the view shows exactly
+/// what is served.
+fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
+    let mut vips: HashMap<(IpAddr, u16, u8), usize> = HashMap::with_capacity(specs.len() * 2);
+    let mut node_ports: HashMap<(u16, u8), usize> = HashMap::new();
+    for i in 0..specs.len() {
+        let (before, rest) = specs.split_at_mut(i);
+        let Some(s) = rest.first_mut() else {
+            break;
+        };
+        let (port, proto) = (s.port, s.proto);
+        let mut lost = Vec::new();
+        s.vips
+            .retain(|&(ip, _)| match vips.entry((ip, port, proto)) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                    true
+                }
+                Entry::Occupied(o) => {
+                    lost.push(format!("{ip} port {port} is {}'s", before[*o.get()].name));
+                    false
+                }
+            });
+        if let Some(np) = s.node_port {
+            match node_ports.entry((np, proto)) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                Entry::Occupied(o) => {
+                    lost.push(format!("nodePort {np} is {}'s", before[*o.get()].name));
+                    s.node_port = None;
+                }
+            }
+        }
+        for l in lost {
+            reports.push(Report {
+                origin: format!("Service {}", service_of(&s.name)),
+                reason: format!("port {}: {l}: not served for this one", s.name),
+            });
+        }
+    }
+}
+
 /// `ns/svc` of a spec name `ns/svc:port`.
 fn service_of(spec_name: &str) -> &str {
     spec_name
@@ -177,12 +233,6 @@ fn service_of(spec_name: &str) -> &str {
         .map(|(s, _)| s)
         .unwrap_or(spec_name)
 }
-
-/// A namespaced object's `(namespace, name)` as borrowed strings.
-type NsName<'a> = (&'a str, &'a str);
-
-/// EndpointSlices grouped by the Service they belong to.
-type SliceIndex<'a> = HashMap<NsName<'a>, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>;
 
 /// Annotations or labels of an object (empty when absent).
 fn meta_map(m: &Option<BTreeMap<String, String>>) -> &BTreeMap<String, String> {

@@ -24,9 +24,8 @@ use std::net::IpAddr;
 use dataplane::lb::{BackendSpec, ServiceSpec, VipKind};
 use dataplane::proto;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::endpoints::{self, Ep, SERVICE_PROXY_NAME_LABEL};
+use super::endpoints::{self, Ep, SliceRef, SERVICE_PROXY_NAME_LABEL};
 use super::topology::{self, Place};
 use super::{
     meta_map, HealthCheck, NodeIdentity, DEFAULT_AFFINITY_TIMEOUT_S, MAX_ENDPOINTS_PER_SERVICE,
@@ -75,16 +74,16 @@ fn ips<'s>(
 }
 
 /// Adds the specs (and health check) of one Service.
-pub(crate) fn service(
+pub(crate) fn service<'a>(
     key: &ObjKey,
     svc: &Service,
-    slices: &[&EndpointSlice],
+    slices: &[SliceRef<'a>],
     ctx: &Ctx<'_>,
     out: &mut Out,
+    eps: &mut Vec<Ep<'a>>,
 ) {
-    let origin = format!("Service {key}");
     let note = |reason: String| Report {
-        origin: origin.clone(),
+        origin: format!("Service {key}"),
         reason,
     };
     let reports = &mut out.reports;
@@ -106,9 +105,9 @@ pub(crate) fn service(
     }
 
     // VIPs.
-    let cluster_ips: Vec<&String> = match spec.cluster_ips.as_deref() {
-        Some(list) if !list.is_empty() => list.iter().collect(),
-        _ => spec.cluster_ip.iter().collect(),
+    let cluster_ips: &[String] = match spec.cluster_ips.as_deref() {
+        Some(list) if !list.is_empty() => list,
+        _ => spec.cluster_ip.as_slice(),
     };
     if cluster_ips.first().is_some_and(|ip| ip.as_str() == "None") {
         return; // headless: DNS only
@@ -203,11 +202,11 @@ pub(crate) fn service(
     let health_port = if type_ == "LoadBalancer" && ext_local {
         match spec.health_check_node_port.map(u16::try_from) {
             Some(Ok(p)) if p != 0 => Some(p),
-            hc => {
+            _ => {
                 reports.push(note(format!(
                     "externalTrafficPolicy Local without a valid healthCheckNodePort ({:?}): \
                      no health check served",
-                    hc.map(|_| spec.health_check_node_port.unwrap_or(0))
+                    spec.health_check_node_port
                 )));
                 None
             }
@@ -227,6 +226,7 @@ pub(crate) fn service(
         zone: ctx.zone,
     };
     let mut local_ready: [BTreeSet<IpAddr>; 2] = Default::default();
+    let mut seen: Vec<(u8, u16, &str)> = Vec::with_capacity(ports.len());
     for p in ports {
         let protocol = p.protocol.as_deref().unwrap_or("TCP");
         let proto = match protocol {
@@ -255,6 +255,17 @@ pub(crate) fn service(
             continue;
         };
         let port_name = p.name.as_deref().unwrap_or("");
+        if let Some((_, _, first)) = seen
+            .iter()
+            .find(|(pr, po, n)| (*pr == proto && *po == port) || (!n.is_empty() && *n == port_name))
+        {
+            reports.push(note(format!(
+                "port {port}/{protocol} (name {port_name:?}) repeats port {first:?}'s \
+                 number or name: skipped"
+            )));
+            continue;
+        }
+        seen.push((proto, port, port_name));
         let name = if port_name.is_empty() {
             format!("{key}:{port}/{protocol}")
         } else {
@@ -272,16 +283,18 @@ pub(crate) fn service(
                 }
             },
         };
-        let mut eps = endpoints::collect(slices, port_name, protocol, families, ctx.node, reports);
+        endpoints::collect(
+            slices, port_name, protocol, families, ctx.node, reports, eps,
+        );
         for e in eps.iter().filter(|e| e.local && e.ready) {
             local_ready[usize::from(e.ip.is_ipv6())].insert(e.ip);
         }
         let port_external = node_port.is_some() || !external.is_empty() || !lb.is_empty();
         let uses_local = int_local || (ext_local && port_external);
-        topology::apply(&mut eps, place, uses_local);
+        topology::apply(eps, place, uses_local);
         if eps.len() > MAX_ENDPOINTS_PER_SERVICE {
             let had = eps.len();
-            cap(&mut eps);
+            cap(eps);
             reports.push(note(format!(
                 "port {name}: {had} endpoints; kept {MAX_ENDPOINTS_PER_SERVICE} \
                  (ready first, then serving-terminating, local first)"
@@ -363,5 +376,5 @@ pub(crate) fn cap(eps: &mut Vec<Ep<'_>>) {
     // Stable: the address order is kept within a class.
     eps.sort_by_key(key);
     eps.truncate(MAX_ENDPOINTS_PER_SERVICE);
-    eps.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+    eps.sort_by_key(|e| (e.ip, e.port));
 }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::cni_server::Store;
 use crate::metrics::health::HealthServers;
+use crate::metrics::prom::Metrics;
 use crate::model::{self, NodeIdentity};
 use crate::source::{Health, Report, Update};
 
@@ -65,6 +66,9 @@ pub struct Loop {
     /// Where healthCheckNodePort servers listen.
     pub health_bind: IpAddr,
     pub status: Arc<Status>,
+    pub metrics: Arc<Metrics>,
+    /// The source's name in metrics (`kube`, `file`).
+    pub source_name: String,
 }
 
 /// Builds the snapshot for the current inputs.
@@ -147,6 +151,8 @@ impl Loop {
                     h => log::info!("source {h:?}"),
                 }
                 last_health = Some(update.health.clone());
+                self.metrics
+                    .set_source_health(&self.source_name, &update.health);
                 if let Ok(mut h) = self.status.health.lock() {
                     *h = Some(update.health.clone());
                 }
@@ -170,6 +176,9 @@ impl Loop {
                 log::warn!("{r}");
             }
             seen_reports = now_reports;
+            self.metrics
+                .reports
+                .set(i64::try_from(reports.len()).unwrap_or(i64::MAX));
             if let Ok(mut s) = self.status.reports.lock() {
                 *s = reports;
             }
@@ -192,6 +201,8 @@ impl Loop {
                         out.generation = p.generation;
                         out.bytes = p.bytes;
                         out.latency = changed_at.elapsed();
+                        self.metrics
+                            .published(out.latency.as_secs_f64(), p.generation, p.bytes);
                         log::info!(
                             "published generation {}: {} service ports, {} remote nodes, {} pods, \
                              {} bytes, {:?} after the change",

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use crossbeam::channel::{Receiver, Sender};
 
 use super::handoff::Handoff;
+use super::hooks::{ShmHooks, IDLE_BEAT_POLLS};
 use super::xdp::{IfaceMode, Steering};
 use super::xsk::{BindMode, Owned, Xsk};
 use super::IoError;
@@ -95,6 +96,13 @@ pub enum Control {
     },
     /// Switch the pipeline to new tables (a new pod, new Services).
     Tables(Arc<Tables>),
+    /// Switch the pipeline to tables built from the shared-memory snapshot
+    /// of `generation`, and announce that generation
+    /// ([`Forwarder::set_published_tables`]).
+    PublishedTables {
+        tables: Arc<Tables>,
+        generation: u64,
+    },
 }
 
 /// The sending side of a loop's control channel.
@@ -124,6 +132,11 @@ pub struct Forwarder {
     stats: IoStats,
     /// Other workers' ports (none for a single worker).
     handoff: Option<Handoff>,
+    /// This worker's announce line, stats block and trace (none: no
+    /// shared-memory file).
+    hooks: Option<Box<ShmHooks>>,
+    /// Empty polls since the last idle heartbeat.
+    idle_polls: u32,
 }
 
 impl Forwarder {
@@ -138,6 +151,28 @@ impl Forwarder {
             pollfds: Vec::new(),
             stats: IoStats::default(),
             handoff: None,
+            hooks: None,
+            idle_polls: 0,
+        }
+    }
+
+    /// Connects this loop to the shared-memory file: per batch it announces
+    /// the generation of its tables, beats, stores its counters and records
+    /// traced frames (see [`super::hooks`]).
+    pub fn set_shm_hooks(&mut self, hooks: ShmHooks) {
+        self.hooks = Some(Box::new(hooks));
+    }
+
+    pub fn shm_hooks(&self) -> Option<&ShmHooks> {
+        self.hooks.as_deref()
+    }
+
+    /// Switches the pipeline to `tables`, built from the published
+    /// snapshot of `generation`, and announces it at once.
+    pub fn set_published_tables(&mut self, tables: Arc<Tables>, generation: u64) {
+        self.pipeline.set_tables(tables);
+        if let Some(h) = self.hooks.as_deref_mut() {
+            h.set_generation(generation, monotonic_ns());
         }
     }
 
@@ -243,6 +278,18 @@ impl Forwarder {
         if let Some(h) = self.handoff.as_mut() {
             h.wake_peers();
         }
+        if let Some(h) = self.hooks.as_deref_mut() {
+            if let Some(t) = now {
+                h.flush(self.pipeline.counters(), t);
+                self.idle_polls = 0;
+            } else {
+                self.idle_polls += 1;
+                if self.idle_polls >= IDLE_BEAT_POLLS {
+                    self.idle_polls = 0;
+                    h.idle_beat(clock());
+                }
+            }
+        }
         if total + handed == 0 {
             self.stats.empty_polls += 1;
         }
@@ -255,6 +302,20 @@ impl Forwarder {
     fn process(&mut self, i: usize, now: u64) {
         let port = self.xsk.port_of(i);
         let n = self.tokens.len().min(BATCH);
+        if let Some(h) = self.hooks.as_deref_mut() {
+            let bytes: u64 = self.tokens.iter().map(|t| u64::from(t.len)).sum();
+            h.count_rx(port, n as u64, bytes);
+            if h.trace_armed() {
+                let xsk = &self.xsk;
+                let vxlan_port = self.pipeline.tables().config().vxlan_port;
+                let frames = self.tokens.iter_mut().map(|t| {
+                    let (head, len) = (t.head as usize, t.len as usize);
+                    let c: &[u8] = xsk.chunk(t);
+                    c.get(head..head + len).unwrap_or(&[])
+                });
+                h.note_frames(port, vxlan_port, frames);
+            }
+        }
         {
             let xsk = &self.xsk;
             let mut frames: [Frame; BATCH] = std::array::from_fn(|_| Frame::new(&mut [], 0, 0, 0));
@@ -268,6 +329,10 @@ impl Forwarder {
                 *o = (f.head() as u32, f.len() as u32);
             }
         }
+        let mut hooks = self.hooks.as_deref_mut();
+        if let Some(h) = hooks.as_deref_mut() {
+            h.after_batch(port, &self.verdicts[..n], now);
+        }
         for (k, t) in self.tokens.drain(..).enumerate() {
             let (head, len) = self.out[k];
             match self.verdicts[k] {
@@ -275,17 +340,28 @@ impl Forwarder {
                     Some(j) => {
                         self.xsk.stage_tx(j, t, head, len);
                         self.stats.staged_tx += 1;
+                        if let Some(h) = hooks.as_deref_mut() {
+                            h.count_tx(p, u64::from(len));
+                        }
                     }
-                    None => hand_off(
-                        &mut self.xsk,
-                        self.handoff.as_mut(),
-                        &mut self.stats,
-                        (p, t, head, len),
-                    ),
+                    None => {
+                        let sent = hand_off(
+                            &mut self.xsk,
+                            self.handoff.as_mut(),
+                            &mut self.stats,
+                            (p, t, head, len),
+                        );
+                        if let (true, Some(h)) = (sent, hooks.as_deref_mut()) {
+                            h.count_tx(p, u64::from(len));
+                        }
+                    }
                 },
                 Verdict::Reply => {
                     self.xsk.stage_tx(i, t, head, len);
                     self.stats.staged_tx += 1;
+                    if let Some(h) = hooks.as_deref_mut() {
+                        h.count_tx(port, u64::from(len));
+                    }
                 }
                 Verdict::Pass => {
                     self.xsk.free(t);
@@ -326,6 +402,7 @@ impl Forwarder {
                 Verdict::Reply => Some(i),
                 _ => None,
             };
+            let port = self.xsk.port_of(j.unwrap_or(i));
             let (Some(j), Some(mut t)) = (j, self.xsk.alloc()) else {
                 self.stats.released_lost += 1;
                 continue;
@@ -339,6 +416,9 @@ impl Forwarder {
             dst.copy_from_slice(&bytes);
             self.xsk.stage_tx(j, t, HEADROOM as u32, bytes.len() as u32);
             self.stats.staged_tx += 1;
+            if let Some(h) = self.hooks.as_deref_mut() {
+                h.count_tx(port, bytes.len() as u64);
+            }
         }
     }
 
@@ -376,6 +456,9 @@ impl Forwarder {
                 let _ = done.send(r);
             }
             Control::Tables(t) => self.pipeline.set_tables(t),
+            Control::PublishedTables { tables, generation } => {
+                self.set_published_tables(tables, generation)
+            }
         }
     }
 
@@ -402,6 +485,9 @@ impl Forwarder {
                 self.sleep(opts.sleep_ms);
                 empty = 0;
             }
+        }
+        if let Some(h) = self.shm_hooks() {
+            h.clear();
         }
     }
 
@@ -449,13 +535,14 @@ impl Forwarder {
 
 /// A frame (`t`, data at `head`, `len` bytes) for port `p`, which has no
 /// socket in `xsk`: copied to the worker serving it, if any; freed either way.
+/// Whether it was handed over.
 #[inline]
 fn hand_off(
     xsk: &mut Xsk,
     handoff: Option<&mut Handoff>,
     stats: &mut IoStats,
     (p, mut t, head, len): (PortId, Owned, u32, u32),
-) {
+) -> bool {
     let sent = match handoff {
         Some(h) => {
             let chunk = xsk.chunk(&mut t);
@@ -472,6 +559,7 @@ fn hand_off(
         stats.tx_unknown_port += 1;
     }
     xsk.free(t);
+    sent
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (the pipeline's `now`).

@@ -17,6 +17,8 @@
 //! - [`worker`]: N pinned worker threads, each a [`Forwarder`] with its own
 //!   UMEM and pipeline (uplink queue i on worker i, pods spread), attach and
 //!   detach at run time, clean stop;
+//! - [`hooks`]: a worker's per-batch side of the shared-memory file
+//!   (generation announce, heartbeat, stats block, trace);
 //! - [`handoff`]: frames for another worker's port, copied through bounded
 //!   lock-free queues (why copies and not UMEM tokens: see there), with
 //!   eventfd wake-ups of sleeping workers;
@@ -52,6 +54,7 @@
 pub mod forward;
 pub mod gen;
 pub mod handoff;
+pub mod hooks;
 pub mod neigh;
 pub mod netns;
 pub mod worker;
@@ -62,6 +65,7 @@ pub use forward::{
     control_channel, reply_channel, Control, ControlSender, Forwarder, IoStats, RunOptions,
 };
 pub use handoff::{Fabric, Handoff, HandoffStats};
+pub use hooks::ShmHooks;
 pub use worker::{available_cpus, WorkerReport, Workers, WorkersBuilder};
 pub use xdp::{
     snat_overlaps_kernel_ports, IfaceMode, SteerConfig, SteerStats, Steering, XdpAttachMode,

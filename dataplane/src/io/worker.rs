@@ -34,10 +34,12 @@ use crossbeam::channel::{Receiver, Sender};
 
 use super::forward::{reply_channel, Control, Forwarder, IoStats, RunOptions};
 use super::handoff::{Fabric, Handoff, HandoffStats, NO_WORKER};
+use super::hooks::ShmHooks;
 use super::xdp::{IfaceMode, Steering};
 use super::xsk::{BindMode, FrameAccount, Xsk, XskConfig, XskStats};
 use super::IoError;
 use crate::pipeline::{Counters, Pipeline};
+use crate::state::shm::{Shm, ShmError};
 use crate::state::Tables;
 use crate::PortId;
 
@@ -126,6 +128,16 @@ impl WorkersBuilder {
 
     pub fn steering_mut(&mut self) -> &mut Steering {
         &mut self.steering
+    }
+
+    /// Connects worker `i` to the shared-memory file's announce line `i`,
+    /// stats block `i` and the trace ([`ShmHooks`]). Fails if the file has
+    /// room for fewer workers.
+    pub fn set_shm(&mut self, shm: &Shm) -> Result<(), ShmError> {
+        for (i, f) in self.fwds.iter_mut().enumerate() {
+            f.set_shm_hooks(ShmHooks::new(shm, i)?);
+        }
+        Ok(())
     }
 
     pub fn workers(&self) -> usize {
@@ -348,6 +360,21 @@ impl Workers {
         Ok(())
     }
 
+    /// Switches every worker to `t`, built from the published snapshot of
+    /// `generation`; each announces that generation once it uses it.
+    pub fn set_published_tables(&self, t: Arc<Tables>, generation: u64) -> Result<(), IoError> {
+        for w in 0..self.ctl.len() {
+            self.send(
+                w,
+                Msg::Control(Control::PublishedTables {
+                    tables: t.clone(),
+                    generation,
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Every worker's current report (asked between polls).
     pub fn reports(&self) -> Vec<WorkerReport> {
         let mut out = Vec::new();
@@ -439,6 +466,9 @@ fn apply(fwd: &mut Forwarder, ctx: &Ctx, m: Msg) {
             let _ = done.send(r);
         }
         Msg::Control(Control::Tables(t)) => fwd.pipeline_mut().set_tables(t),
+        Msg::Control(Control::PublishedTables { tables, generation }) => {
+            fwd.set_published_tables(tables, generation)
+        }
         Msg::Report(tx) => {
             let _ = tx.send(report(fwd, ctx));
         }
@@ -479,6 +509,9 @@ fn run_worker(mut fwd: Forwarder, ctx: Ctx, ready: Sender<Result<(), IoError>>) 
             fwd.sleep(ctx.opts.sleep_ms);
             empty = 0;
         }
+    }
+    if let Some(h) = fwd.shm_hooks() {
+        h.clear();
     }
     // Let the last transmits complete so the account shows every frame home.
     for _ in 0..10 {

@@ -5,17 +5,25 @@ use super::maglev::{self, Perm};
 use super::{hash, ip_bytes, BackendId, BackendSpec, Scope, ServiceSpec, SvcId, VipKind};
 use rustc_hash::FxBuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 type FxHashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 type FxHashSet<K> = hashbrown::HashSet<K, FxBuildHasher>;
 
-/// Where one (scope, family) Maglev table sits in the flat table; size 0 = no usable
-/// backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One (scope, family) Maglev table; `None` = no usable backend. Tables are
+/// shared (`Arc`) so a table built by [`ServiceTableBuilder::build_reusing`]
+/// takes an unchanged Service's tables from the old one without a copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct MaglevRef {
-    offset: u32,
-    size: u32,
+    table: Option<Arc<[u16]>>,
     usable: u32,
+}
+
+impl MaglevRef {
+    #[inline]
+    fn size(&self) -> u32 {
+        self.table.as_ref().map_or(0, |t| t.len() as u32)
+    }
 }
 
 #[inline]
@@ -89,7 +97,7 @@ impl Service {
     }
     /// The Maglev table size for this scope and family (0 when nothing is usable).
     pub fn maglev_size(&self, scope: Scope, family: u8) -> u32 {
-        self.tables[scope as usize][fam_index(family)].size
+        self.tables[scope as usize][fam_index(family)].size()
     }
 }
 
@@ -241,6 +249,23 @@ impl ServiceTableBuilder {
 
     /// Builds every index and Maglev table.
     pub fn build(self) -> Result<ServiceTable, BuildError> {
+        self.build_inner(None)
+    }
+
+    /// [`build`](Self::build), taking each Maglev table from `old` (the
+    /// table this one replaces) when the Service of the same name there had
+    /// the same usable set for that scope and family (same endpoints ip:port
+    /// in the same sorted order, hence the same table size and the same
+    /// permutations) and the same size cap: the old table's entries are
+    /// copied, relabelled to the new backend positions (a plain copy when
+    /// they did not move). The result equals `build`'s; only changed
+    /// Services pay for Maglev population, so one EndpointSlice change is
+    /// cheap at any table size.
+    pub fn build_reusing(self, old: &ServiceTable) -> Result<ServiceTable, BuildError> {
+        self.build_inner(Some(old))
+    }
+
+    fn build_inner(self, old: Option<&ServiceTable>) -> Result<ServiceTable, BuildError> {
         let max = self.maglev_max_size;
         if !maglev::is_prime(max) {
             return Err(BuildError::MaglevSizeNotPrime(max));
@@ -250,15 +275,21 @@ impl ServiceTableBuilder {
         let mut t = ServiceTable {
             services: Vec::with_capacity(self.specs.len()),
             backends: Vec::with_capacity(total),
-            maglev: Vec::new(),
+            maglev_entries: 0,
             vips: FxHashMap::with_capacity_and_hasher(n_vips, Default::default()),
             nodeports: FxHashMap::default(),
             conflicts: Vec::new(),
+            maglev_max_size: max,
         };
         let mut scratch = Scratch::default();
+        let mut reuse = old.filter(|o| o.maglev_max_size == max).map(|o| Reuse {
+            old: o,
+            names: None,
+        });
         for (i, spec) in self.specs.into_iter().enumerate() {
             let id = SvcId(i as u32);
-            t.add_service(id, spec, max, &mut scratch)?;
+            let prev = reuse.as_mut().and_then(|r| r.find(i, &spec.name));
+            t.add_service(id, spec, max, &mut scratch, prev)?;
         }
         if t.backends.len() > MAX_BACKENDS as usize {
             return Err(BuildError::TooManyBackends {
@@ -280,6 +311,36 @@ struct Scratch {
     previous: Vec<u16>,
     perms: Vec<Perm>,
     next: Vec<u32>,
+    /// The old Service's usable set being compared, and old → new positions.
+    old_usable: Vec<u16>,
+    remap: Vec<u16>,
+    /// The Maglev table being populated.
+    table: Vec<u16>,
+}
+
+/// The table a build reuses Maglev tables from, and its Services by name
+/// (built on the first Service not found at its own position).
+struct Reuse<'a> {
+    old: &'a ServiceTable,
+    names: Option<FxHashMap<&'a str, u32>>,
+}
+
+impl<'a> Reuse<'a> {
+    fn find(&mut self, i: usize, name: &str) -> Option<(&'a ServiceTable, &'a Service)> {
+        let old = self.old;
+        if let Some(s) = old.services.get(i).filter(|s| s.name == name) {
+            return Some((old, s));
+        }
+        let names = self.names.get_or_insert_with(|| {
+            old.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i as u32))
+                .collect()
+        });
+        let j = *names.get(name)?;
+        Some((old, &old.services[j as usize]))
+    }
 }
 
 /// The immutable Service table the workers read.
@@ -293,11 +354,13 @@ struct Scratch {
 pub struct ServiceTable {
     services: Vec<Service>,
     backends: Vec<Backend>,
-    /// Every Maglev table, back to back; entries index the service's backend list.
-    maglev: Vec<u16>,
+    /// Maglev entries across all Services (a shared Local table counted once).
+    maglev_entries: usize,
     vips: FxHashMap<VipKey, (SvcId, VipKind)>,
     nodeports: FxHashMap<(u16, u8), SvcId>,
     conflicts: Vec<Conflict>,
+    /// The cap it was built with (a reusing build needs the same).
+    maglev_max_size: u32,
 }
 
 impl ServiceTable {
@@ -307,31 +370,34 @@ impl ServiceTable {
         spec: ServiceSpec,
         max: u32,
         s: &mut Scratch,
+        prev: Option<(&ServiceTable, &Service)>,
     ) -> Result<(), BuildError> {
         let first = self.backends.len();
-        s.seen.clear();
-        s.hashes.clear();
-        for b in &spec.backends {
-            let (bytes, family) = ip_bytes(b.ip);
-            if !s.seen.insert((bytes, b.port)) {
-                continue; // the same endpoint listed twice (e.g. in two slices)
+        let tables = match prev.and_then(|(old, os)| self.copy_unchanged(id, &spec, old, os)) {
+            Some(tables) => tables,
+            None => {
+                s.seen.clear();
+                s.hashes.clear();
+                for b in &spec.backends {
+                    let (bytes, family) = ip_bytes(b.ip);
+                    if !s.seen.insert((bytes, b.port)) {
+                        continue; // the same endpoint listed twice (e.g. in two slices)
+                    }
+                    self.backends.push(backend(b, bytes, family, id));
+                }
+                let count = self.backends.len() - first;
+                if count > usize::from(u16::MAX) {
+                    return Err(BuildError::TooManyBackendsInService {
+                        service: spec.name,
+                        count,
+                    });
+                }
+                let [c4, l4] = self.scope_tables(first, 0, max, s, prev);
+                let [c6, l6] = self.scope_tables(first, 1, max, s, prev);
+                [[c4, c6], [l4, l6]]
             }
-            s.hashes.push((
-                hash::backend(hash::SEED_OFFSET, &bytes, family, b.port),
-                hash::backend(hash::SEED_SKIP, &bytes, family, b.port),
-            ));
-            self.backends.push(backend(b, bytes, family, id));
-        }
+        };
         let count = self.backends.len() - first;
-        if count > usize::from(u16::MAX) {
-            return Err(BuildError::TooManyBackendsInService {
-                service: spec.name,
-                count,
-            });
-        }
-        let [c4, l4] = self.scope_tables(first, 0, max, s);
-        let [c6, l6] = self.scope_tables(first, 1, max, s);
-        let tables = [[c4, c6], [l4, l6]];
         for &(ip, kind) in &spec.vips {
             let (bytes, family) = ip_bytes(ip);
             let key = vip_key(&bytes, family, spec.port, spec.proto);
@@ -383,6 +449,49 @@ impl ServiceTable {
         Ok(())
     }
 
+    /// The fast path of a reusing build: when `spec` lists exactly the
+    /// backends (addresses, ports, conditions, in order) that the old
+    /// Service `os` was built from, its backends (usable marks included) and
+    /// its Maglev tables (shared, not copied) are taken as they are. An old
+    /// list equal to the new one has no duplicates (the old one was deduped),
+    /// so nothing else can differ. None if anything differs.
+    fn copy_unchanged(
+        &mut self,
+        id: SvcId,
+        spec: &ServiceSpec,
+        old: &ServiceTable,
+        os: &Service,
+    ) -> Option<[[MaglevRef; 2]; 2]> {
+        let ob = old
+            .backends
+            .get(os.first_backend as usize..(os.first_backend + os.backend_count) as usize)?;
+        let same = ob.len() == spec.backends.len()
+            && ob.iter().zip(&spec.backends).all(|(o, b)| {
+                o.ip == b.ip
+                    && o.port == b.port
+                    && o.ready == b.ready
+                    && o.serving == b.serving
+                    && o.terminating == b.terminating
+                    && o.local == b.local
+            });
+        if !same {
+            return None;
+        }
+        self.backends.extend(ob.iter().map(|o| Backend {
+            svc: id,
+            ..o.clone()
+        }));
+        for fam in 0..2 {
+            let [c, l] = [&os.tables[0][fam], &os.tables[1][fam]];
+            self.maglev_entries += c.size() as usize;
+            let shared = matches!((&c.table, &l.table), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+            if !shared {
+                self.maglev_entries += l.size() as usize;
+            }
+        }
+        Some(os.tables.clone())
+    }
+
     /// Marks the usable backends of the service starting at `first` and builds its
     /// Maglev tables for one family: `[cluster, local]`.
     fn scope_tables(
@@ -391,8 +500,9 @@ impl ServiceTable {
         fam: usize,
         max: u32,
         s: &mut Scratch,
+        prev: Option<(&ServiceTable, &Service)>,
     ) -> [MaglevRef; 2] {
-        let mut out = [MaglevRef::default(); 2];
+        let mut out = [MaglevRef::default(), MaglevRef::default()];
         for scope in [Scope::Cluster, Scope::Local] {
             usable_set(&self.backends[first..], scope, fam, &mut s.usable);
             for &i in &s.usable {
@@ -400,33 +510,109 @@ impl ServiceTable {
             }
             if scope == Scope::Local && s.usable == s.previous {
                 // All usable backends are local: share the cluster table.
-                out[1] = out[0];
+                out[1] = out[0].clone();
                 continue;
             }
-            out[scope as usize] = self.add_maglev(max, s);
+            let t = match prev {
+                Some((old, os)) => match self.reuse_maglev(first, max, s, old, os, scope, fam) {
+                    Some(r) => r,
+                    None => self.add_maglev(first, max, s),
+                },
+                None => self.add_maglev(first, max, s),
+            };
+            self.maglev_entries += t.size() as usize;
+            out[scope as usize] = t;
             std::mem::swap(&mut s.previous, &mut s.usable);
         }
         out
     }
 
+    /// Appends a copy of `os`'s Maglev table for (`scope`, `fam`) if its
+    /// usable set is `s.usable`'s (same ip:port sequence), relabelled from
+    /// old to new backend positions; None if the sets differ.
+    #[allow(clippy::too_many_arguments)]
+    fn reuse_maglev(
+        &mut self,
+        first: usize,
+        max: u32,
+        s: &mut Scratch,
+        old: &ServiceTable,
+        os: &Service,
+        scope: Scope,
+        fam: usize,
+    ) -> Option<MaglevRef> {
+        let ot = &os.tables[scope as usize][fam];
+        let n = s.usable.len();
+        if ot.usable as usize != n || ot.size() != maglev::table_size(n, max) {
+            return None;
+        }
+        if n == 0 {
+            return Some(MaglevRef::default());
+        }
+        let ob = old
+            .backends
+            .get(os.first_backend as usize..(os.first_backend + os.backend_count) as usize)?;
+        usable_set(ob, scope, fam, &mut s.old_usable);
+        let mine = &self.backends[first..];
+        let same = s.old_usable.len() == n
+            && s.old_usable.iter().zip(&s.usable).all(|(&o, &m)| {
+                let (a, b) = (&ob[usize::from(o)], &mine[usize::from(m)]);
+                a.ip_bytes == b.ip_bytes && a.port == b.port
+            });
+        if !same {
+            return None;
+        }
+        let table = ot.table.as_ref()?;
+        if s.old_usable == s.usable {
+            return Some(MaglevRef {
+                table: Some(Arc::clone(table)),
+                usable: n as u32,
+            });
+        }
+        {
+            s.remap.clear();
+            s.remap.resize(ob.len(), 0);
+            for (&o, &m) in s.old_usable.iter().zip(&s.usable) {
+                s.remap[usize::from(o)] = m;
+            }
+            let remap = &s.remap;
+            let t: Arc<[u16]> = table
+                .iter()
+                .map(|&i| remap.get(usize::from(i)).copied().unwrap_or(0))
+                .collect();
+            Some(MaglevRef {
+                table: Some(t),
+                usable: n as u32,
+            })
+        }
+    }
+
     /// Appends the Maglev table for `s.usable` (already in identity order).
-    fn add_maglev(&mut self, max: u32, s: &mut Scratch) -> MaglevRef {
+    fn add_maglev(&mut self, first: usize, max: u32, s: &mut Scratch) -> MaglevRef {
         let n = s.usable.len();
         let size = maglev::table_size(n, max);
         if size == 0 {
             return MaglevRef::default();
+        }
+        if s.hashes.is_empty() {
+            // The service's backend hashes, once, on its first table built.
+            s.hashes.extend(self.backends[first..].iter().map(|b| {
+                (
+                    hash::backend(hash::SEED_OFFSET, &b.ip_bytes, b.family, b.port),
+                    hash::backend(hash::SEED_SKIP, &b.ip_bytes, b.family, b.port),
+                )
+            }));
         }
         s.perms.clear();
         s.perms.extend(s.usable.iter().map(|&i| {
             let (h1, h2) = s.hashes[usize::from(i)];
             Perm::new(h1, h2, size, i)
         }));
-        let offset = self.maglev.len();
-        self.maglev.resize(offset + size as usize, 0);
-        maglev::populate(&s.perms, &mut self.maglev[offset..], &mut s.next);
+        s.table.clear();
+        s.table.resize(size as usize, 0);
+        maglev::populate(&s.perms, &mut s.table, &mut s.next);
         MaglevRef {
-            offset: offset as u32,
-            size,
+            table: Some(Arc::from(&s.table[..])),
             usable: n as u32,
         }
     }
@@ -486,15 +672,10 @@ impl ServiceTable {
         let s = self.services.get(svc.0 as usize)?;
         let (client_bytes, family) = ip_bytes(client);
         let fam = fam_index(family);
-        let t = s.tables[scope as usize][fam];
-        if t.size == 0 {
-            return None;
-        }
-        let table = self
-            .maglev
-            .get(t.offset as usize..t.offset as usize + t.size as usize)?;
+        let table = s.tables[scope as usize][fam].table.as_deref()?;
+        let size = table.len() as u64;
         let Some(timeout) = s.affinity_timeout_s else {
-            let i = table.get((flow_hash % u64::from(t.size)) as usize)?;
+            let i = table.get((flow_hash % size) as usize)?;
             return Some(BackendId(s.first_backend + u32::from(*i)));
         };
         if let Some(b) = affinity.lookup(svc, client, now, timeout) {
@@ -508,7 +689,7 @@ impl ServiceTable {
             }
         }
         let h = hash::client(&client_bytes, family);
-        let i = table.get((h % u64::from(t.size)) as usize)?;
+        let i = table.get((h % size) as usize)?;
         let b = BackendId(s.first_backend + u32::from(*i));
         affinity.record(svc, client, b, now);
         Some(b)
@@ -542,17 +723,13 @@ impl ServiceTable {
     pub fn maglev(&self, svc: SvcId, scope: Scope, family: u8) -> &[u16] {
         self.services
             .get(svc.0 as usize)
-            .map(|s| s.tables[scope as usize][fam_index(family)])
-            .and_then(|t| {
-                self.maglev
-                    .get(t.offset as usize..t.offset as usize + t.size as usize)
-            })
+            .and_then(|s| s.tables[scope as usize][fam_index(family)].table.as_deref())
             .unwrap_or(&[])
     }
 
     /// Total Maglev entries (2 bytes each) across all Services.
     pub fn maglev_entries(&self) -> usize {
-        self.maglev.len()
+        self.maglev_entries
     }
 
     /// VIPs and NodePorts claimed twice; the first Service added kept each.
@@ -602,3 +779,6 @@ fn usable_set(mine: &[Backend], scope: Scope, fam: usize, out: &mut Vec<u16>) {
         (b.ip_bytes, b.port)
     });
 }
+
+#[cfg(test)]
+mod reuse_tests;

@@ -4,111 +4,243 @@
 //! A frame qualifies when it comes from a pod port, is untagged Ethernet with
 //! IPv4 without options, not a fragment, TCP or UDP, TTL above 1, a header
 //! checksum that verifies, the sending pod's own source address (the
-//! anti-spoofing check kept) and a unicast destination; the frame's bytes are
+//! anti-spoofing check kept) and a unicast destination; or when it is VXLAN
+//! for this node from the uplink carrying such a frame. The frame's bytes are
 //! only read here ([`parse`]), so anything else goes to the general stages
-//! untouched. For a qualifying frame the flow key's five words are built
-//! straight from the bytes (no `Meta`) and its conntrack bucket is
-//! prefetched; the flow pass ([`finish`]) then looks the flow up
-//! ([`Table::track_lean`](crate::conntrack::Table::track_lean)) and routes the
-//! translated destination before writing anything. A hit toward a local pod,
-//! a remote node (within the path MTU) or off-cluster is finished here: NAT
-//! with one checksum delta per header, the TTL decrement, then the MAC
-//! rewrite or the remote node's precomputed outer headers. Every other
-//! outcome (a miss: a new flow; a hit routed elsewhere or too big) fills the
-//! frame's `Meta` as parsing would have and runs the general flow and
-//! forwarding stages on it, at the frame's place in the batch, so conntrack
-//! sees the batch's packets in order and results (bytes, verdicts, counters,
-//! the outer IPv4 identification sequence) are the general path's.
+//! untouched. What a port is (and a pod's own address) is looked up once per
+//! run of frames from one port ([`Ports`]). For a qualifying frame the flow
+//! key's words are built straight from the bytes (no `Meta`) and its
+//! conntrack bucket is prefetched; the flow pass ([`finish`]) then looks the
+//! flow up ([`Table::track_hashed`]) and routes the translated destination
+//! before writing anything. A hit toward a local pod, a remote node (within
+//! the path MTU) or off-cluster is finished here, on one fixed-size span of
+//! the buffer taken with one bounds check ([`Frame::span_mut`]): NAT with one
+//! checksum delta per header, the TTL decrement, then the MAC rewrite, or the
+//! remote node's precomputed outer IPv4 headers with the per-packet fields
+//! (lengths, identification, the checksum from the template's partial sum,
+//! the UDP source port). Every other outcome (a miss: a new flow; a hit
+//! routed elsewhere or too big) fills the frame's `Meta` as parsing would
+//! have and runs the general stages on it (a miss goes straight to the flow
+//! stage's first-packet decision, with the route already found), at the
+//! frame's place in the batch, so conntrack sees the batch's packets in order
+//! and results (bytes, verdicts, counters, the outer IPv4 identification
+//! sequence) are the general path's.
 //!
-//! Callgrind, instructions per packet, general path alone -> with this path:
-//! service-encap 749 -> 607, decap-reverse 820 -> 589, pod-to-pod 472 -> 348
-//! (an untracked pod-to-pod miss no longer takes the general stages),
-//! new-flow 1812 -> 1887 (a new flow is parsed twice: the fast check, then
-//! the `Meta` fill and a second conntrack miss in the flow stage).
+//! Callgrind, instructions per packet (`bench-pipeline`, see the binary's
+//! help), general path alone -> first fast path -> this one:
+//! service-encap 749 -> 607 -> 495, decap-reverse 820 -> 589 -> 490,
+//! pod-to-pod 472 -> 348 -> 290, new-flow 1812 -> 1887 -> 1808. What is left
+//! of service-encap's 495: conntrack's own inline code, about 145 (the index
+//! hash and prefetch in the first pass, about 115 for the hit: control word,
+//! tag, entry version, both tuples, state, timeout, last-seen); about 95 for
+//! the first pass's checks, header checksum, key and the stores the second
+//! pass reads; in the second pass about 20 for the route cache, 25 for the
+//! remote node and MTU checks, 15 for the span, 65 for the NAT, TTL and
+//! checksum rewrite, 50 for the outer headers and flow entropy; the rest is
+//! the loops, register spills around the conntrack code, and the per-call
+//! conntrack reclaim (about 11). What the first fast path spent and this one
+//! does not: the port and pod lookup per frame (now per run of frames from
+//! one port), bounds checks per header write (one span), the `Meta` flag
+//! stores, a second copy of the key words, the verdict tally loop, and a
+//! second conntrack lookup and route lookup for a new flow.
 
+use super::drop::DropReason;
 use super::flow;
 use super::forward;
 use super::nat;
 use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
-use super::vxlan;
+use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
 use crate::conntrack::{FlowKey, Table};
 use crate::proto;
-use crate::state::{PortKind, RouteTarget};
+use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
+use crate::wire::checksum;
+use crate::{Mac, PortId};
 
 const L3: usize = ETH_LEN;
 const L4_AT: usize = L3 + 20;
+/// The header bytes the fast path rewrites: Ethernet, IPv4, and the L4
+/// header up to TCP's checksum (UDP's ends before; a qualifying frame holds
+/// every byte written).
+const HDRS: usize = L4_AT + 18;
+
+/// What the batch loop does with a frame in its flow pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Decided at ingress.
+    #[default]
+    Done,
+    /// The general flow and forwarding stages, on its `Meta`.
+    General,
+    /// [`finish`], on its [`Lean`].
+    Fast,
+}
 
 /// What [`parse`] learned about a qualifying frame.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Lean {
-    /// The frame qualifies (the rest is meaningful only then).
-    pub ok: bool,
-    /// A pod port, or VXLAN for this node from the uplink (`Overlay`).
-    pub ingress: Ingress,
-    /// The flow key's [`FlowKey::words`].
-    pub w: [u64; 5],
-    /// Their conntrack index hash.
-    pub h: u64,
-    /// Where the (inner) Ethernet frame starts: 0, or the outer headers'
-    /// length for VXLAN.
-    pub base: u16,
-    /// The outer IP packet's end (VXLAN only).
-    pub outer_end: u16,
+    /// Set by the batch loop for every frame.
+    pub step: Step,
+    pub tcp_flags: u8,
     /// The IP packet's end in the (inner) frame (Ethernet padding beyond is
     /// trimmed).
     pub end: u16,
-    pub ttl: u8,
-    pub tcp_flags: u8,
-    /// The L4 checksum is present (UDP over IPv4 may carry none).
-    pub csum: bool,
-    pub dont_frag: bool,
+    /// VXLAN: the outer IP packet's end; 0 for a frame from a pod.
+    pub outer_end: u16,
+    /// The flow key's [`FlowKey::words`] (kept whole: conntrack compares
+    /// them in place).
+    pub w: [u64; 5],
+    /// Their conntrack index hash.
+    pub h: u64,
 }
 
-/// Checks whether the frame qualifies and fills `l`; reads only.
+/// The words of an IPv4 flow key that vary: 0 (source), 2 (destination) and
+/// 4 (ports, protocol, family); 1 and 3, the upper address words, are zero.
+/// A conntrack hit's translation of an IPv4 key is an IPv4 key too (both
+/// tuples of an entry have one family: Services and masquerade translate
+/// within a family), so it is taken as one of these as well.
+#[derive(Clone, Copy, Debug)]
+struct V4 {
+    s: u64,
+    d: u64,
+    p: u64,
+}
+
+impl V4 {
+    #[inline(always)]
+    fn of(w: &[u64; 5]) -> V4 {
+        V4 {
+            s: w[0],
+            d: w[2],
+            p: w[4],
+        }
+    }
+
+    #[inline(always)]
+    fn words(self) -> [u64; 5] {
+        [self.s, 0, self.d, 0, self.p]
+    }
+}
+
+/// What [`parse`] needs of the port the last frame came from, looked up
+/// again only when the port changes (one per batch: the tables do not
+/// change within one). Plain fields rather than an enum with data, so a
+/// frame's check is a compare and a load, not a rebuild of the variant.
+pub(crate) struct Ports {
+    /// The fast path is on (off: every port is `Other`).
+    on: bool,
+    port: PortId,
+    kind: Kind,
+    /// A pod's own address (native-endian image of its bytes).
+    own: u32,
+    /// The uplink's VXLAN: this node's address, UDP port and VNI.
+    node: [u8; 4],
+    vxlan_port: u16,
+    vni: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Nothing the fast path takes (no port, a pod without IPv4, an uplink
+    /// on a node without IPv4).
+    Other,
+    Uplink,
+    Pod,
+}
+
+impl Ports {
+    pub(crate) fn new(t: &Tables, on: bool) -> Ports {
+        let c = t.config();
+        let mut p = Ports {
+            on,
+            port: 0,
+            kind: Kind::Other,
+            own: 0,
+            node: t.node_v4().unwrap_or_default(),
+            vxlan_port: c.vxlan_port,
+            vni: c.vni,
+        };
+        p.load(t, PortId::MAX);
+        p
+    }
+
+    #[inline(never)]
+    fn load(&mut self, t: &Tables, port: PortId) {
+        self.port = port;
+        if !self.on {
+            self.kind = Kind::Other;
+            return;
+        }
+        self.kind = match t.port(port) {
+            PortKind::Pod(idx) => match t.pod(idx).and_then(|p| p.ipv4) {
+                Some(own) => {
+                    self.own = u32::from_ne_bytes(own);
+                    Kind::Pod
+                }
+                None => Kind::Other,
+            },
+            PortKind::Uplink if t.node_v4().is_some() => Kind::Uplink,
+            _ => Kind::Other,
+        };
+    }
+}
+
+/// Checks whether the frame qualifies and fills `l` (all but `step`); reads
+/// only.
 #[inline(always)]
-pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
-    l.ok = false;
-    let t = env.t;
+pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) -> bool {
     let d = frame.data();
-    let (own, base, lim) = match t.port(frame.port) {
-        PortKind::Pod(idx) => {
-            let Some(own) = t.pod(idx).and_then(|p| p.ipv4) else {
+    if frame.port != ports.port {
+        ports.load(t, frame.port);
+    }
+    match ports.kind {
+        Kind::Pod => {
+            if !ipv4(d, Some(ports.own), l) {
                 return false;
-            };
-            l.ingress = Ingress::Pod(idx);
-            (Some(own), 0, d.len())
+            }
+            l.outer_end = 0;
         }
-        PortKind::Uplink => {
-            let Some(end) = overlay(env, d) else {
+        Kind::Uplink => {
+            let Some(end) = overlay(d, ports.node, ports.vxlan_port, ports.vni) else {
                 return false;
             };
-            l.ingress = Ingress::Overlay;
+            let Some(inner) = d.get(OVERHEAD_V4..end) else {
+                return false;
+            };
+            if !ipv4(inner, None, l) {
+                return false;
+            }
             l.outer_end = end as u16;
-            (None, vxlan::OVERHEAD_V4, end)
         }
-        PortKind::None => return false,
-    };
-    let Some(d) = d.get(base..lim) else {
-        return false;
-    };
+        Kind::Other => return false,
+    }
+    true
+}
+
+/// The IPv4 TCP/UDP shape of the module doc (`own`: the sending pod's
+/// address, `None` for a decapsulated frame); fills `l`'s key, hash, end and
+/// TCP flags.
+#[inline(always)]
+fn ipv4(d: &[u8], own: Option<u32>, l: &mut Lean) -> bool {
     let Some(h) = d.first_chunk::<{ L4_AT + 8 }>() else {
         return false;
     };
     let Some(ip) = h[L3..].first_chunk::<20>() else {
         return false;
     };
-    let p = ip[9];
+    // Ethertype IPv4 and version 4 with a 20-byte header, the TOS byte free;
+    // flags and fragment offset (DF free), TTL and protocol: two words.
+    let tag = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    let ftp = u32::from_le_bytes([ip[6], ip[7], ip[8], ip[9]]);
+    let (ttl, p) = ((ftp >> 16) as u8, (ftp >> 24) as u8);
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     let l4len = if p == proto::TCP { 20 } else { 8 };
-    if h[12..14] != [0x08, 0x00]
-        || ip[0] != 0x45
+    if tag & 0x00ff_ffff != 0x0045_0008
+        || ftp & 0xff3f != 0
         || (p != proto::TCP && p != proto::UDP)
-        || ip[6] & 0x3f != 0
-        || ip[7] != 0
-        || ip[8] <= 1
-        || own.is_some_and(|o| ip[12..16] != o)
+        || ttl <= 1
+        || own.is_some_and(|o| u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]) != o)
         || ip[16] >= 224
         || L3 + total > d.len()
         || total < 20 + l4len
@@ -116,48 +248,34 @@ pub(crate) fn parse(env: &Env, frame: &Frame, l: &mut Lean) -> bool {
     {
         return false;
     }
-    let u = &h[L4_AT..];
-    let (sport, dport) = (
-        u16::from_be_bytes([u[0], u[1]]),
-        u16::from_be_bytes([u[2], u[3]]),
-    );
-    if p == proto::TCP {
+    l.tcp_flags = if p == proto::TCP {
         let Some(&f) = d.get(L4_AT + 13) else {
             return false;
         };
-        l.tcp_flags = f;
-        l.csum = true;
+        f
     } else {
-        l.tcp_flags = 0;
-        l.csum = u[6] | u[7] != 0;
-    }
+        0
+    };
+    // Source port in the low half, destination port above (host order).
+    let ports = u32::from_be_bytes([h[L4_AT], h[L4_AT + 1], h[L4_AT + 2], h[L4_AT + 3]]);
     let a = |o: usize| u64::from(u32::from_le_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]));
-    l.w = [
-        a(12),
-        0,
-        a(16),
-        0,
-        u64::from(sport) | u64::from(dport) << 16 | u64::from(p) << 32 | 4 << 40,
-    ];
-    l.h = Table::key_hash(&l.w);
-    l.base = base as u16;
+    let k = V4 {
+        s: a(12),
+        d: a(16),
+        p: u64::from(ports.rotate_left(16)) | u64::from(p) << 32 | 4 << 40,
+    };
+    l.w = k.words();
+    l.h = Table::key_hash(&k.words());
     l.end = (L3 + total) as u16;
-    l.ttl = ip[8];
-    l.dont_frag = ip[6] & 0x40 != 0;
-    l.ok = true;
     true
 }
 
-/// VXLAN for this node in the shape `vxlan::fast_decap_v4` takes, with a
-/// VXLAN header `vxlan::decap` accepts and an untagged inner frame: the outer
-/// IP packet's end. Reads only. (Out of line it cost decap-reverse 11
-/// instructions per packet and saved service-encap none.)
+/// VXLAN for `node` in the shape `vxlan::fast_decap_v4` takes, with a VXLAN
+/// header `vxlan::decap` accepts and an untagged inner frame: the outer IP
+/// packet's end. Reads only.
 #[inline(always)]
-fn overlay(env: &Env, d: &[u8]) -> Option<usize> {
-    let t = env.t;
-    let node = t.node_v4()?;
-    let c = t.config();
-    let h = d.first_chunk::<{ vxlan::OVERHEAD_V4 + ETH_LEN }>()?;
+fn overlay(d: &[u8], node: [u8; 4], port: u16, vni: u32) -> Option<usize> {
+    let h = d.first_chunk::<{ OVERHEAD_V4 + ETH_LEN }>()?;
     let ip = h[L3..].first_chunk::<20>()?;
     let udp = h[L4_AT..].first_chunk::<8>()?;
     let vx = h[L4_AT + 8..].first_chunk::<8>()?;
@@ -168,11 +286,11 @@ fn overlay(env: &Env, d: &[u8]) -> Option<usize> {
         || ip[6] & 0x3f != 0
         || ip[7] != 0
         || ip[16..20] != node
-        || u16::from_be_bytes([udp[2], udp[3]]) != c.vxlan_port
+        || u16::from_be_bytes([udp[2], udp[3]]) != port
         || end > d.len()
-        || end < vxlan::OVERHEAD_V4 + ETH_LEN
+        || end < OVERHEAD_V4 + ETH_LEN
         || vx[0] & 0x08 == 0
-        || u32::from_be_bytes([0, vx[4], vx[5], vx[6]]) != c.vni
+        || u32::from_be_bytes([0, vx[4], vx[5], vx[6]]) != vni
         || !header_sum_ok(ip)
     {
         return None;
@@ -180,7 +298,9 @@ fn overlay(env: &Env, d: &[u8]) -> Option<usize> {
     Some(end)
 }
 
-/// The flow and forwarding stages for a frame [`parse`] accepted.
+/// The flow and forwarding stages for a frame [`parse`] accepted: its
+/// verdict in `v`; true when that is a `Tx` decided here (the batch skips
+/// its verdict tally when every frame's is).
 #[inline(always)]
 pub(crate) fn finish(
     env: &Env,
@@ -188,73 +308,104 @@ pub(crate) fn finish(
     frame: &mut Frame,
     m: &mut Meta,
     l: &Lean,
-) -> Verdict {
-    let overlay = l.base != 0;
+    v: &mut Verdict,
+) -> bool {
+    let overlay = l.outer_end != 0;
     if overlay {
         frame.trim(l.outer_end as usize);
-        frame.pull_head(l.base as usize);
+        frame.pull_head(OVERHEAD_V4);
         st.cnt.decap += 1;
     }
+    // `parse` saw the IP packet end within the frame: the frame's length is
+    // now `l.end`.
     frame.trim(l.end as usize);
+    let w = &l.w;
     let hit = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now);
     let tracked = hit.is_some();
     let (x, nat) = match hit {
         Some(h) => {
             st.cnt.ct_hits += 1;
-            (if h.nat { h.xlate } else { l.w }, h.nat)
+            (V4::of(if h.nat { &h.xlate } else { w }), h.nat)
         }
         // A miss: pod to pod (or a decapsulated packet to a local pod) is
         // forwarded untracked, as the flow stage's first packet does;
         // anything else is left to it below.
-        None => (l.w, false),
+        None => (V4::of(w), false),
     };
     let t = env.t;
     let c = t.config();
     let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&(x[2] as u32).to_le_bytes());
-    match st.route.lookup(t, 4, &dst) {
+    dst[..4].copy_from_slice(&(x.d as u32).to_le_bytes());
+    let route = st.route.lookup(t, 4, &dst);
+    match route {
         RouteTarget::RemoteNode(idx) if !overlay => {
             if let Some(r) = t.remote(idx) {
-                if r.outer != 0 && frame.len() - ETH_LEN <= r.inner_limit[0] as usize {
-                    rewrite(frame, l, &x, nat);
+                if r.outer != 0 && usize::from(l.end) - ETH_LEN <= usize::from(r.inner_limit[0]) {
                     st.ident = st.ident.wrapping_add(1);
-                    return match vxlan::encap(frame, c, r, r.outer, entropy(&l.w), st.ident) {
-                        Ok(()) => {
-                            st.cnt.encap += 1;
-                            Verdict::Tx(c.uplink)
-                        }
-                        Err(e) => Verdict::Drop(e),
-                    };
+                    return encap(st, frame, c, r, w, x, nat, v);
                 }
             }
         }
         RouteTarget::LocalPod(idx) => {
             if let Some(pod) = t.pod(idx) {
-                rewrite(frame, l, &x, nat);
-                let d = frame.data_mut();
-                d[0..6].copy_from_slice(&pod.mac);
-                d[6..12].copy_from_slice(&c.gateway_mac);
-                return Verdict::Tx(pod.port);
+                deliver(frame, w, x, nat, (pod.mac, c.gateway_mac));
+                *v = Verdict::Tx(pod.port);
+                return true;
             }
         }
         RouteTarget::Outside if tracked => {
-            rewrite(frame, l, &x, nat);
-            let d = frame.data_mut();
-            d[0..6].copy_from_slice(&c.uplink_gateway_mac);
-            d[6..12].copy_from_slice(&c.uplink_mac);
-            return Verdict::Tx(c.uplink);
+            deliver(frame, w, x, nat, (c.uplink_gateway_mac, c.uplink_mac));
+            *v = Verdict::Tx(c.uplink);
+            return true;
         }
         _ => {}
     }
     // Anything else (a new flow, an ICMP error to build, a drop): the
     // general stages.
-    if !tracked {
-        return general(env, st, frame, m, l);
+    *v = if tracked {
+        general_hit(env, st, frame, m, l, x, nat)
+    } else {
+        general_miss(env, st, frame, m, l, route)
+    };
+    false
+}
+
+/// A miss: the flow stage's first-packet decision (conntrack was just
+/// looked up, and the route of the untranslated destination found), then
+/// forwarding.
+#[cold]
+#[inline(never)]
+fn general_miss(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l: &Lean,
+    route: RouteTarget,
+) -> Verdict {
+    fill(env, m, l, frame);
+    match flow::first_packet(env, st, frame, m, route) {
+        Some(v) => v,
+        None => forward::run(env, st, frame, m),
     }
-    // From where the flow stage's hit would leave them.
-    fill(m, l);
+}
+
+/// A hit that is not finished here: from where the flow stage's hit would
+/// leave it, forwarding.
+#[cold]
+#[inline(never)]
+fn general_hit(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l: &Lean,
+    x: V4,
+    nat: bool,
+) -> Verdict {
+    fill(env, m, l, frame);
     if nat {
-        let xkey = FlowKey::from_words(&x);
+        let xkey = FlowKey::from_words(&x.words());
         nat::rewrite(frame.data_mut(), m, &m.key, &xkey);
         m.xkey = xkey;
         m.nat = true;
@@ -262,41 +413,38 @@ pub(crate) fn finish(
     forward::run(env, st, frame, m)
 }
 
-/// A miss: the general flow stage (new flow) and forwarding.
-#[cold]
-#[inline(never)]
-fn general(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta, l: &Lean) -> Verdict {
-    fill(m, l);
-    match flow::run(env, st, frame, m) {
-        Some(v) => v,
-        None => forward::run(env, st, frame, m),
-    }
-}
-
-/// Fills `m` as ingress parsing fills it for this frame.
-fn fill(m: &mut Meta, l: &Lean) {
-    let w4 = l.w[4];
-    let tcp = (w4 >> 32) as u8 == proto::TCP;
+/// Fills `m` as ingress parsing fills it for this frame (whose headers are
+/// still as received).
+fn fill(env: &Env, m: &mut Meta, l: &Lean, frame: &Frame) {
+    let w = &l.w;
+    let p = (w[4] >> 32) as u8;
+    let tcp = p == proto::TCP;
+    let d = frame.data();
+    let b = |i: usize| d.get(i).copied().unwrap_or(0);
     *m = Meta {
-        done: false,
-        ingress: l.ingress,
+        ingress: match env.t.port(frame.port) {
+            PortKind::Pod(idx) if l.outer_end == 0 => Ingress::Pod(idx),
+            _ => Ingress::Overlay,
+        },
         l3: L3 as u16,
         l4: L4_AT as u16,
         family: 4,
-        proto: (w4 >> 32) as u8,
-        ttl: l.ttl,
+        proto: p,
+        ttl: b(L3 + 8),
         tcp_flags: l.tcp_flags,
         l4kind: if tcp { L4::Tcp } else { L4::Udp },
         frag: Frag::None,
         frag_ident: 0,
-        dont_frag: l.dont_frag,
-        key: FlowKey::from_words(&l.w),
+        dont_frag: b(L3 + 6) & 0x40 != 0,
+        key: FlowKey::from_words(w),
         xkey: m.xkey,
         nat: false,
-        csum_at: match (tcp, l.csum) {
-            (true, _) => (L4_AT + 16) as u16,
-            (false, true) => (L4_AT + 6) as u16,
-            (false, false) => 0,
+        csum_at: if tcp {
+            (L4_AT + 16) as u16
+        } else if b(L4_AT + 6) | b(L4_AT + 7) != 0 {
+            (L4_AT + 6) as u16
+        } else {
+            0
         },
         sport_at: L4_AT as u16,
         dport_at: (L4_AT + 2) as u16,
@@ -305,74 +453,179 @@ fn fill(m: &mut Meta, l: &Lean) {
     };
 }
 
-/// RFC 1624 eqn. 3, as `nat` applies it.
+/// To a local pod or off-cluster: the rewrite and the Ethernet addresses
+/// (`macs`: destination, source).
 #[inline(always)]
-fn apply(csum: u16, sum: u64) -> u16 {
-    !fold64(u64::from(!csum) + sum)
+fn deliver(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: (Mac, Mac)) {
+    match frame.span_mut::<HDRS>(0) {
+        Some(h) => {
+            rewrite(h, w, x, nat);
+            h[0..6].copy_from_slice(&macs.0);
+            h[6..12].copy_from_slice(&macs.1);
+        }
+        None => edit_copy(frame, w, x, nat, Some(macs)),
+    }
 }
 
-/// The NAT rewrite (when `nat`) and the TTL decrement, with the checksum
+/// [`deliver`]'s edits (or the rewrite alone) for a frame that ends less
+/// than [`HDRS`] bytes before its buffer does: on a copy of its headers,
+/// written back.
+#[cold]
+#[inline(never)]
+fn edit_copy(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: Option<(Mac, Mac)>) {
+    let d = frame.data_mut();
+    let n = d.len().min(HDRS);
+    let mut h = [0u8; HDRS];
+    h[..n].copy_from_slice(&d[..n]);
+    rewrite(&mut h, w, x, nat);
+    if let Some((dst, src)) = macs {
+        h[0..6].copy_from_slice(&dst);
+        h[6..12].copy_from_slice(&src);
+    }
+    d[..n].copy_from_slice(&h[..n]);
+}
+
+/// Toward a remote node: the rewrite, then VXLAN over IPv4 with `r`'s
+/// precomputed outer headers (as `vxlan::encap` builds them), written
+/// through one span of the headroom and the frame's headers; true when sent
+/// from here.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn encap(
+    st: &mut State,
+    frame: &mut Frame,
+    c: &NodeConfig,
+    r: &RemoteNode,
+    w: &[u64; 5],
+    x: V4,
+    nat: bool,
+    v: &mut Verdict,
+) -> bool {
+    let inner = frame.len();
+    let (4, Some(o)) = (r.outer, &r.outer4) else {
+        *v = encap_other(st, frame, c, r, w, x, nat);
+        return false;
+    };
+    let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
+        *v = encap_other(st, frame, c, r, w, x, nat);
+        return false;
+    };
+    let (outer, h) = s.split_at_mut(OVERHEAD_V4);
+    let (Ok(outer), Ok(h)) = (
+        <&mut [u8; OVERHEAD_V4]>::try_from(outer),
+        <&mut [u8; HDRS]>::try_from(h),
+    ) else {
+        // Unreachable: the span's two parts have these lengths.
+        *v = Verdict::Drop(DropReason::Truncated);
+        return false;
+    };
+    rewrite(h, w, x, nat);
+    h[0..6].copy_from_slice(&r.vtep_mac);
+    h[6..12].copy_from_slice(&c.vtep_mac);
+    *outer = o.hdr;
+    let udp_len = (UDP_LEN + VXLAN_LEN + inner) as u16;
+    let total = 20 + udp_len;
+    let ident = st.ident;
+    outer[16..18].copy_from_slice(&total.to_be_bytes());
+    outer[18..20].copy_from_slice(&ident.to_be_bytes());
+    let cs = checksum::finish(o.sum + u32::from(total) + u32::from(ident));
+    outer[24..26].copy_from_slice(&cs.to_be_bytes());
+    let sport = vxlan::source_port(entropy(&V4::of(w).words()));
+    outer[34..36].copy_from_slice(&sport.to_be_bytes());
+    outer[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    st.cnt.encap += 1;
+    *v = Verdict::Tx(c.uplink);
+    true
+}
+
+/// [`encap`] over an IPv6 underlay, or without the headroom or buffer it
+/// takes: the rewrite, then `vxlan::encap`.
+#[cold]
+#[inline(never)]
+fn encap_other(
+    st: &mut State,
+    frame: &mut Frame,
+    c: &NodeConfig,
+    r: &RemoteNode,
+    w: &[u64; 5],
+    x: V4,
+    nat: bool,
+) -> Verdict {
+    match frame.span_mut::<HDRS>(0) {
+        Some(h) => rewrite(h, w, x, nat),
+        None => edit_copy(frame, w, x, nat, None),
+    }
+    match vxlan::encap(frame, c, r, r.outer, entropy(&V4::of(w).words()), st.ident) {
+        Ok(()) => {
+            st.cnt.encap += 1;
+            Verdict::Tx(c.uplink)
+        }
+        Err(e) => Verdict::Drop(e),
+    }
+}
+
+/// RFC 1624 eqn. 3, as `nat` applies it (`~HC` as `0xffff - HC`).
+#[inline(always)]
+fn apply(csum: u16, sum: u64) -> u16 {
+    !fold64(0xffff + sum - u64::from(csum))
+}
+
+/// The NAT rewrite from key words `w` to `x` (when `nat`) and the TTL
+/// decrement, on the headers of a qualifying frame, with the checksum
 /// arithmetic of `nat::rewrite` and `forward`'s TTL decrement (so the bytes
 /// are theirs, zero representations included).
 #[inline(always)]
-fn rewrite(frame: &mut Frame, l: &Lean, x: &[u64; 5], nat: bool) {
-    let d = frame.data_mut();
-    let Some((ip, l4)) = d.split_at_mut_checked(L4_AT) else {
-        return;
-    };
-    let Some(h) = ip.last_chunk_mut::<20>() else {
-        return;
-    };
-    if nat {
-        let Some(ports) = l4.first_chunk_mut::<8>() else {
-            return;
-        };
-        // The addresses' words in native byte order (the key words are
-        // little-endian byte images).
-        let ne = |w: u64| u32::from_ne_bytes((w as u32).to_le_bytes());
-        let addr = u64::from(!ne(l.w[0]))
-            + u64::from(ne(x[0]))
-            + u64::from(!ne(l.w[2]))
-            + u64::from(ne(x[2]));
-        h[12..16].copy_from_slice(&(x[0] as u32).to_le_bytes());
-        h[16..20].copy_from_slice(&(x[2] as u32).to_le_bytes());
-        // The TTL decrement's 0xfffe (see below) summed in: one fold for
-        // both, the same value as two (a fold of a nonzero sum is the one
-        // value in 1..=0xffff of its residue).
-        let c = apply(u16::from_ne_bytes([h[10], h[11]]), addr + 0xfffe);
-        h[10..12].copy_from_slice(&c.to_ne_bytes());
-        h[8] = l.ttl.wrapping_sub(1);
-        let (osp, nsp) = ((l.w[4] as u16).to_be_bytes(), (x[4] as u16).to_be_bytes());
-        let (odp, ndp) = (
-            ((l.w[4] >> 16) as u16).to_be_bytes(),
-            ((x[4] >> 16) as u16).to_be_bytes(),
-        );
-        ports[0..2].copy_from_slice(&nsp);
-        ports[2..4].copy_from_slice(&ndp);
-        if l.csum {
-            let w = |b: [u8; 2]| u64::from(u16::from_ne_bytes(b));
-            let sum = addr
-                + (!u16::from_ne_bytes(osp) as u64)
-                + w(nsp)
-                + (!u16::from_ne_bytes(odp) as u64)
-                + w(ndp);
-            let tcp = (l.w[4] >> 32) as u8 == proto::TCP;
-            let at = if tcp { 16 } else { 6 };
-            if let Some(f) = l4.get_mut(at..).and_then(|s| s.first_chunk_mut::<2>()) {
-                let mut c = apply(u16::from_ne_bytes(*f), sum);
-                if c == 0 && !tcp {
-                    c = 0xffff;
-                }
-                *f = c.to_ne_bytes();
-            }
-        }
+fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: V4, nat: bool) {
+    let w = V4::of(w);
+    const TTL: usize = L3 + 8;
+    const CSUM: usize = L3 + 10;
+    let ttl = h[TTL];
+    let ip_csum = u16::from_ne_bytes([h[CSUM], h[CSUM + 1]]);
+    if !nat {
+        // TTL - 1: see `forward::dec_ttl`.
+        let s = u32::from(!ip_csum) + 0xfffe;
+        let c = !(((s & 0xffff) + (s >> 16)) as u16);
+        h[TTL] = ttl.wrapping_sub(1);
+        h[CSUM..CSUM + 2].copy_from_slice(&c.to_ne_bytes());
         return;
     }
-    // TTL - 1: see `forward::dec_ttl`.
-    let s = u32::from(!u16::from_ne_bytes([h[10], h[11]])) + 0xfffe;
-    let c = !(((s & 0xffff) + (s >> 16)) as u16);
-    h[8] = l.ttl.wrapping_sub(1);
-    h[10..12].copy_from_slice(&c.to_ne_bytes());
+    // The addresses' words in native byte order (the key words are
+    // little-endian byte images). RFC 1624's `~m + m'` per word, with each
+    // `~m` of a 32-bit word written as `0xffff_ffff - m` and the constants
+    // gathered: the same integer, in fewer instructions.
+    let ne = |v: u64| u64::from(u32::from_ne_bytes((v as u32).to_le_bytes()));
+    let addr = ne(x.s) + ne(x.d) + 0x1_ffff_fffe - (ne(w.s) + ne(w.d));
+    h[L3 + 12..L3 + 16].copy_from_slice(&(x.s as u32).to_le_bytes());
+    h[L3 + 16..L3 + 20].copy_from_slice(&(x.d as u32).to_le_bytes());
+    // The TTL decrement's 0xfffe (see above) summed in: one fold for both,
+    // the same value as two (a fold of a nonzero sum is the one value in
+    // 1..=0xffff of its residue).
+    let c = apply(ip_csum, addr + 0xfffe);
+    h[CSUM..CSUM + 2].copy_from_slice(&c.to_ne_bytes());
+    h[TTL] = ttl.wrapping_sub(1);
+    // Both ports as one 32-bit word (as `nat` sums addresses: 2^16 = 1 mod
+    // 0xffff, and a word is all ones exactly when both its halves are).
+    let old = u32::from_ne_bytes([h[L4_AT], h[L4_AT + 1], h[L4_AT + 2], h[L4_AT + 3]]);
+    let new = (x.p as u32).rotate_left(16).to_be_bytes();
+    h[L4_AT..L4_AT + 4].copy_from_slice(&new);
+    let sum = addr + 0xffff_ffff + u64::from(u32::from_ne_bytes(new)) - u64::from(old);
+    if h[L3 + 9] == proto::TCP {
+        const AT: usize = L4_AT + 16;
+        let c = apply(u16::from_ne_bytes([h[AT], h[AT + 1]]), sum);
+        h[AT..AT + 2].copy_from_slice(&c.to_ne_bytes());
+    } else {
+        // UDP: a zero checksum field is no checksum; a computed zero is
+        // sent as all ones.
+        const AT: usize = L4_AT + 6;
+        let f = u16::from_ne_bytes([h[AT], h[AT + 1]]);
+        if f != 0 {
+            let c = match apply(f, sum) {
+                0 => 0xffff,
+                c => c,
+            };
+            h[AT..AT + 2].copy_from_slice(&c.to_ne_bytes());
+        }
+    }
 }
 
 /// `vxlan::flow_entropy` of the key with these words.
@@ -433,6 +686,11 @@ mod tests {
         /// A reply (or request) from a remote pod, VXLAN from the uplink.
         overlay: bool,
         bad_vni: bool,
+        /// Where the frame sits in its buffer: 0, the usual headroom and
+        /// tailroom; 1, no headroom and the buffer ending with the frame;
+        /// 2, 20 bytes of headroom, the buffer ending with the frame (no
+        /// room to encapsulate, no room past short headers).
+        room: u8,
     }
 
     /// Remote pods sending through the overlay: Service backends and the
@@ -452,10 +710,14 @@ mod tests {
                 0u8..8,
             ),
             (prop_oneof![0usize..64, 1400usize..1500], 0u8..10, 0u8..30),
-            (0u8..3, 0u8..20),
+            (
+                0u8..3,
+                0u8..20,
+                prop_oneof![6 => Just(0u8), 1 => Just(1), 1 => Just(2)],
+            ),
         )
             .prop_map(
-                |((o, sp, dst, sport), (udp, ttl, f), (len, nc, bc), (ov, vni))| Pkt {
+                |((o, sp, dst, sport), (udp, ttl, f), (len, nc, bc), (ov, vni, room))| Pkt {
                     from_other: o,
                     spoof: sp == 0,
                     dst,
@@ -468,6 +730,7 @@ mod tests {
                     bad_ip_csum: bc == 0,
                     overlay: ov == 0,
                     bad_vni: vni == 0,
+                    room,
                 },
             )
     }
@@ -567,19 +830,28 @@ mod tests {
         let c = pipe.tables().config().clone();
         let mut out = Vec::new();
         for (n, chunk) in pkts.chunks(batch).enumerate() {
-            let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; FRAME_SIZE]; chunk.len()];
+            let mut bufs = Vec::new();
+            let mut heads = Vec::new();
             let mut ports = Vec::new();
             let mut lens = Vec::new();
-            for (buf, p) in bufs.iter_mut().zip(chunk) {
+            for p in chunk {
                 let (b, port) = bytes(p, &c);
-                buf[HEADROOM..HEADROOM + b.len()].copy_from_slice(&b);
+                let (head, size) = match p.room {
+                    0 => (HEADROOM, FRAME_SIZE),
+                    1 => (0, b.len()),
+                    _ => (20, 20 + b.len()),
+                };
+                let mut buf = vec![0u8; size];
+                buf[head..head + b.len()].copy_from_slice(&b);
+                bufs.push(buf);
+                heads.push(head);
                 ports.push(port);
                 lens.push(b.len());
             }
             let mut frames: Vec<Frame> = bufs
                 .iter_mut()
-                .zip(ports.iter().zip(&lens))
-                .map(|(b, (&port, &len))| Frame::new(b, HEADROOM, len, port))
+                .zip(heads.iter().zip(ports.iter().zip(&lens)))
+                .map(|(b, (&head, (&port, &len)))| Frame::new(b, head, len, port))
                 .collect();
             let mut v = vec![Verdict::Pass; frames.len()];
             pipe.process(&mut frames, &mut v, 1_000_000_000 + n as u64 * 1_000_000);

@@ -50,13 +50,30 @@ fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<
         }
         return None;
     }
-    first_packet(env, st, frame, m)
+    first_packet_lookup(env, st, frame, m)
 }
 
 /// A packet matching no flow.
-fn first_packet(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<Verdict> {
+#[inline(always)]
+fn first_packet_lookup(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+) -> Option<Verdict> {
+    let route = st.route.lookup(env.t, m.key.family, &m.key.dst);
+    first_packet(env, st, frame, m, route)
+}
+
+/// A packet matching no flow whose destination routes to `route`.
+pub(crate) fn first_packet(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+    route: RouteTarget,
+) -> Option<Verdict> {
     let t = env.t;
-    let route = st.route.lookup(t, m.key.family, &m.key.dst);
     m.route = Some(route);
     let services = t.services();
     let has_ports = matches!(m.l4kind, L4::Tcp | L4::Udp);

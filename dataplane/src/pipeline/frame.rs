@@ -110,6 +110,29 @@ impl<'a> Frame<'a> {
         true
     }
 
+    /// `N` bytes of the buffer starting `front` bytes before the head: that
+    /// much headroom, then the frame, then (if the frame is shorter) tailroom.
+    /// `None` if the buffer does not have them. One bounds check for a fixed
+    /// run of header writes; writing within the frame (and the headroom to be
+    /// pushed) is the caller's business.
+    #[inline(always)]
+    pub(crate) fn span_mut<const N: usize>(&mut self, front: usize) -> Option<&mut [u8; N]> {
+        let start = self.head.checked_sub(front)?;
+        self.buf.get_mut(start..)?.first_chunk_mut::<N>()
+    }
+
+    /// [`Frame::push_head`] of `n` bytes and [`Frame::span_mut`] of `N`
+    /// bytes from the new head, with one check; `None` (unchanged) without
+    /// them.
+    #[inline(always)]
+    pub(crate) fn push_head_span<const N: usize>(&mut self, n: usize) -> Option<&mut [u8; N]> {
+        let start = self.head.checked_sub(n)?;
+        let s = self.buf.get_mut(start..)?.first_chunk_mut::<N>()?;
+        self.head = start;
+        self.len += n;
+        Some(s)
+    }
+
     /// The whole buffer, headroom included.
     #[inline]
     pub fn buffer(&self) -> &[u8] {

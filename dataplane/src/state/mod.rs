@@ -445,6 +445,13 @@ impl TablesBuilder {
     }
 
     pub fn build(self) -> Result<Tables, BuildError> {
+        self.build_reusing(None)
+    }
+
+    /// As [`build`](Self::build), taking the Maglev tables of `old`'s
+    /// Services whose backends did not change (one EndpointSlice change at
+    /// 10k Services rebuilds in milliseconds, not a full Maglev rebuild).
+    pub fn build_reusing(self, old: Option<&Tables>) -> Result<Tables, BuildError> {
         let c = &self.config;
         let (lo, hi) = c.snat_ports;
         let (nlo, nhi) = c.nodeport_range;
@@ -549,7 +556,11 @@ impl TablesBuilder {
         for s in self.services {
             sb.add(s);
         }
-        let services = sb.build().map_err(BuildError::Services)?;
+        let services = match old {
+            Some(o) => sb.build_reusing(&o.services),
+            None => sb.build(),
+        }
+        .map_err(BuildError::Services)?;
         Ok(Tables {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             published: self.published,

@@ -2,8 +2,8 @@
 //! default for a laptop, the demo and the tests.
 //!
 //! [`load_dir`] is the whole source as a pure, synchronous function: it walks
-//! the directory ([`walk`]: `*.yaml`, `*.yml`, `*.json` below DIR, hidden
-//! files and editor leftovers skipped), parses each file ([`parse`]: several
+//! the directory (`walk`: `*.yaml`, `*.yml`, `*.json` below DIR, hidden
+//! files and editor leftovers skipped), parses each file (`parse`: several
 //! `---` documents per file, JSON streams, `List` and typed lists such as
 //! `ServiceList`) and files the kinds twill reads (Service, EndpointSlice,
 //! Node, Namespace, Pod, NetworkPolicy) into a [`ClusterState`]; namespaced
@@ -277,22 +277,22 @@ fn assemble(cache: &BTreeMap<PathBuf, Entry>) -> (ClusterState, Vec<Report>) {
 fn insert(state: &mut ClusterState, object: Object) {
     match object {
         Object::Service(k, o) => {
-            state.services.insert(k, o);
+            state.services.insert(k, *o);
         }
         Object::EndpointSlice(k, o) => {
-            state.endpoint_slices.insert(k, o);
+            state.endpoint_slices.insert(k, *o);
         }
         Object::Node(k, o) => {
-            state.nodes.insert(k, o);
+            state.nodes.insert(k, *o);
         }
         Object::Namespace(k, o) => {
-            state.namespaces.insert(k, o);
+            state.namespaces.insert(k, *o);
         }
         Object::Pod(k, o) => {
-            state.pods.insert(k, o);
+            state.pods.insert(k, *o);
         }
         Object::NetworkPolicy(k, o) => {
-            state.network_policies.insert(k, o);
+            state.network_policies.insert(k, *o);
         }
     }
 }

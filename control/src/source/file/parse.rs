@@ -21,15 +21,16 @@ use serde_json::{Map, Value};
 
 use crate::source::{ObjKey, Report};
 
-/// An object twill keeps, with its key.
+/// An object twill keeps, with its key (boxed: Pods are much larger than
+/// Namespaces).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Object {
-    Service(ObjKey, Service),
-    EndpointSlice(ObjKey, EndpointSlice),
-    Node(String, Node),
-    Namespace(String, Namespace),
-    Pod(ObjKey, Pod),
-    NetworkPolicy(ObjKey, NetworkPolicy),
+    Service(ObjKey, Box<Service>),
+    EndpointSlice(ObjKey, Box<EndpointSlice>),
+    Node(String, Box<Node>),
+    Namespace(String, Box<Namespace>),
+    Pod(ObjKey, Box<Pod>),
+    NetworkPolicy(ObjKey, Box<NetworkPolicy>),
 }
 
 impl Object {
@@ -211,10 +212,17 @@ const KINDS: &[(&str, &str)] = &[
     ("networking.k8s.io/v1", "NetworkPolicy"),
 ];
 
-/// Files one document (or List item): `list` is the enclosing list's
-/// (apiVersion, item kind) when the value is an item of a typed list, whose
-/// items may leave out their own apiVersion and kind.
-fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: &mut Parsed) {
+/// What a List item inherits: the items of a typed list (`ServiceList`, as
+/// the API server returns it) may leave out their apiVersion and kind; those
+/// of a `kind: List` (kubectl) carry their own.
+#[derive(Clone, Copy)]
+struct InList<'a> {
+    api_version: Option<&'a str>,
+    kind: Option<&'a str>,
+}
+
+/// Files one document, or one List item when `list` is set.
+fn place(value: Value, origin: String, list: Option<InList<'_>>, out: &mut Parsed) {
     let mut map = match value {
         Value::Null => return, // an empty document
         Value::Object(map) => map,
@@ -234,7 +242,7 @@ fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: 
     };
     let kind = match (map.get("kind"), list) {
         (Some(Value::String(k)), _) => k.clone(),
-        (None, Some((_, Some(k)))) => k.to_string(),
+        (None, Some(InList { kind: Some(k), .. })) => k.to_string(),
         (Some(_), _) => {
             out.error(origin, "kind is not a string".to_string());
             return;
@@ -246,7 +254,13 @@ fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: 
     };
     let api_version = match (map.get("apiVersion"), list) {
         (Some(Value::String(v)), _) => v.clone(),
-        (None, Some((v, _))) => v.to_string(),
+        (
+            None,
+            Some(InList {
+                api_version: Some(v),
+                ..
+            }),
+        ) => v.to_string(),
         (Some(_), _) => {
             out.error(origin, "apiVersion is not a string".to_string());
             return;
@@ -279,12 +293,23 @@ fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: 
             place(
                 item,
                 format!("{origin}.items[{i}]"),
-                Some((&api_version, item_kind)),
+                Some(InList {
+                    api_version: item_kind.map(|_| api_version.as_str()),
+                    kind: item_kind,
+                }),
                 out,
             );
         }
         return;
     }
+
+    // Every object has a name, whatever its kind: a document without one is
+    // broken (often a file caught mid-save), not merely of another kind.
+    let (namespace, name) = names(&map);
+    let Some(name) = name else {
+        out.error(origin, format!("{kind} has no metadata.name"));
+        return;
+    };
 
     if !KINDS.contains(&(api_version.as_str(), kind.as_str())) {
         let reason = match KINDS.iter().find(|(_, k)| *k == kind) {
@@ -302,45 +327,40 @@ fn place(value: Value, origin: String, list: Option<(&str, Option<&str>)>, out: 
     map.insert("apiVersion".into(), Value::String(api_version));
     map.insert("kind".into(), Value::String(kind.clone()));
     strip_bulk(&mut map);
-    let (namespace, name) = names(&map);
-    let Some(name) = name else {
-        out.error(origin, format!("{kind} has no metadata.name"));
-        return;
-    };
     let value = Value::Object(map);
-    let label = match &namespace {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    };
     let namespace = namespace.unwrap_or_else(|| "default".to_string());
+    let label = match kind.as_str() {
+        "Node" | "Namespace" => format!("{kind} {name}"),
+        _ => format!("{kind} {namespace}/{name}"),
+    };
     let key = ObjKey::new(namespace.clone(), name.clone());
 
     let object = match kind.as_str() {
         "Service" => typed::<Service>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::Service(key, o)
+            Object::Service(key, Box::new(o))
         }),
         "EndpointSlice" => typed::<EndpointSlice>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::EndpointSlice(key, o)
+            Object::EndpointSlice(key, Box::new(o))
         }),
         "Pod" => typed::<Pod>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::Pod(key, o)
+            Object::Pod(key, Box::new(o))
         }),
         "NetworkPolicy" => typed::<NetworkPolicy>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::NetworkPolicy(key, o)
+            Object::NetworkPolicy(key, Box::new(o))
         }),
         // Cluster-scoped: a namespace in the manifest is ignored, as the API
         // server does.
         "Node" => typed::<Node>(&value).map(|mut o| {
             o.metadata.namespace = None;
-            Object::Node(name, o)
+            Object::Node(name, Box::new(o))
         }),
         "Namespace" => typed::<Namespace>(&value).map(|mut o| {
             o.metadata.namespace = None;
-            Object::Namespace(name, o)
+            Object::Namespace(name, Box::new(o))
         }),
         _ => return, // unreachable: KINDS was checked above
     };

@@ -59,7 +59,7 @@ fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
 
 #[test]
 fn a_syntax_error_names_the_file_line_and_spares_the_following_documents() {
-    // Line 14 (the second document's `ports:` line) is broken.
+    // The second document's `ports:` (line 17) is never closed.
     let text = format!(
         "{SVC}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: bad\n  ports: [80\n---\n{SVC}"
     );
@@ -70,8 +70,12 @@ fn a_syntax_error_names_the_file_line_and_spares_the_following_documents() {
     let r = &p.reports[0];
     assert_eq!(r.origin, "m.yaml#1");
     assert!(r.reason.starts_with("invalid YAML"), "{r}");
-    assert!(r.reason.contains("line 1"), "the line is the file's: {r}");
-    assert!(!r.reason.contains("line 5 "), "not the document's: {r}");
+    // Lines of the file, not of the document (which starts on line 12).
+    assert!(r.reason.contains("at line 18 column 1"), "{r}");
+    assert!(
+        r.reason.contains("flow sequence at line 17 column 10"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -102,17 +106,23 @@ fn the_error_path_goes_through_nested_arrays_and_maps() {
 }
 
 #[test]
-fn a_missing_required_field_is_reported_at_its_object() {
+fn a_container_of_the_wrong_shape_is_reported_at_its_field() {
     let value = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "a"},
-        "endpoints": [{"conditions": {"ready": true}}]
+        "spec": {"ports": {"port": 80}}
     });
-    let err = typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(&value).unwrap_err();
-    assert!(
-        err.starts_with("endpoints[0]: missing field `addresses`"),
-        "{err}"
-    );
+    let err = typed::<Service>(&value).unwrap_err();
+    assert_eq!(err, "spec.ports: invalid type: map, expected a sequence");
+}
+
+#[test]
+fn missing_required_fields_default_as_k8s_openapi_does() {
+    // k8s-openapi fills required fields with their defaults; the model
+    // reports an EndpointSlice without an addressType.
+    let value = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "a"}});
+    let slice = typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(&value).expect("lenient");
+    assert_eq!(slice.address_type, "");
 }
 
 #[test]
@@ -142,6 +152,18 @@ fn unknown_kinds_and_versions_are_reported_but_are_not_errors() {
         p.reports[1].reason.contains("discovery.k8s.io/v1beta1"),
         "{}",
         p.reports[1]
+    );
+}
+
+#[test]
+fn a_truncated_document_of_an_unknown_kind_is_an_error() {
+    // What an editor caught mid-save leaves: not a kind twill skips quietly.
+    let p = yaml("apiVersion: v1\nkind: Serv");
+    assert_eq!(p.errors, 1);
+    assert!(
+        p.reports[0].reason.contains("Serv has no metadata.name"),
+        "{}",
+        p.reports[0]
     );
 }
 
@@ -187,6 +209,22 @@ fn typed_list_items_take_kind_and_api_version_from_the_list() {
     assert_eq!(p.reports[0].origin, "l.json#0.items[1]");
     assert!(
         p.reports[0].reason.contains("ports[0].port"),
+        "{}",
+        p.reports[0]
+    );
+}
+
+#[test]
+fn items_of_a_plain_list_need_their_own_api_version() {
+    let text =
+        "apiVersion: v1\nkind: List\nitems:\n- kind: EndpointSlice\n  metadata:\n    name: a\n";
+    let p = yaml(text);
+    assert_eq!(p.errors, 1);
+    assert_eq!(p.reports[0].origin, "m.yaml#0.items[0]");
+    assert!(
+        p.reports[0]
+            .reason
+            .contains("EndpointSlice has no apiVersion"),
         "{}",
         p.reports[0]
     );

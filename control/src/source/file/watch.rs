@@ -32,10 +32,12 @@ pub const POLL_UNWATCHED: Duration = Duration::from_secs(2);
 /// Rescan period while watching (a safety net).
 pub const RESYNC: Duration = Duration::from_secs(60);
 
-/// Starts the source on the current tokio runtime. The receiver holds
+/// Starts the source on the current tokio runtime (call it from within one,
+/// as for `tokio::spawn`). The receiver holds
 /// [`Update::starting`] until the first scan is done (a few milliseconds
 /// for a small directory), then an update with [`Health::Synced`], or
-/// [`Health::Degraded`] if DIR does not exist.
+/// [`Health::Degraded`] if DIR does not exist. Each published update has
+/// the next revision; the task ends when every receiver is dropped.
 pub fn spawn(dir: PathBuf, debounce: Duration) -> watch::Receiver<Update> {
     let (tx, rx) = watch::channel(Update::starting());
     tokio::spawn(run(dir, debounce, tx));

@@ -59,12 +59,12 @@ pub enum Error {
         source: ::kube::config::KubeconfigError,
     },
     #[error("failed to build a Kubernetes client: {0}")]
-    Client(#[source] ::kube::Error),
+    Client(#[source] Box<::kube::Error>),
     #[error("failed to annotate node {node}: {source}")]
     Annotate {
         node: String,
         #[source]
-        source: ::kube::Error,
+        source: Box<::kube::Error>,
     },
 }
 
@@ -89,7 +89,7 @@ pub async fn client_from(kubeconfig: Option<PathBuf>) -> Result<Client, Error> {
 
 /// A client for a given configuration (tests point one at a local server).
 pub fn client_for(config: Config) -> Result<Client, Error> {
-    Client::try_from(config).map_err(Error::Client)
+    Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
 }
 
 /// Starts the source: watchers on the six kinds (Pods only of `node_name`)
@@ -203,6 +203,6 @@ pub async fn annotate_own_node(
         .await
         .map_err(|source| Error::Annotate {
             node: node_name.to_string(),
-            source,
+            source: Box::new(source),
         })
 }

@@ -76,6 +76,9 @@ pub trait Watched:
     fn key(&self) -> Option<Self::Key>;
     fn slot(state: &mut ClusterState) -> &mut BTreeMap<Self::Key, Self>;
     fn wrap(event: Event<Self>) -> KindEvent;
+    /// Drops what no consumer reads before the object is kept: see
+    /// [`strip`], and per kind more (a Node's image list).
+    fn strip(&mut self);
 }
 
 fn namespaced_key<K: ::kube::Resource>(obj: &K) -> Option<ObjKey> {
@@ -91,7 +94,7 @@ fn cluster_key<K: ::kube::Resource>(obj: &K) -> Option<String> {
 }
 
 macro_rules! watched {
-    ($ty:ty, $kind:ident, $field:ident, $key:ty, $keyfn:ident) => {
+    ($ty:ty, $kind:ident, $field:ident, $key:ty, $keyfn:ident, $trim:expr) => {
         impl Watched for $ty {
             type Key = $key;
             const WATCHED: Kind = Kind::$kind;
@@ -102,40 +105,65 @@ macro_rules! watched {
                 &mut state.$field
             }
             fn wrap(event: Event<Self>) -> KindEvent {
-                KindEvent::$kind(event)
+                KindEvent::$kind(Box::new(event))
+            }
+            fn strip(&mut self) {
+                strip(self);
+                let trim: fn(&mut Self) = $trim;
+                trim(self);
             }
         }
     };
 }
 
-watched!(Service, Service, services, ObjKey, namespaced_key);
+/// A Node's status lists every image on it (often hundreds of entries) and
+/// the volumes in use: nothing twill reads, in every Node of the cluster.
+fn trim_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+    }
+}
+
+watched!(Service, Service, services, ObjKey, namespaced_key, |_| {});
 watched!(
     EndpointSlice,
     EndpointSlice,
     endpoint_slices,
     ObjKey,
-    namespaced_key
+    namespaced_key,
+    |_| {}
 );
-watched!(Node, Node, nodes, String, cluster_key);
-watched!(Namespace, Namespace, namespaces, String, cluster_key);
-watched!(Pod, Pod, pods, ObjKey, namespaced_key);
+watched!(Node, Node, nodes, String, cluster_key, trim_node);
+watched!(
+    Namespace,
+    Namespace,
+    namespaces,
+    String,
+    cluster_key,
+    |_| {}
+);
+watched!(Pod, Pod, pods, ObjKey, namespaced_key, |_| {});
 watched!(
     NetworkPolicy,
     NetworkPolicy,
     network_policies,
     ObjKey,
-    namespaced_key
+    namespaced_key,
+    |_| {}
 );
 
-/// One watcher event of one kind.
+/// One watcher event of one kind (boxed: objects are large and of very
+/// different sizes).
 #[derive(Debug)]
 pub enum KindEvent {
-    Service(Event<Service>),
-    EndpointSlice(Event<EndpointSlice>),
-    Node(Event<Node>),
-    Namespace(Event<Namespace>),
-    Pod(Event<Pod>),
-    NetworkPolicy(Event<NetworkPolicy>),
+    Service(Box<Event<Service>>),
+    EndpointSlice(Box<Event<EndpointSlice>>),
+    Node(Box<Event<Node>>),
+    Namespace(Box<Event<Namespace>>),
+    Pod(Box<Event<Pod>>),
+    NetworkPolicy(Box<Event<NetworkPolicy>>),
 }
 
 /// What a watcher task tells the aggregator.
@@ -182,12 +210,12 @@ impl Store {
 
     pub fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(KindEvent::Service(e)) => self.apply(e),
-            Msg::Event(KindEvent::EndpointSlice(e)) => self.apply(e),
-            Msg::Event(KindEvent::Node(e)) => self.apply(e),
-            Msg::Event(KindEvent::Namespace(e)) => self.apply(e),
-            Msg::Event(KindEvent::Pod(e)) => self.apply(e),
-            Msg::Event(KindEvent::NetworkPolicy(e)) => self.apply(e),
+            Msg::Event(KindEvent::Service(e)) => self.apply(*e),
+            Msg::Event(KindEvent::EndpointSlice(e)) => self.apply(*e),
+            Msg::Event(KindEvent::Node(e)) => self.apply(*e),
+            Msg::Event(KindEvent::Namespace(e)) => self.apply(*e),
+            Msg::Event(KindEvent::Pod(e)) => self.apply(*e),
+            Msg::Event(KindEvent::NetworkPolicy(e)) => self.apply(*e),
             Msg::Failed { kind, reason } => {
                 let health = &mut self.health[kind.index()];
                 if health.error.as_deref() != Some(reason.as_str()) {

@@ -4,16 +4,26 @@
 //!
 //! kube-rs's watcher recovers by itself in two ways: when a watch ends (the
 //! server's `timeoutSeconds`, a dropped connection) it watches again from the
-//! last resourceVersion it saw, silently; after a `410 Gone` ("too old
-//! resource version") it relists (`Init`, `InitApply`.., `InitDone`). Its
-//! other recoveries are silent too (a watch that failed to start is simply
-//! retried), which would leave no signal that the kind is healthy again. So
-//! after any error other than those two the task drops the watcher and starts
-//! a new one after the back-off: the new watcher lists, and its `InitDone`
-//! both replaces the kind's objects (dropping what was deleted meanwhile) and
-//! marks the kind healthy. client-go's reflector does the same (relist after
-//! a failed watch). The back-off is kube-rs's default (client-go's: 0.8 s
-//! doubling to 30 s, reset by a watch event or 120 s after its last use).
+//! last resourceVersion it saw, silently; after a `410 Gone` ERROR event
+//! ("too old resource version") it relists (`Init`, `InitApply`..,
+//! `InitDone`). Neither is a failure here. After a failed list it lists
+//! again by itself; that `InitDone` marks the kind healthy again. Its other
+//! recoveries are silent (a watch that failed to start is retried from the
+//! same resourceVersion), which would leave no signal that the kind is
+//! healthy again, and one never ends: an HTTP error status on the watch
+//! request (even 410) comes back as `WatchFailed` and is retried from the
+//! same resourceVersion forever. So after those the task drops the watcher
+//! and starts a new one after the back-off: the new watcher lists, and its
+//! `InitDone` both replaces the kind's objects (dropping what was deleted
+//! meanwhile) and marks the kind healthy. client-go's reflector also relists
+//! after a failed watch. The back-off is kube-rs's default (client-go's:
+//! 0.8 s doubling to 30 s; kube-rs 2.0.1 means to add jitter but its builder
+//! drops it), reset by a watch event or 120 s after its last use.
+//!
+//! Seen against the fake API server: a connection closed in the middle of a
+//! watch surfaces as `WatchFailed(ReadEvents(.. UnexpectedEof ..))` (kube's
+//! check meant to silence it does not match the wrapped hyper error), so it
+//! is classified here, not left to kube.
 
 use std::time::Duration;
 
@@ -23,7 +33,7 @@ use ::kube::Api;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::store::{strip, Msg, Watched};
+use super::store::{Msg, Watched};
 
 /// What to do after a watcher error.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,15 +124,15 @@ pub async fn run<K: Watched>(api: Api<K>, config: watcher::Config, tx: mpsc::Sen
 fn stripped<K: Watched>(event: Event<K>) -> Event<K> {
     match event {
         Event::Apply(mut obj) => {
-            strip(&mut obj);
+            obj.strip();
             Event::Apply(obj)
         }
         Event::InitApply(mut obj) => {
-            strip(&mut obj);
+            obj.strip();
             Event::InitApply(obj)
         }
         Event::Delete(mut obj) => {
-            strip(&mut obj);
+            obj.strip();
             Event::Delete(obj)
         }
         other => other,

@@ -145,8 +145,7 @@ pub fn tables(
     for s in &d.services {
         b.add_service(s.clone());
     }
-    let _ = old;
-    b.build()
+    b.build_reusing(old)
         .map_err(|e| anyhow!("the node's tables cannot be built: {e}"))
 }
 

@@ -145,6 +145,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             cpus.len()
         );
     }
+    if let Some(shm) = &shm {
+        b.set_shm(shm)
+            .context("workers' shared-memory stats and announce lines")?;
+    }
     b.attach_uplink(&file.node.uplink, UPLINK_PORT, queues)
         .with_context(|| format!("attaching the uplink {}", file.node.uplink))?;
     apply::attach_initial(&mut b, &desired, &mut ports)?;

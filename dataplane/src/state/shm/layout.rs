@@ -42,7 +42,7 @@ pub const TRACE_RECORD_BYTES: usize = 64;
 /// Bytes of the trace control block before the records.
 pub const TRACE_CTL_BYTES: usize = 128;
 
-const _: () = assert!(std::mem::size_of::<Counters>() % 8 == 0);
+const _: () = assert!(std::mem::size_of::<Counters>().is_multiple_of(8));
 const _: () = assert!(std::mem::align_of::<Counters>() == 8);
 const PAGE: u64 = 4096;
 

@@ -141,6 +141,11 @@ pub enum ShmError {
     },
     #[error("shared memory {path}: conntrack: {source}")]
     Conntrack { path: PathBuf, source: CtOpenError },
+    #[error(
+        "shared memory {path}: another dataplane (pid {pid}) is running on this file; \
+         its conntrack table cannot be recovered under it"
+    )]
+    DataplaneRunning { path: PathBuf, pid: u32 },
     #[error("worker {index} out of range: the file has room for {workers}")]
     Worker { index: usize, workers: u32 },
 }
@@ -172,7 +177,7 @@ struct Inner {
     map: Arc<MmapRaw>,
     geo: Geometry,
     header: Unit<Header>,
-    _file: File,
+    file: File,
 }
 
 impl std::fmt::Debug for Shm {
@@ -220,6 +225,23 @@ pub fn pid_alive(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Backs `len` bytes at `off` of `file` with storage (`posix_fallocate`).
+fn allocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    if l == 0 {
+        return Ok(());
+    }
+    // SAFETY: posix_fallocate on a descriptor we own; no memory involved.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), o, l) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
 /// Holds an exclusive `flock` on a file until dropped.
 struct Flock<'a>(&'a File);
 
@@ -247,6 +269,10 @@ impl Drop for Flock<'_> {
 }
 
 impl Shm {
+    /// A dataplane registration whose heartbeat is older than this is a
+    /// dead dataplane's (see [`Shm::conntrack`]).
+    pub const DATAPLANE_STALE_NS: u64 = 2_000_000_000;
+
     /// Creates the file for `layout` (parent directory 0700 if missing,
     /// file 0600, sparse), or opens the existing one and checks that it is
     /// a twill file of this layout version and of the same geometry. Used by
@@ -277,6 +303,11 @@ impl Shm {
             file.set_len(0).map_err(io_err("truncate", path))?;
             file.set_len(geo.total)
                 .map_err(io_err("set length", path))?;
+            // Back everything but the slots now: a tmpfs that is too small
+            // (a container's 64 MiB /dev/shm) is an error here rather than a
+            // SIGBUS when a worker first touches its conntrack page. Slots
+            // stay sparse and are backed when published into.
+            allocate(&file, 0, geo.slots_off).map_err(io_err("allocate", path))?;
             let map = Shm::map(&file, path)?;
             let header: Unit<Header> = Unit::in_map(&map, 0);
             header.version.store(LAYOUT_VERSION, Relaxed);
@@ -387,7 +418,7 @@ impl Shm {
                 map,
                 geo,
                 header,
-                _file: file,
+                file,
             }),
         })
     }
@@ -448,7 +479,19 @@ impl Shm {
     /// process): initialised the first time, recovered on later opens so
     /// established flows survive a restart (see `conntrack::Table::open_shared`;
     /// no other process may write the table meanwhile).
+    ///
+    /// Refused while another live process registered as the dataplane with a
+    /// heartbeat fresher than [`Shm::DATAPLANE_STALE_NS`] (so the dataplane
+    /// registers with [`Shm::register`] and heartbeats at least that often).
     pub fn conntrack(&self, timeouts: Timeouts) -> Result<(Arc<Table>, Opened), ShmError> {
+        let dp = self.process(Role::Dataplane);
+        let fresh = monotonic_ns().saturating_sub(dp.heartbeat_ns) < Shm::DATAPLANE_STALE_NS;
+        if dp.pid != 0 && dp.pid != std::process::id() && fresh && pid_alive(dp.pid) {
+            return Err(ShmError::DataplaneRunning {
+                path: self.inner.path.clone(),
+                pid: dp.pid,
+            });
+        }
         Table::open_shared(self.conntrack_parts(), timeouts)
             .map(|(t, o)| (Arc::new(t), o))
             .map_err(|source| ShmError::Conntrack {

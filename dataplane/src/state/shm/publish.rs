@@ -59,6 +59,12 @@ pub struct Published {
 pub enum PublishError {
     #[error("snapshot is {bytes} bytes; a slot holds {slot_bytes} (raise [shm] slot_bytes)")]
     TooLarge { bytes: usize, slot_bytes: u64 },
+    #[error("cannot back {bytes} bytes of slot {slot} with memory: {error} (is the tmpfs full?)")]
+    NoSpace {
+        slot: usize,
+        bytes: usize,
+        error: String,
+    },
     #[error(
         "no free slot: live generation {live}, and every other slot holds a generation still \
          announced (announcer, generation): {held:?}; try again once workers move on"
@@ -292,6 +298,15 @@ impl Publisher {
         };
         let generation = newest + 1;
         let d = &h.slots[slot];
+        // Back the pages first: on a full tmpfs this is an error, where a
+        // store into a sparse page would be a SIGBUS.
+        super::allocate(&shm.inner.file, g.slot_off(slot), bytes.len() as u64).map_err(|e| {
+            PublishError::NoSpace {
+                slot,
+                bytes: bytes.len(),
+                error: e.to_string(),
+            }
+        })?;
         d.generation.store(0, SeqCst);
         shm.write_slot(slot, bytes);
         d.len.store(bytes.len() as u64, Relaxed);

@@ -65,6 +65,11 @@ fn a_new_file_is_0600_in_a_0700_directory_and_sparse() {
     assert_eq!(dmeta.permissions().mode() & 0o777, 0o700);
     assert_eq!(meta.len(), shm.geometry().total);
     assert_eq!(shm.live_generation(), 0);
+    // Everything before the slots is backed; the slots are not.
+    use std::os::unix::fs::MetadataExt;
+    let backed = meta.blocks() * 512;
+    assert!(backed >= shm.geometry().slots_off, "{backed}");
+    assert!(backed < shm.geometry().total, "{backed}");
 }
 
 #[test]
@@ -487,4 +492,249 @@ fn the_monotonic_clock_moves_forward() {
     assert!(a > 0 && b >= a);
     assert!(pid_alive(std::process::id()));
     assert!(!pid_alive(0));
+}
+
+fn scale_services(n: u32, per: u32) -> Vec<crate::lb::ServiceSpec> {
+    use std::net::Ipv4Addr;
+    (0..n)
+        .map(|i| crate::lb::ServiceSpec {
+            name: format!("ns-{}/svc-{i}:http", i % 100),
+            proto: proto::TCP,
+            port: 80,
+            vips: vec![(
+                IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)),
+                crate::lb::VipKind::ClusterIp,
+            )],
+            node_port: Some(30000 + (i % 2768) as u16),
+            ext_local: false,
+            int_local: false,
+            affinity_timeout_s: None,
+            backends: (0..per)
+                .map(|j| crate::lb::BackendSpec {
+                    ip: IpAddr::V4(Ipv4Addr::from(0x0af4_0000 + i * 16 + j)),
+                    port: 8080,
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    local: j == 0,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (std::time::Duration, T) {
+    let mut best = std::time::Duration::MAX;
+    let mut out = None;
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let v = f();
+        best = best.min(t.elapsed());
+        out = Some(v);
+    }
+    (best, out.unwrap())
+}
+
+/// 10,000 Services × 10 backends through the codec and the file, and one
+/// EndpointSlice change from publish to a rebuilt Service table. Release
+/// figures: `cargo test --release -p dataplane ten_thousand_services_through
+/// -- --nocapture`.
+#[test]
+fn ten_thousand_services_through_shared_memory_are_fast() {
+    use crate::lb::{ServiceTableBuilder, DEFAULT_MAGLEV_MAX_SIZE};
+    let d = TempDir::new();
+    let layout = Layout {
+        slot_bytes: 32 << 20,
+        ..small()
+    };
+    let shm = Shm::create_or_open(&d.file(), &layout).unwrap();
+    let snap = Snapshot {
+        revision: 1,
+        built_ns: 0,
+        services: scale_services(10_000, 10),
+        remotes: vec![],
+        pods: vec![],
+    };
+    let mut buf = Vec::new();
+    let (enc, _) = best_of(5, || {
+        buf.clear();
+        snap.encode_into(&mut buf);
+    });
+    let (dec, _) = best_of(5, || Snapshot::decode(&buf).unwrap());
+    let mut p = Publisher::new(&shm);
+    let mut r = Reader::new(&shm);
+    let (publ, _) = best_of(5, || p.publish(&snap, 0).unwrap());
+    let (read, got) = best_of(5, || {
+        p.publish(&snap, 0).unwrap();
+        let t = std::time::Instant::now();
+        let got = r.poll(0).unwrap().unwrap();
+        (t.elapsed(), got)
+    });
+    let read = got.0.min(read);
+    assert_eq!(got.1 .1.services, snap.services);
+    let build = |specs: Vec<crate::lb::ServiceSpec>, old: Option<&crate::lb::ServiceTable>| {
+        let mut b = ServiceTableBuilder::new(DEFAULT_MAGLEV_MAX_SIZE);
+        for s in specs {
+            b.add(s);
+        }
+        match old {
+            Some(o) => b.build_reusing(o).unwrap(),
+            None => b.build().unwrap(),
+        }
+    };
+    let (full, base) = best_of(1, || build(snap.services.clone(), None));
+    let mut changed = snap.clone();
+    changed.services[4321].backends.remove(2);
+    // One change, end to end: publish, read (copy, checksum, decode), build
+    // reusing the live table.
+    let (change, t) = best_of(5, || {
+        p.publish(&changed, 0).unwrap();
+        let (_, s) = r.poll(0).unwrap().unwrap();
+        build(s.services, Some(&base))
+    });
+    assert_eq!(t.backend_count(), 99_999);
+    println!(
+        "10000 services x 10 ({} bytes): encode {enc:?}, decode {dec:?}, publish {publ:?}, \
+         read {read:?}; tables: full build {full:?}; one change publish+read+build_reusing \
+         {change:?} (best of 5)",
+        buf.len()
+    );
+    let limit = if cfg!(debug_assertions) { 20.0 } else { 0.5 };
+    assert!(change.as_secs_f64() < limit, "{change:?}");
+}
+
+/// The per-packet lookup over the mapped table against the same lookup
+/// over a heap table (`--nocapture` prints both): the storage is the same
+/// pointer and length either way.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release")]
+fn tracking_through_the_shared_table_costs_what_the_owned_one_does() {
+    const FLOWS: u16 = 1024;
+    const ROUNDS: u64 = 2000;
+    let d = TempDir::new();
+    let layout = Layout {
+        conntrack_capacity: 64 * 1024,
+        ..small()
+    };
+    let shm = Shm::create_or_open(&d.file(), &layout).unwrap();
+    let (shared, _) = shm.conntrack(Timeouts::default()).unwrap();
+    let owned = crate::conntrack::Table::new(64 * 1024, Timeouts::default());
+    let keys: Vec<FlowKey> = (0..FLOWS).map(key).collect();
+    let run = |t: &crate::conntrack::Table| {
+        for k in &keys {
+            t.insert(k, &k.swap(), 1, 0x02, 0).unwrap();
+            t.track(&k.swap(), 0x12, 0).unwrap();
+            t.track(k, 0x10, 0).unwrap();
+        }
+        let start = std::time::Instant::now();
+        let mut sum = 0u64;
+        for r in 0..ROUNDS {
+            for k in &keys {
+                let h = t
+                    .track(std::hint::black_box(k), 0x10, r * 1_000_000)
+                    .unwrap();
+                sum = sum.wrapping_add(u64::from(h.user));
+            }
+        }
+        assert_eq!(sum, ROUNDS * u64::from(FLOWS));
+        start.elapsed().as_nanos() as f64 / (ROUNDS * u64::from(FLOWS)) as f64
+    };
+    let (o1, s1) = (run(&owned), run(&shared));
+    println!("track, established, in cache: owned table {o1:.1} ns, shared table {s1:.1} ns");
+    assert!(s1 < 1000.0 && o1 < 1000.0);
+}
+
+/// Two mappings of one file used at once, as two processes would: flows
+/// inserted through one by one thread are tracked through the other by
+/// another thread while they are being inserted.
+#[test]
+fn two_mappings_share_one_table_concurrently() {
+    let d = TempDir::new();
+    let a = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let b = Shm::open(&d.file()).unwrap();
+    let (ta, _) = a.conntrack(Timeouts::default()).unwrap();
+    let tb = b.conntrack_view().unwrap();
+    let tb = std::sync::Arc::new(tb);
+    let reader = {
+        let tb = std::sync::Arc::clone(&tb);
+        std::thread::spawn(move || {
+            let mut found = 0;
+            let mut tries = 0;
+            while found < 500 && tries < 50_000_000 {
+                tries += 1;
+                if tb.track(&key(found as u16), 0x10, 1 << 30).is_some() {
+                    found += 1;
+                }
+            }
+            found
+        })
+    };
+    for p in 0..500u16 {
+        let k = key(p);
+        ta.insert(&k, &k.swap(), u32::from(p), 0x02, 1 << 30)
+            .unwrap();
+    }
+    assert_eq!(reader.join().unwrap(), 500);
+    assert_eq!(tb.len(), 500);
+}
+
+#[test]
+fn a_second_live_dataplane_cannot_take_over_the_conntrack_table() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    // pid 1 exists in every pid namespace; its heartbeat is fresh.
+    let slot = &shm.header().dataplane;
+    slot.pid.store(1, Relaxed);
+    slot.heartbeat_ns.store(monotonic_ns(), Relaxed);
+    let Err(e) = shm.conntrack(Timeouts::default()) else {
+        panic!("a live dataplane's table was taken over");
+    };
+    assert!(
+        matches!(e, ShmError::DataplaneRunning { pid: 1, .. }),
+        "{e}"
+    );
+    // A stale heartbeat is a dead dataplane's.
+    slot.heartbeat_ns.store(1, Relaxed);
+    shm.conntrack(Timeouts::default()).unwrap();
+    // Our own registration never blocks us.
+    shm.register(Role::Dataplane, monotonic_ns());
+    shm.conntrack(Timeouts::default()).unwrap();
+}
+
+#[test]
+fn a_corrupted_live_word_or_slot_descriptor_is_a_read_error() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let mut p = Publisher::new(&shm);
+    let mut r = Reader::new(&shm);
+    let h = shm.header();
+    // The live word names slot 9 of 2.
+    p.publish(&snap(1), 1).unwrap();
+    h.live.0.store(layout::live_word(1, 9), SeqCst);
+    let e = r.poll(1).unwrap_err();
+    assert_eq!(e, ReadError::BadSlot { slot: 9, slots: 2 });
+    // The descriptor holds another generation than the live word says.
+    let g = p.publish(&snap(2), 2).unwrap();
+    h.slots[g.slot].generation.store(77, SeqCst);
+    let e = r.poll(2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReadError::SlotGeneration {
+                found: 77,
+                live: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The descriptor's length is beyond the slot.
+    let g = p.publish(&snap(3), 3).unwrap();
+    h.slots[g.slot].len.store(u64::MAX, SeqCst);
+    let e = r.poll(3).unwrap_err();
+    assert!(matches!(e, ReadError::BadLength { .. }), "{e}");
+    // Each error once; then the next good generation.
+    assert_eq!(r.poll(4).unwrap().map(|x| x.0), None);
+    let g = p.publish(&snap(4), 4).unwrap();
+    assert_eq!(r.poll(5).unwrap().map(|x| x.0), Some(g.generation));
 }

@@ -223,3 +223,24 @@ fn strip_drops_managed_fields_and_the_last_applied_annotation() {
         Some([("keep".to_string(), "me".to_string())].into())
     );
 }
+
+#[test]
+fn a_nodes_image_list_is_not_kept_but_its_addresses_are() {
+    use k8s_openapi::api::core::v1::{ContainerImage, NodeAddress, NodeStatus};
+    let mut node: Node = named("n1");
+    node.status = Some(NodeStatus {
+        images: Some(vec![ContainerImage {
+            names: Some(vec!["registry/big:1".into()]),
+            size_bytes: Some(1 << 30),
+        }]),
+        addresses: Some(vec![NodeAddress {
+            type_: "InternalIP".into(),
+            address: "192.0.2.10".into(),
+        }]),
+        ..Default::default()
+    });
+    Watched::strip(&mut node);
+    let status = node.status.expect("status");
+    assert!(status.images.is_none());
+    assert_eq!(status.addresses.map(|a| a.len()), Some(1));
+}
