@@ -924,7 +924,21 @@ fn manifest_edits_move_new_connections_within_a_second_while_established_ones_ke
     let skip = n.control_lines();
     let t0 = Instant::now();
     write_manifest(&n.manifests, "web-service.yaml", &service_yaml(30081));
-    let (took_new, seen_new) = settle(t0, 3, || n.via_node_port(30081), |r| r.is_ok());
+    // Short connect timeouts on the new port: a SYN sent before the change
+    // is dropped, and a long wait would hide when the port started working.
+    let (took_new, seen_new) = settle(
+        t0,
+        3,
+        || {
+            let mut s = connect(
+                &n.under,
+                &format!("{NODE_IP}:30081"),
+                Duration::from_millis(50),
+            )?;
+            ask(&mut s, Duration::from_millis(500))
+        },
+        |r| r.is_ok(),
+    );
     let (took_old, seen_old) = settle(t0, 3, || n.via_node_port(30080), |r| r.is_err());
     println!(
         "NodePort 30080 -> 30081: new port answers from {took_new:?}, old port refused from \
