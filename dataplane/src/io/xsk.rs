@@ -473,23 +473,35 @@ impl Xsk {
             .take()
             .unwrap_or_else(|| (prod_ring(), cons_ring()));
         let mut raw = std::ptr::null_mut();
-        // SAFETY: the UMEM is registered and outlives every socket (drop
-        // order in `Xsk`); the four ring boxes never move and are kept in the
-        // returned `Socket` until after xsk_socket__delete; `cname` and
-        // `scfg` are only read during the call.
-        let r = unsafe {
-            sys::xsk_socket__create_shared(
-                &mut raw,
-                cname.as_ptr(),
-                queue,
-                self.umem.raw.as_ptr(),
-                &mut *rx,
-                &mut *tx,
-                &mut *fill,
-                &mut *comp,
-                &scfg,
-            )
-        };
+        // A socket of a process just killed on this queue (a dataplane
+        // restarted at once) is released by the kernel a moment later:
+        // EBUSY until then, so wait for it (bounded: 3 s).
+        let mut r = -libc::EBUSY;
+        for attempt in 0..30 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            // SAFETY: the UMEM is registered and outlives every socket (drop
+            // order in `Xsk`); the four ring boxes never move and are kept in
+            // the returned `Socket` until after xsk_socket__delete; `cname`
+            // and `scfg` are only read during the call.
+            r = unsafe {
+                sys::xsk_socket__create_shared(
+                    &mut raw,
+                    cname.as_ptr(),
+                    queue,
+                    self.umem.raw.as_ptr(),
+                    &mut *rx,
+                    &mut *tx,
+                    &mut *fill,
+                    &mut *comp,
+                    &scfg,
+                )
+            };
+            if r != -libc::EBUSY {
+                break;
+            }
+        }
         if r != 0 {
             if first {
                 // Still the UMEM's (libxdp's `fill_save` points at them).
