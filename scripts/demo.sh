@@ -45,6 +45,7 @@ trap cleanup EXIT
 
 GW_MAC=02:44:00:00:00:01
 for ns in node under client web; do ip netns add "$P-$ns"; done
+ip -n "$P-node" link set lo up
 ip -n "$P-node" link add up0 type veth peer name eth0 netns "$P-under"
 ip -n "$P-node" addr add 192.168.77.1/24 dev up0
 ip -n "$P-under" addr add 192.168.77.254/24 dev eth0

@@ -152,15 +152,19 @@ fn run(config: PathBuf, source_override: Option<String>) -> anyhow::Result<()> {
                 .metrics
                 .parse()
                 .map_err(|e| anyhow!("control.metrics {:?}: {e}", c.metrics))?;
-            let (bound, serving) = prom::bind(addr, Arc::clone(&metrics), Some(shm.clone()))
-                .await
-                .map_err(|e| anyhow!("metrics: {e}"))?;
-            log::info!("metrics on http://{bound}/metrics");
-            tokio::spawn(async move {
-                if let Err(e) = serving.await {
-                    log::error!("metrics server: {e}");
+            // Metrics are for people: a port that cannot be bound is logged,
+            // and the node's tables are published all the same.
+            match prom::bind(addr, Arc::clone(&metrics), Some(shm.clone())).await {
+                Ok((bound, serving)) => {
+                    log::info!("metrics on http://{bound}/metrics");
+                    tokio::spawn(async move {
+                        if let Err(e) = serving.await {
+                            log::error!("metrics server: {e}");
+                        }
+                    });
                 }
-            });
+                Err(e) => log::error!("metrics not served: {e}"),
+            }
         }
         let lp = Loop {
             shm,
