@@ -117,8 +117,10 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
 
     let mut w = start(&node, &shm);
     // Tables "from generation 5": every worker announces it, even idle.
-    let tables = Arc::new(demo::demo_tables().expect("demo tables"));
-    w.set_published_tables(tables, 5).expect("set tables");
+    let mut b = demo::builder();
+    b.published_generation(5);
+    let tables = Arc::new(b.build().expect("demo tables"));
+    w.set_tables(tables).expect("set tables");
     let t0 = Instant::now();
     loop {
         let a = shm.announcements();

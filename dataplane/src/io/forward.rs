@@ -33,6 +33,7 @@ use super::xdp::{IfaceMode, Steering};
 use super::xsk::{BindMode, Owned, Xsk};
 use super::IoError;
 use crate::pipeline::{Frame, Pipeline, Verdict, BATCH, HEADROOM};
+use crate::state::shm::monotonic_ns;
 use crate::state::Tables;
 use crate::PortId;
 
@@ -94,15 +95,9 @@ pub enum Control {
         port: PortId,
         done: Sender<Result<(), IoError>>,
     },
-    /// Switch the pipeline to new tables (a new pod, new Services).
+    /// Switch the pipeline to new tables (a new pod, new Services;
+    /// [`Forwarder::set_tables`]).
     Tables(Arc<Tables>),
-    /// Switch the pipeline to tables built from the shared-memory snapshot
-    /// of `generation`, and announce that generation
-    /// ([`Forwarder::set_published_tables`]).
-    PublishedTables {
-        tables: Arc<Tables>,
-        generation: u64,
-    },
 }
 
 /// The sending side of a loop's control channel.
@@ -159,7 +154,11 @@ impl Forwarder {
     /// Connects this loop to the shared-memory file: per batch it announces
     /// the generation of its tables, beats, stores its counters and records
     /// traced frames (see [`super::hooks`]).
-    pub fn set_shm_hooks(&mut self, hooks: ShmHooks) {
+    pub fn set_shm_hooks(&mut self, mut hooks: ShmHooks) {
+        hooks.set_generation(
+            self.pipeline.tables().published_generation(),
+            monotonic_ns(),
+        );
         self.hooks = Some(Box::new(hooks));
     }
 
@@ -167,9 +166,12 @@ impl Forwarder {
         self.hooks.as_deref()
     }
 
-    /// Switches the pipeline to `tables`, built from the published
-    /// snapshot of `generation`, and announces it at once.
-    pub fn set_published_tables(&mut self, tables: Arc<Tables>, generation: u64) {
+    /// Switches the pipeline to `tables` and announces at once the
+    /// shared-memory generation they were built from
+    /// ([`Tables::published_generation`]), so the publisher may reuse the
+    /// old generation's slot sooner.
+    pub fn set_tables(&mut self, tables: Arc<Tables>) {
+        let generation = tables.published_generation();
         self.pipeline.set_tables(tables);
         if let Some(h) = self.hooks.as_deref_mut() {
             h.set_generation(generation, monotonic_ns());
@@ -455,10 +457,7 @@ impl Forwarder {
                 let r = self.detach(st, port);
                 let _ = done.send(r);
             }
-            Control::Tables(t) => self.pipeline.set_tables(t),
-            Control::PublishedTables { tables, generation } => {
-                self.set_published_tables(tables, generation)
-            }
+            Control::Tables(t) => self.set_tables(t),
         }
     }
 
@@ -560,15 +559,4 @@ fn hand_off(
     }
     xsk.free(t);
     sent
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (the pipeline's `now`).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec that clock_gettime writes.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -352,25 +352,11 @@ impl Workers {
         Ok(())
     }
 
-    /// Switches every worker to new tables (each between two polls).
+    /// Switches every worker to new tables (each between two polls); each
+    /// announces the tables' shared-memory generation once it uses them.
     pub fn set_tables(&self, t: Arc<Tables>) -> Result<(), IoError> {
         for w in 0..self.ctl.len() {
             self.send(w, Msg::Control(Control::Tables(t.clone())))?;
-        }
-        Ok(())
-    }
-
-    /// Switches every worker to `t`, built from the published snapshot of
-    /// `generation`; each announces that generation once it uses it.
-    pub fn set_published_tables(&self, t: Arc<Tables>, generation: u64) -> Result<(), IoError> {
-        for w in 0..self.ctl.len() {
-            self.send(
-                w,
-                Msg::Control(Control::PublishedTables {
-                    tables: t.clone(),
-                    generation,
-                }),
-            )?;
         }
         Ok(())
     }
@@ -465,10 +451,7 @@ fn apply(fwd: &mut Forwarder, ctx: &Ctx, m: Msg) {
             let r = fwd.detach(&mut st, port);
             let _ = done.send(r);
         }
-        Msg::Control(Control::Tables(t)) => fwd.pipeline_mut().set_tables(t),
-        Msg::Control(Control::PublishedTables { tables, generation }) => {
-            fwd.set_published_tables(tables, generation)
-        }
+        Msg::Control(Control::Tables(t)) => fwd.set_tables(t),
         Msg::Report(tx) => {
             let _ = tx.send(report(fwd, ctx));
         }

@@ -158,11 +158,6 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         sleep_ms: file.workers.sleep_ms.unwrap_or(10),
     };
     let mut workers = b.start(opts, Arc::new(AtomicBool::new(false)))?;
-    if desired.generation != 0 {
-        // The workers announce the generation they serve (control reuses a
-        // table slot only when none does).
-        workers.set_published_tables(tables.clone(), desired.generation)?;
-    }
     println!(
         "twill-dataplane: running {} worker(s) on CPUs {:?}, uplink {} ({} queue(s)), {} pod(s){}",
         workers.len(),
@@ -225,9 +220,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             match apply::tables(&file, &desired, &ports, &macs, Some(&current)) {
                 Ok(t) => {
                     current = Arc::new(t);
-                    if let Err(e) =
-                        workers.set_published_tables(current.clone(), desired.generation)
-                    {
+                    if let Err(e) = workers.set_tables(current.clone()) {
                         log::error!("publishing tables: {e}");
                     } else if desired.generation != 0 {
                         log::info!(
