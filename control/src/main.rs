@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use control::cni_server;
 use control::metrics::prom::{self, Metrics};
 use control::model::NodeIdentity;
-use control::publish::{self, Loop, Status};
+use control::publish::{self, Loop};
 use control::source;
 use dataplane::config::NodeFile;
 use dataplane::state::shm::{monotonic_ns, Role, Shm};
@@ -113,7 +113,6 @@ fn run(config: PathBuf, source_override: Option<String>) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let status = Arc::new(Status::default());
     rt.block_on(async {
         let rx = if source_spec == "kube" {
             let client = source::kube::client_from(c.kubeconfig.clone())
@@ -174,7 +173,6 @@ fn run(config: PathBuf, source_override: Option<String>) -> anyhow::Result<()> {
             attachments: att_rx,
             debounce: Duration::from_millis(c.debounce_ms),
             health_bind: publish::default_health_bind(),
-            status,
             metrics,
             source_name: source_spec.split(':').next().unwrap_or("file").to_string(),
         };

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use dataplane::pipeline::DropReason;
-use dataplane::state::shm::{monotonic_ns, pid_alive, Role, Shm};
+use dataplane::state::shm::{monotonic_ns, Role, Shm};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -349,9 +349,7 @@ impl Collector for ShmCollector {
             i(self.shm.live_generation()),
         )?;
         let dp = self.shm.process(Role::Dataplane);
-        let up = dp.pid != 0
-            && pid_alive(dp.pid)
-            && now.saturating_sub(dp.heartbeat_ns) < HEARTBEAT_STALE_NS;
+        let up = dp.is_live(now, HEARTBEAT_STALE_NS);
         gauge(
             &mut enc,
             "dataplane_up",
@@ -369,8 +367,9 @@ pub fn unhealthy(shm: Option<&Shm>) -> Option<String> {
     if dp.pid == 0 {
         return Some("no dataplane has registered in the shared-memory file".into());
     }
-    let age = monotonic_ns().saturating_sub(dp.heartbeat_ns);
-    if !pid_alive(dp.pid) || age >= HEARTBEAT_STALE_NS {
+    let now = monotonic_ns();
+    if !dp.is_live(now, HEARTBEAT_STALE_NS) {
+        let age = now.saturating_sub(dp.heartbeat_ns);
         return Some(format!(
             "dataplane pid {} heartbeat {} ms old",
             dp.pid,

@@ -23,37 +23,9 @@ use tokio::sync::watch;
 
 use crate::cni_server::Store;
 use crate::metrics::health::HealthServers;
-use crate::metrics::prom::Metrics;
-use crate::model::{self, NodeIdentity};
+use crate::metrics::prom::{Metrics, HEARTBEAT_STALE_NS};
+use crate::model::{self, HealthCheck, NodeIdentity};
 use crate::source::{Health, Report, Update};
-
-/// How fresh the dataplane's heartbeat must be for the health-check servers
-/// to call the proxy healthy.
-const DATAPLANE_STALE: Duration = Duration::from_secs(5);
-
-/// What one publish did (for logs and metrics).
-#[derive(Clone, Debug, Default)]
-pub struct Outcome {
-    /// Generation now live (0: nothing published yet).
-    pub generation: u64,
-    pub bytes: usize,
-    /// From the change that triggered it to the live store.
-    pub latency: Duration,
-    pub services: usize,
-    pub remotes: usize,
-    pub pods: usize,
-    /// The view was the live one already: nothing written.
-    pub unchanged: bool,
-}
-
-/// Observers of the loop (metrics read them).
-#[derive(Default)]
-pub struct Status {
-    pub last: Mutex<Outcome>,
-    pub health: Mutex<Option<Health>>,
-    pub reports: Mutex<Vec<Report>>,
-    pub publish_errors: std::sync::atomic::AtomicU64,
-}
 
 /// Everything the loop needs.
 pub struct Loop {
@@ -65,29 +37,29 @@ pub struct Loop {
     pub debounce: Duration,
     /// Where healthCheckNodePort servers listen.
     pub health_bind: IpAddr,
-    pub status: Arc<Status>,
     pub metrics: Arc<Metrics>,
     /// The source's name in metrics (`kube`, `file`).
     pub source_name: String,
 }
 
-/// Builds the snapshot for the current inputs.
+/// Builds the snapshot for the current inputs, with what else the view
+/// holds (health checks, reports: the attachments' reports included).
 pub fn assemble(
     update: &Update,
     store: &Store,
     node: &NodeIdentity,
-) -> (Snapshot, model::NodeView) {
-    let mut view = model::build(&update.state, node);
-    let (pods, reports) = pods::pods(&store.snapshot());
-    view.reports.extend(reports);
+) -> (Snapshot, Vec<HealthCheck>, Vec<Report>) {
+    let view = model::build(&update.state, node);
+    let (pods, mut reports) = pods::pods(&store.snapshot());
+    reports.extend(view.reports);
     let snap = Snapshot {
         revision: update.revision,
         built_ns: monotonic_ns(),
-        services: view.services.clone(),
-        remotes: view.remotes.clone(),
+        services: view.services,
+        remotes: view.remotes,
         pods,
     };
-    (snap, view)
+    (snap, view.health_checks, reports)
 }
 
 fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
@@ -130,11 +102,7 @@ impl Loop {
             let now = monotonic_ns();
             self.shm.heartbeat(Role::Control, now);
             let dp = self.shm.process(Role::Dataplane);
-            proxy_healthy.store(
-                dp.pid != 0
-                    && now.saturating_sub(dp.heartbeat_ns) < DATAPLANE_STALE.as_nanos() as u64,
-                Ordering::Relaxed,
-            );
+            proxy_healthy.store(dp.is_live(now, HEARTBEAT_STALE_NS), Ordering::Relaxed);
             if !dirty {
                 continue;
             }
@@ -153,16 +121,13 @@ impl Loop {
                 last_health = Some(update.health.clone());
                 self.metrics
                     .set_source_health(&self.source_name, &update.health);
-                if let Ok(mut h) = self.status.health.lock() {
-                    *h = Some(update.health.clone());
-                }
             }
             if update.health == Health::Starting {
                 // Nothing complete to publish yet: the dataplane keeps what
                 // it has (the previous snapshot, or its own config).
                 continue;
             }
-            let (snap, view) = match self.store.lock() {
+            let (snap, health_checks, view_reports) = match self.store.lock() {
                 Ok(store) => assemble(&update, &store, &self.node),
                 Err(_) => {
                     log::error!("attachment store poisoned");
@@ -170,7 +135,7 @@ impl Loop {
                 }
             };
             let mut reports = update.reports.clone();
-            reports.extend(view.reports.iter().cloned());
+            reports.extend(view_reports);
             let now_reports: BTreeSet<String> = reports.iter().map(|r| r.to_string()).collect();
             for r in now_reports.difference(&seen_reports) {
                 log::warn!("{r}");
@@ -179,50 +144,33 @@ impl Loop {
             self.metrics
                 .reports
                 .set(i64::try_from(reports.len()).unwrap_or(i64::MAX));
-            if let Ok(mut s) = self.status.reports.lock() {
-                *s = reports;
-            }
-            health.reconcile(&view.health_checks).await;
+            health.reconcile(&health_checks).await;
             for (port, why) in &health.failures {
                 log::warn!("healthCheckNodePort {port}: {why}");
             }
-            let mut out = Outcome {
-                services: snap.services.len(),
-                remotes: snap.remotes.len(),
-                pods: snap.pods.len(),
-                ..Outcome::default()
-            };
             if last.as_ref().is_some_and(|l| same_content(l, &snap)) {
-                out.unchanged = true;
-                out.generation = self.shm.live_generation();
-            } else {
-                match publisher.publish(&snap, monotonic_ns()) {
-                    Ok(p) => {
-                        out.generation = p.generation;
-                        out.bytes = p.bytes;
-                        out.latency = changed_at.elapsed();
-                        self.metrics
-                            .published(out.latency.as_secs_f64(), p.generation, p.bytes);
-                        log::info!(
-                            "published generation {}: {} service ports, {} remote nodes, {} pods, \
-                             {} bytes, {:?} after the change",
-                            p.generation,
-                            out.services,
-                            out.remotes,
-                            out.pods,
-                            p.bytes,
-                            out.latency
-                        );
-                        last = Some(snap);
-                    }
-                    Err(e) => {
-                        self.status.publish_errors.fetch_add(1, Ordering::Relaxed);
-                        log::error!("not published, the live snapshot keeps serving: {e}");
-                    }
-                }
+                continue;
             }
-            if let Ok(mut l) = self.status.last.lock() {
-                *l = out;
+            match publisher.publish(&snap, monotonic_ns()) {
+                Ok(p) => {
+                    let latency = changed_at.elapsed();
+                    self.metrics
+                        .published(latency.as_secs_f64(), p.generation, p.bytes);
+                    log::info!(
+                        "published generation {}: {} service ports, {} remote nodes, {} pods, \
+                         {} bytes, {latency:?} after the change",
+                        p.generation,
+                        snap.services.len(),
+                        snap.remotes.len(),
+                        snap.pods.len(),
+                        p.bytes,
+                    );
+                    last = Some(snap);
+                }
+                Err(e) => {
+                    self.metrics.publish_errors.inc();
+                    log::error!("not published, the live snapshot keeps serving: {e}");
+                }
             }
         }
     }

@@ -166,6 +166,14 @@ pub struct ProcInfo {
     pub heartbeat_ns: u64,
 }
 
+impl ProcInfo {
+    /// Registered, its process alive (in this pid namespace) and its
+    /// heartbeat younger than `stale_ns` at `now_ns`.
+    pub fn is_live(&self, now_ns: u64, stale_ns: u64) -> bool {
+        self.pid != 0 && now_ns.saturating_sub(self.heartbeat_ns) < stale_ns && pid_alive(self.pid)
+    }
+}
+
 /// A handle on the mapped file; cheap to clone (an `Arc`).
 #[derive(Clone)]
 pub struct Shm {
@@ -485,8 +493,7 @@ impl Shm {
     /// registers with [`Shm::register`] and heartbeats at least that often).
     pub fn conntrack(&self, timeouts: Timeouts) -> Result<(Arc<Table>, Opened), ShmError> {
         let dp = self.process(Role::Dataplane);
-        let fresh = monotonic_ns().saturating_sub(dp.heartbeat_ns) < Shm::DATAPLANE_STALE_NS;
-        if dp.pid != 0 && dp.pid != std::process::id() && fresh && pid_alive(dp.pid) {
+        if dp.pid != std::process::id() && dp.is_live(monotonic_ns(), Shm::DATAPLANE_STALE_NS) {
             return Err(ShmError::DataplaneRunning {
                 path: self.inner.path.clone(),
                 pid: dp.pid,
