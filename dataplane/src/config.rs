@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::lb::{BackendSpec, ServiceSpec, VipKind};
 use crate::route::Prefix;
-use crate::state::{NodeConfig, PodSpec, RemoteNodeSpec, Tables, TablesBuilder};
+use crate::state::{BuildError, NodeConfig, PodSpec, RemoteNodeSpec, Tables, TablesBuilder};
 use crate::{Mac, PortId};
 
 /// The uplink's port id.
@@ -639,17 +639,46 @@ impl NodeFile {
     /// The tables for this file with `macs` resolved; an error names the
     /// file's part that the table builder refused.
     pub fn tables(&self, file: &str, macs: &Macs) -> Result<Tables, ConfigError> {
+        let pods = self
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (NodeFile::pod_port(i), p));
+        let services = self.services.iter().map(ServiceSection::spec);
+        self.build_tables(macs, pods, &self.remote_nodes, services, 0, None)
+            .map_err(|e| ConfigError {
+                file: file.to_string(),
+                place: String::new(),
+                msg: format!("the node's tables cannot be built: {e}"),
+            })
+    }
+
+    /// The tables of this node serving `pods` (each on its port), the
+    /// `remotes` (their underlay MACs are `macs.remotes`, in the same order)
+    /// and `services`: from this file, or from a control snapshot of
+    /// shared-memory generation `published`, reusing `old`'s Maglev tables
+    /// for the Services that did not change.
+    pub fn build_tables<'a>(
+        &self,
+        macs: &Macs,
+        pods: impl IntoIterator<Item = (PortId, &'a PodSection)>,
+        remotes: &[RemoteSection],
+        services: impl IntoIterator<Item = ServiceSpec>,
+        published: u64,
+        old: Option<&Tables>,
+    ) -> Result<Tables, BuildError> {
         let mut b = TablesBuilder::new(self.node_config(macs));
-        for (i, p) in self.pods.iter().enumerate() {
+        b.published_generation(published);
+        for (port, p) in pods {
             b.add_pod(PodSpec {
-                port: NodeFile::pod_port(i),
+                port,
                 mac: p.mac,
                 ipv4: p.ipv4,
                 ipv6: p.ipv6,
                 name: p.name.clone(),
             });
         }
-        for (i, r) in self.remote_nodes.iter().enumerate() {
+        for (i, r) in remotes.iter().enumerate() {
             b.add_remote_node(RemoteNodeSpec {
                 pod_cidrs: r.pod_cidrs.clone(),
                 ipv4: r.ipv4,
@@ -663,14 +692,10 @@ impl NodeFile {
                 name: r.name.clone(),
             });
         }
-        for s in &self.services {
-            b.add_service(s.spec());
+        for s in services {
+            b.add_service(s);
         }
-        b.build().map_err(|e| ConfigError {
-            file: file.to_string(),
-            place: String::new(),
-            msg: format!("the node's tables cannot be built: {e}"),
-        })
+        b.build_reusing(old)
     }
 }
 

@@ -16,7 +16,7 @@ use dataplane::config::{Macs, NodeFile, PodSection, RemoteSection, UPLINK_PORT};
 use dataplane::io::{IfaceMode, Steering, Workers, WorkersBuilder};
 use dataplane::lb::ServiceSpec;
 use dataplane::state::snapshot::Snapshot;
-use dataplane::state::{PodSpec, RemoteNodeSpec, Tables, TablesBuilder};
+use dataplane::state::Tables;
 use dataplane::PortId;
 
 /// The dynamic part of the node.
@@ -114,39 +114,19 @@ pub fn tables(
     macs: &Macs,
     old: Option<&Tables>,
 ) -> anyhow::Result<Tables> {
-    let mut b = TablesBuilder::new(file.node_config(macs));
-    b.published_generation(d.generation);
-    for p in &d.pods {
-        let Some(port) = ports.get(&p.interface) else {
-            continue;
-        };
-        b.add_pod(PodSpec {
-            port,
-            mac: p.mac,
-            ipv4: p.ipv4,
-            ipv6: p.ipv6,
-            name: p.name.clone(),
-        });
-    }
-    for (i, r) in d.remotes.iter().enumerate() {
-        b.add_remote_node(RemoteNodeSpec {
-            pod_cidrs: r.pod_cidrs.clone(),
-            ipv4: r.ipv4,
-            ipv6: r.ipv6,
-            vtep_mac: r.vtep_mac,
-            underlay_mac: macs
-                .remotes
-                .get(i)
-                .copied()
-                .unwrap_or(macs.underlay_gateway),
-            name: r.name.clone(),
-        });
-    }
-    for s in &d.services {
-        b.add_service(s.clone());
-    }
-    b.build_reusing(old)
-        .map_err(|e| anyhow!("the node's tables cannot be built: {e}"))
+    let pods = d
+        .pods
+        .iter()
+        .filter_map(|p| ports.get(&p.interface).map(|port| (port, p)));
+    file.build_tables(
+        macs,
+        pods,
+        &d.remotes,
+        d.services.iter().cloned(),
+        d.generation,
+        old,
+    )
+    .map_err(|e| anyhow!("the node's tables cannot be built: {e}"))
 }
 
 /// Attaches `d`'s pods to a builder (before the workers start).
