@@ -43,7 +43,7 @@ impl std::fmt::Display for ObjKey {
 /// The objects the node needs, as the API server (or the manifests) has them.
 /// Namespaced objects without a namespace are filed under `default`, as
 /// kubectl does.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterState {
     pub services: BTreeMap<ObjKey, Service>,
     pub endpoint_slices: BTreeMap<ObjKey, EndpointSlice>,

@@ -185,7 +185,7 @@ pub fn load_dir(dir: &Path, previous: Option<&Loaded>) -> Loaded {
     // Keep the same Arc when nothing changed, so watchers can compare
     // cheaply.
     let state = match previous {
-        Some(p) if state_eq(&p.state, &state) => p.state.clone(),
+        Some(p) if *p.state == state => p.state.clone(),
         _ => Arc::new(state),
     };
     Loaded {
@@ -295,15 +295,4 @@ fn insert(state: &mut ClusterState, object: Object) {
             state.network_policies.insert(k, *o);
         }
     }
-}
-
-/// Whether two states hold the same objects.
-pub fn state_eq(a: &ClusterState, b: &ClusterState) -> bool {
-    std::ptr::eq(a, b)
-        || (a.services == b.services
-            && a.endpoint_slices == b.endpoint_slices
-            && a.nodes == b.nodes
-            && a.namespaces == b.namespaces
-            && a.pods == b.pods
-            && a.network_policies == b.network_policies)
 }

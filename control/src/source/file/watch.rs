@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::source::{Health, Report, Update};
 
-use super::{load_dir, state_eq, walk, Loaded};
+use super::{load_dir, walk, Loaded};
 
 /// The longest a rescan waits behind a continuous stream of events.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
@@ -140,7 +140,7 @@ async fn run(dir: PathBuf, debounce: Duration, tx: watch::Sender<Update>) {
         let changed = match &published {
             None => true,
             Some((state, health, old_reports)) => {
-                !(Arc::ptr_eq(state, &l.state) || state_eq(state, &l.state))
+                !(Arc::ptr_eq(state, &l.state) || **state == *l.state)
                     || *health != l.health
                     || *old_reports != reports
             }
