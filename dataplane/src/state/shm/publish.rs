@@ -2,6 +2,7 @@
 //! dataplane's [`Reader`]) and announcing generations ([`WorkerSlot`]); the
 //! epoch protocol and its memory ordering are in the parent module's doc.
 
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::*;
 
 use super::layout::{live_parts, live_word, READER_ANNOUNCE};
@@ -85,11 +86,85 @@ pub enum ReadError {
     Checksum { slot: usize, generation: u64 },
     #[error("the live generation kept moving while reading; try again")]
     Busy,
+    #[error("reading slot {slot}: {error}")]
+    Io { slot: usize, error: String },
     #[error("generation {generation}: {source}")]
     Decode {
         generation: u64,
         source: DecodeError,
     },
+}
+
+/// How often [`Shm::peek_live`] retries a slot rewritten under it.
+const PEEK_ATTEMPTS: usize = 8;
+
+impl Shm {
+    /// The live (generation, snapshot) read without announcing, for tools
+    /// (twillctl): an announce line has one writer, and the reader's belongs
+    /// to the dataplane. Read as a seqlock: the live slot's descriptor, its
+    /// bytes through `pread` (the publisher may be rewriting the slot: no
+    /// racing copy out of the mapping), the descriptor again. The publisher
+    /// zeroes a slot's generation before rewriting it and generations never
+    /// repeat, so an unchanged generation means the copy is whole; the
+    /// checksum and the decoder check the bytes besides. `Ok(None)`: nothing
+    /// published yet.
+    pub fn peek_live(&self) -> Result<Option<(u64, Snapshot)>, ReadError> {
+        let g = self.inner.geo;
+        let mut last = ReadError::Busy;
+        for attempt in 0..PEEK_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let (generation, slot) = live_parts(self.header().live.0.load(Acquire));
+            if generation == 0 {
+                return Ok(None);
+            }
+            if slot >= g.layout.slots as usize {
+                return Err(ReadError::BadSlot {
+                    slot,
+                    slots: g.layout.slots,
+                });
+            }
+            let d = &self.header().slots[slot];
+            let found = d.generation.load(Acquire);
+            if found != generation {
+                last = ReadError::SlotGeneration {
+                    slot,
+                    found,
+                    live: generation,
+                };
+                continue;
+            }
+            let len = d.len.load(Relaxed);
+            let sum = d.checksum.load(Relaxed);
+            if len > g.layout.slot_bytes {
+                return Err(ReadError::BadLength {
+                    slot,
+                    len,
+                    max: g.layout.slot_bytes,
+                });
+            }
+            let mut buf = vec![0u8; len as usize];
+            self.inner
+                .file
+                .read_exact_at(&mut buf, g.slot_off(slot))
+                .map_err(|e| ReadError::Io {
+                    slot,
+                    error: e.to_string(),
+                })?;
+            if d.generation.load(Acquire) != generation {
+                last = ReadError::Busy;
+                continue;
+            }
+            if checksum(&buf) != sum {
+                return Err(ReadError::Checksum { slot, generation });
+            }
+            let snap = Snapshot::decode(&buf)
+                .map_err(|source| ReadError::Decode { generation, source })?;
+            return Ok(Some((generation, snap)));
+        }
+        Err(last)
+    }
 }
 
 /// One slot's descriptor, for `twillctl status`.
