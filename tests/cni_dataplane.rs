@@ -8,6 +8,7 @@
 //! Needs root.
 
 mod cni_support;
+mod io_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

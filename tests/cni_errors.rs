@@ -4,6 +4,7 @@
 //! namespace the test creates).
 
 mod cni_support;
+mod io_support;
 
 use cni_support::{twill, Node, CNI_PATH};
 use serde_json::{json, Value};

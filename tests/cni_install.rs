@@ -3,6 +3,7 @@
 //! configuration the plugin accepts.
 
 mod cni_support;
+mod io_support;
 
 use std::process::Command;
 

@@ -4,6 +4,7 @@
 //! node and pods are network namespaces the tests create. Needs root.
 
 mod cni_support;
+mod io_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;

@@ -68,50 +68,15 @@ const BACKENDS: [(&str, &str, &str, &str); 3] = [
 ];
 const CLIENT_MAC: &str = "0a:58:0a:f4:01:02";
 
-/// target/<profile>/{twill-dataplane, twill-control}, built (or found up to
-/// date) by cargo once per test process, in the profile of this test: `cargo
-/// test` builds other packages' binaries only when asked, and a stale one
-/// would test old code.
+/// (twill-dataplane, twill-control), built once per test process in this
+/// test's profile.
 fn binaries() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target/<profile>")
-            .to_path_buf();
-        let target = profile_dir.parent().expect("target dir");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args([
-            "build",
-            "-j2",
-            "-p",
-            "dataplane",
-            "-p",
-            "control",
-            "--bin",
-            "twill-dataplane",
-            "--bin",
-            "twill-control",
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building twill-dataplane and twill-control: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dp = profile_dir.join("twill-dataplane");
-        let ctl = profile_dir.join("twill-control");
-        for b in [&dp, &ctl] {
-            assert!(b.exists(), "{} was not built", b.display());
-        }
-        (dp, ctl)
+        (
+            io_support::cargo_bin("dataplane", "twill-dataplane"),
+            io_support::cargo_bin("control", "twill-control"),
+        )
     })
 }
 
@@ -584,31 +549,6 @@ fn attachments(topo_ns: &[(&str, &str, &str, &str, &str)]) -> String {
         .expect("JSON")
 }
 
-fn pod(topo: &Topo, ns: &str, mac: &str, ip: &str) {
-    topo.ip(ns, &["link", "set", "eth0", "address", mac]);
-    topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-    topo.ip(
-        ns,
-        &["route", "add", "10.244.1.1", "dev", "eth0", "scope", "link"],
-    );
-    topo.ip(
-        ns,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.244.1.1",
-            "dev",
-            "eth0",
-        ],
-    );
-    // Checksums filled in by software: the frames cross AF_XDP.
-    io_support::run(&[
-        "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off",
-    ]);
-}
-
 /// Writes `text` to `name` in the manifest directory as an editor that
 /// saves atomically does (a hidden temporary file renamed over).
 fn write_manifest(dir: &Path, name: &str, text: &str) {
@@ -646,13 +586,13 @@ impl Node {
             "ip", "netns", "exec", &under, "ethtool", "-K", "eth0", "tx", "off",
         ]);
         topo.veth(&node, "pc", &client, "eth0");
-        pod(&topo, &client, CLIENT_MAC, CLIENT_IP);
+        io_support::pod(&topo, &client, CLIENT_MAC, CLIENT_IP);
         let stop = Arc::new(AtomicBool::new(false));
         let mut atts = vec![("client", client.clone(), CLIENT_IP, CLIENT_MAC, "pc")];
         for (name, ip, mac, veth) in BACKENDS {
             let ns = topo.netns(name);
             topo.veth(&node, veth, &ns, "eth0");
-            pod(&topo, &ns, mac, ip);
+            io_support::pod(&topo, &ns, mac, ip);
             serve(ns.clone(), name, ip, Arc::clone(&stop));
             atts.push((name, ns, ip, mac, veth));
         }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::config::fmt_mac;
 use dataplane::io::{
     netns, IfaceMode, RunOptions, SteerConfig, Steering, Workers, WorkersBuilder, XskConfig,
 };
@@ -23,37 +24,6 @@ use dataplane::{conntrack, lb};
 use io_support::Topo;
 
 static N: AtomicU32 = AtomicU32::new(0);
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn pod(topo: &Topo, ns: &str, m: [u8; 6], ip: &str) {
-    topo.ip(ns, &["link", "set", "eth0", "address", &mac(m)]);
-    topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-    topo.ip(
-        ns,
-        &["route", "add", "10.244.1.1", "dev", "eth0", "scope", "link"],
-    );
-    topo.ip(
-        ns,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.244.1.1",
-            "dev",
-            "eth0",
-        ],
-    );
-    io_support::run(&[
-        "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off",
-    ]);
-}
 
 fn start(node: &str, shm: &Shm) -> Workers {
     let node = node.to_string();
@@ -112,8 +82,8 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
     let pod2 = topo.netns("pod2");
     topo.veth(&node, "p1", &pod1, "eth0");
     topo.veth(&node, "p2", &pod2, "eth0");
-    pod(&topo, &pod1, CLIENT_MAC, "10.244.1.2");
-    pod(&topo, &pod2, WEB_LOCAL_MAC, "10.244.1.3");
+    io_support::pod(&topo, &pod1, &fmt_mac(&CLIENT_MAC), "10.244.1.2");
+    io_support::pod(&topo, &pod2, &fmt_mac(&WEB_LOCAL_MAC), "10.244.1.3");
 
     let mut w = start(&node, &shm);
     // Tables "from generation 5": every worker announces it, even idle.

@@ -20,45 +20,11 @@ use std::time::{Duration, Instant};
 use dataplane::io::netns;
 use io_support::Topo;
 
-/// target/<profile>/twill-dataplane, beside target/<profile>/deps/<this
-/// test>, built (or found up to date) by cargo once per test process, in the
-/// profile of this test: `cargo test` builds another package's binary only
-/// when asked, and a stale one would test old code.
+/// twill-dataplane, built once per test process in this test's profile.
 fn binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test executable path");
-            let profile_dir = exe
-                .parent()
-                .and_then(|d| d.parent())
-                .expect("target/<profile>")
-                .to_path_buf();
-            let target = profile_dir.parent().expect("target dir");
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args([
-                "build",
-                "-j1",
-                "-p",
-                "dataplane",
-                "--bin",
-                "twill-dataplane",
-            ])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let out = cmd.output().expect("run cargo build");
-            assert!(
-                out.status.success(),
-                "building twill-dataplane: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let bin = profile_dir.join("twill-dataplane");
-            assert!(bin.exists(), "{} was not built", bin.display());
-            bin
-        })
+        .get_or_init(|| io_support::cargo_bin("dataplane", "twill-dataplane"))
         .clone()
 }
 
@@ -129,30 +95,6 @@ impl Drop for Node {
     }
 }
 
-fn pod(topo: &Topo, ns: &str, mac: &str, ip: &str) {
-    topo.ip(ns, &["link", "set", "eth0", "address", mac]);
-    topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-    topo.ip(
-        ns,
-        &["route", "add", "10.244.1.1", "dev", "eth0", "scope", "link"],
-    );
-    topo.ip(
-        ns,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.244.1.1",
-            "dev",
-            "eth0",
-        ],
-    );
-    io_support::run(&[
-        "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off",
-    ]);
-}
-
 /// node (up0 <-> underlay's eth0, p1 <-> pod1, p2 <-> pod2) and a config
 /// file in a fresh directory.
 fn node(tag: &str, workers: &str) -> (Node, PathBuf) {
@@ -196,8 +138,8 @@ fn node_with(tag: &str, workers: &str, queues: u32) -> (Node, PathBuf) {
     topo.ip(&under, &["addr", "add", "192.168.77.254/24", "dev", "eth0"]);
     topo.veth(&node, "p1", &pod1, "eth0");
     topo.veth(&node, "p2", &pod2, "eth0");
-    pod(&topo, &pod1, POD1_MAC, "10.244.1.2");
-    pod(&topo, &pod2, POD2_MAC, "10.244.1.3");
+    io_support::pod(&topo, &pod1, POD1_MAC, "10.244.1.2");
+    io_support::pod(&topo, &pod2, POD2_MAC, "10.244.1.3");
     let dir = std::env::temp_dir().join(format!("twill-run-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("node.toml");

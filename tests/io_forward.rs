@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use dataplane::config::fmt_mac;
 use dataplane::io::{
     control_channel, netns, reply_channel, Control, ControlSender, Forwarder, FrameAccount,
     IfaceMode, IoStats, RunOptions, SteerConfig, SteerStats, Steering, Xsk, XskConfig,
@@ -18,17 +19,10 @@ use dataplane::pipeline::{Counters, Pipeline};
 use dataplane::state::demo::{self, CLIENT_MAC, CLIENT_PORT, WEB_LOCAL_MAC, WEB_LOCAL_PORT};
 use io_support::{StopOnDrop, Topo};
 
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Addresses a pod as twill's CNI will: a /32, its gateway on-link, and the
 /// default route through it.
 fn pod_addr(topo: &Topo, ns: &str, m: [u8; 6], ip: &str, ip6: &str) {
-    topo.ip(ns, &["link", "set", "eth0", "address", &mac(m)]);
+    topo.ip(ns, &["link", "set", "eth0", "address", &fmt_mac(&m)]);
     topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
     topo.ip(
         ns,
@@ -215,7 +209,7 @@ fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answer
         String::from_utf8_lossy(&ping6.stdout)
     );
     let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
-    let gw = mac(demo::GATEWAY_MAC);
+    let gw = fmt_mac(&demo::GATEWAY_MAC);
     for ip in ["10.244.1.1 ", "fd00:244:1::1 "] {
         assert!(
             neigh.lines().any(|l| l.starts_with(ip) && l.contains(&gw)),
@@ -323,7 +317,7 @@ fn the_node_and_a_pod_reach_each_other_through_the_kernel_while_the_dataplane_ru
     // What the CNI plugin sets up for the kernel's share of pod traffic: the
     // host-side veth answers to the gateway MAC the pods send everything to,
     // the node address is local, and each pod has a host route.
-    let gw = mac(demo::GATEWAY_MAC);
+    let gw = fmt_mac(&demo::GATEWAY_MAC);
     for dev in ["p1", "p2"] {
         topo.ip(&node, &["link", "set", dev, "address", &gw]);
     }

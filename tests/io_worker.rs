@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::config::fmt_mac;
 use dataplane::io::{
     netns, IfaceMode, RunOptions, SteerConfig, Steering, Workers, WorkersBuilder, XskConfig,
 };
@@ -21,37 +22,6 @@ use dataplane::state::demo::{
 use dataplane::{conntrack, lb};
 use io_support::Topo;
 
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn pod(topo: &Topo, ns: &str, m: [u8; 6], ip: &str) {
-    topo.ip(ns, &["link", "set", "eth0", "address", &mac(m)]);
-    topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-    topo.ip(
-        ns,
-        &["route", "add", "10.244.1.1", "dev", "eth0", "scope", "link"],
-    );
-    topo.ip(
-        ns,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.244.1.1",
-            "dev",
-            "eth0",
-        ],
-    );
-    io_support::run(&[
-        "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off",
-    ]);
-}
-
 #[test]
 fn pods_on_different_workers_exchange_a_bounded_stream_through_the_hand_off_without_loss() {
     const N: u32 = 2000;
@@ -61,8 +31,8 @@ fn pods_on_different_workers_exchange_a_bounded_stream_through_the_hand_off_with
     let pod2 = topo.netns("pod2");
     topo.veth(&node, "p1", &pod1, "eth0");
     topo.veth(&node, "p2", &pod2, "eth0");
-    pod(&topo, &pod1, CLIENT_MAC, "10.244.1.2");
-    pod(&topo, &pod2, WEB_LOCAL_MAC, "10.244.1.3");
+    io_support::pod(&topo, &pod1, &fmt_mac(&CLIENT_MAC), "10.244.1.2");
+    io_support::pod(&topo, &pod2, &fmt_mac(&WEB_LOCAL_MAC), "10.244.1.3");
 
     let tables = Arc::new(demo::demo_tables().expect("demo tables"));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -241,9 +211,9 @@ fn a_pod_attached_at_run_time_joins_the_least_loaded_worker_and_detaching_it_lea
     topo.veth(&node, "p1", &pod1, "eth0");
     topo.veth(&node, "p2", &pod2, "eth0");
     topo.veth(&node, "p3", &pod3, "eth0");
-    pod(&topo, &pod1, CLIENT_MAC, "10.244.1.2");
-    pod(&topo, &pod2, WEB_LOCAL_MAC, "10.244.1.3");
-    pod(&topo, &pod3, OTHER_MAC, "10.244.1.4");
+    io_support::pod(&topo, &pod1, &fmt_mac(&CLIENT_MAC), "10.244.1.2");
+    io_support::pod(&topo, &pod2, &fmt_mac(&WEB_LOCAL_MAC), "10.244.1.3");
+    io_support::pod(&topo, &pod3, &fmt_mac(&OTHER_MAC), "10.244.1.4");
 
     let mut w = two_workers(&node);
     let ping = |from: &str, to: &str| {

@@ -18,32 +18,8 @@ use serde_json::{json, Value};
 
 pub const CNI_PATH: &str = "/usr/lib/cni";
 
-/// Builds `bin` of `package` in this test's profile (cargo builds another
-/// package's binaries only when asked) and returns its path.
 fn build(package: &str, bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>")
-        .to_path_buf();
-    let target = profile_dir.parent().expect("target dir");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-j1", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "building {bin}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = profile_dir.join(bin);
-    assert!(p.exists(), "{} was not built", p.display());
-    p
+    crate::io_support::cargo_bin(package, bin)
 }
 
 pub fn twill() -> PathBuf {

@@ -7,6 +7,7 @@
 //! namespace with `dataplane::io::netns::enter_named`.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Fails (never skips) unless the test runs as root.
@@ -108,4 +109,56 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The pods' gateway address in these topologies (answered by the dataplane).
+pub const POD_GATEWAY: &str = "10.244.1.1";
+
+/// Sets up a pod's `eth0` in `ns` as twill's CNI does: its MAC, a /32
+/// address, the gateway on-link and the default route through it, and tx
+/// checksum offload off (XDP sees frames before the stack would finish
+/// their checksums).
+pub fn pod(topo: &Topo, ns: &str, mac: &str, ip: &str) {
+    topo.ip(ns, &["link", "set", "eth0", "address", mac]);
+    topo.ip(ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+    topo.ip(
+        ns,
+        &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"],
+    );
+    topo.ip(
+        ns,
+        &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"],
+    );
+    run(&[
+        "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off",
+    ]);
+}
+
+/// Builds `bin` of `package` in this test's profile and returns its path:
+/// `cargo test` builds another package's binaries only when asked, and a
+/// stale one would test old code.
+pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    let target = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-j2", "-p", package, "--bin", bin])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "building {bin}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = profile_dir.join(bin);
+    assert!(p.exists(), "{} was not built", p.display());
+    p
 }
