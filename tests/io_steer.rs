@@ -80,7 +80,6 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
             netns::enter_named(&node).expect("enter node namespace");
             let mut st = Steering::load(&SteerConfig {
                 vxlan_port: 8472,
-                nodeport_range: (30000, 32767),
                 snat_ports: (0, 0),
             })
             .expect("load steering program");
@@ -191,7 +190,7 @@ fn flows(frame: &[u8], out: &mut Vec<(std::net::IpAddr, u8, u16)>) {
 }
 
 #[test]
-fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves_the_rest() {
+fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and_leaves_the_rest() {
     use dataplane::io::ZeroCopy;
     use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 
@@ -225,7 +224,6 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
             netns::enter_named(&node).expect("enter node namespace");
             let mut st = Steering::load(&SteerConfig {
                 vxlan_port: 8472,
-                nodeport_range: (30000, 32767),
                 snat_ports: (40000, 40100),
             })
             .expect("load");
@@ -234,6 +232,9 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
             st.add_vip(vip, None).unwrap();
             // An externalIP equal to the node address: only TCP 8443 is ours.
             st.add_vip(node_v4, Some((6, 8443))).unwrap();
+            // A served NodePort: UDP 30080 (30081, in the range but served
+            // by nobody, stays the kernel's, as a healthCheckNodePort must).
+            st.add_node_port(17, 30080).unwrap();
             let mut xsk = Xsk::new(XskConfig {
                 zero_copy: ZeroCopy::Auto,
                 ..XskConfig::default()
@@ -301,6 +302,7 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
                 for dst in [
                     "192.168.50.1:8472",
                     "192.168.50.1:30080",
+                    "192.168.50.1:30081",
                     "192.168.50.1:40050",
                     "10.96.0.10:80",
                     "192.168.50.1:5353",
@@ -375,6 +377,7 @@ fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves
     }
     for (ip, proto, port, what) in [
         (node_v4, 17, 5353, "another UDP port of the node"),
+        (node_v4, 17, 30081, "an unserved port of the NodePort range"),
         (node_v6, 17, 5353, "another UDP port of the node (IPv6)"),
         (node_v4, 17, 8443, "UDP to the TCP-only externalIP port"),
         (node_v4, 1, 8, "pings to the node"),

@@ -8,7 +8,7 @@
 //
 // - uplink: VXLAN to our UDP port on a node address; Service VIPs (any port for
 //   a VIP the node does not own, VIP:port:proto for one it does, e.g. an
-//   externalIP equal to the node IP); the NodePort range and the SNAT port
+//   externalIP equal to the node IP); served NodePorts and the SNAT port
 //   range on node addresses (TCP/UDP/SCTP), echo replies whose identifier is in
 //   the SNAT range, ICMP errors about a packet sent from an SNAT port (or with
 //   an echo identifier in the range). Everything else (ARP/ND, SSH, kubelet, API server, the
@@ -53,8 +53,6 @@ struct iface_cfg {
 // Node-wide steering parameters (host byte order), one entry.
 struct steer_cfg {
 	__u16 vxlan_port;
-	__u16 nodeport_lo;
-	__u16 nodeport_hi;
 	__u16 snat_lo;
 	__u16 snat_hi;
 	__u16 pad;
@@ -64,7 +62,9 @@ struct addr_key {
 	__u8 addr[16];
 };
 
-// A VIP: port 0 and proto 0 mean every packet to the address.
+// A VIP: port 0 and proto 0 mean every packet to the address. The all-zero
+// address with a port and protocol is a served NodePort (on every node
+// address); no VIP is the unspecified address.
 struct vip_key {
 	__u8 addr[16];
 	__u16 port; // host byte order
@@ -310,6 +310,17 @@ static __always_inline int is_vip(const struct pkt *p)
 	return bpf_map_lookup_elem(&vips, &k) != NULL;
 }
 
+// A NodePort some Service serves. Another port of the NodePort range stays
+// the kernel's: a healthCheckNodePort answered by twill-control, or a port
+// nobody serves (the kernel resets it, as under kube-proxy).
+static __always_inline int is_node_port(const struct pkt *p)
+{
+	struct vip_key k = {};
+	k.port = p->dport;
+	k.proto = p->proto;
+	return bpf_map_lookup_elem(&vips, &k) != NULL;
+}
+
 // Traffic to a node address that is nevertheless the dataplane's.
 static __always_inline int node_port_for_us(const struct pkt *p, const struct steer_cfg *c,
 					    int uplink)
@@ -317,7 +328,7 @@ static __always_inline int node_port_for_us(const struct pkt *p, const struct st
 	if (!p->has_l4)
 		return 0;
 	if (has_ports(p->proto)) {
-		if (in_range(p->dport, c->nodeport_lo, c->nodeport_hi))
+		if (is_node_port(p))
 			return 1;
 		// Replies to what the dataplane SNATed to a node address: from
 		// outside (masquerade), and from a pod (NodePort with

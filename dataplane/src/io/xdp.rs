@@ -33,7 +33,8 @@ pub const XSK_SLOTS: u32 = 4096;
 /// What an interface is to the steering program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfaceMode {
-    /// The node's NIC: only VXLAN, VIPs, NodePorts and SNAT replies are ours.
+    /// The node's NIC: only VXLAN, VIPs, served NodePorts and SNAT replies are
+    /// ours.
     Uplink,
     /// A pod's host-side veth: everything but traffic to node addresses is ours.
     Pod,
@@ -53,8 +54,6 @@ pub enum XdpAttachMode {
 pub struct SteerConfig {
     /// Our VXLAN UDP port (0: no VXLAN).
     pub vxlan_port: u16,
-    /// The NodePort range, inclusive ((0, 0): none).
-    pub nodeport_range: (u16, u16),
     /// The SNAT source-port range, inclusive ((0, 0): none). It must not
     /// overlap the kernel's `net.ipv4.ip_local_port_range`, or replies to the
     /// node's own connections would be taken from the kernel.
@@ -65,7 +64,6 @@ impl SteerConfig {
     pub fn from_node(c: &NodeConfig) -> SteerConfig {
         SteerConfig {
             vxlan_port: c.vxlan_port,
-            nodeport_range: c.nodeport_range,
             snat_ports: c.snat_ports,
         }
     }
@@ -98,8 +96,6 @@ struct IfaceCfg {
 #[derive(Clone, Copy, Debug)]
 struct SteerCfgC {
     vxlan_port: u16,
-    nodeport_lo: u16,
-    nodeport_hi: u16,
     snat_lo: u16,
     snat_hi: u16,
     pad: u16,
@@ -228,8 +224,6 @@ impl Steering {
     pub fn set_config(&mut self, cfg: &SteerConfig) -> Result<(), IoError> {
         let c = SteerCfgC {
             vxlan_port: cfg.vxlan_port,
-            nodeport_lo: cfg.nodeport_range.0,
-            nodeport_hi: cfg.nodeport_range.1,
             snat_lo: cfg.snat_ports.0,
             snat_hi: cfg.snat_ports.1,
             pad: 0,
@@ -420,6 +414,23 @@ impl Steering {
             .map_err(|e| map_err(format!("removing VIP {ip}"), e))
     }
 
+    /// Makes a NodePort ours on every node address. Only served NodePorts
+    /// are: another port of the NodePort range stays the kernel's, as with
+    /// kube-proxy (a healthCheckNodePort served by control's HTTP server, a
+    /// port nobody serves that the kernel resets). Kept in the VIP map under
+    /// the unspecified address, which no VIP can be.
+    pub fn add_node_port(&mut self, proto: u8, port: u16) -> Result<(), IoError> {
+        self.vips
+            .insert(node_port_key(proto, port), 1, 0)
+            .map_err(|e| map_err(format!("adding NodePort {port}/{proto}"), e))
+    }
+
+    pub fn remove_node_port(&mut self, proto: u8, port: u16) -> Result<(), IoError> {
+        self.vips
+            .remove(&node_port_key(proto, port))
+            .map_err(|e| map_err(format!("removing NodePort {port}/{proto}"), e))
+    }
+
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> SteerStats {
         let get = |i: u32| -> u64 { self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
@@ -452,6 +463,16 @@ fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     match (it.next(), it.next()) {
         (Some(Ok(lo)), Some(Ok(hi))) => Some((lo, hi)),
         _ => None,
+    }
+}
+
+/// steer.c's `is_node_port` key: all-zero address, the port and protocol.
+fn node_port_key(proto: u8, port: u16) -> VipKey {
+    VipKey {
+        addr: [0; 16],
+        port,
+        proto,
+        pad: 0,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the node serves (pods, remote nodes, Services), from the config file
 //! or from control's snapshots in shared memory, and applying a new one to
 //! the running workers: pod interfaces attached and detached, the steering
-//! program's VIPs updated, new tables built (reusing the Maglev tables of
+//! program's VIPs and NodePorts updated, new tables built (reusing the Maglev tables of
 //! unchanged Services) and handed to the workers.
 //!
 //! Pod ports are assigned by interface name and kept while the interface
@@ -58,6 +58,15 @@ impl Desired {
             }
         }
         out
+    }
+
+    /// The steering program's NodePort entries (protocol, port): only these
+    /// ports of the NodePort range are the dataplane's.
+    pub fn node_ports(&self) -> BTreeSet<(u8, u16)> {
+        self.services
+            .iter()
+            .filter_map(|s| s.node_port.map(|np| (s.proto, np)))
+            .collect()
     }
 }
 
@@ -155,7 +164,7 @@ pub fn attach_initial(
     Ok(())
 }
 
-/// Applies the pod and VIP differences between `old` and `new` to running
+/// Applies the pod, VIP and NodePort differences between `old` and `new` to running
 /// workers. Errors on one pod are logged and do not stop the others.
 pub fn apply_changes(
     workers: &mut Workers,
@@ -205,6 +214,17 @@ pub fn apply_changes(
         for (ip, port) in after.difference(&before) {
             if let Err(e) = s.add_vip(*ip, *port) {
                 log::error!("steering: adding VIP {ip}: {e}");
+            }
+        }
+        let (before, after) = (old.node_ports(), new.node_ports());
+        for (proto, port) in before.difference(&after) {
+            if let Err(e) = s.remove_node_port(*proto, *port) {
+                log::warn!("steering: {e}");
+            }
+        }
+        for (proto, port) in after.difference(&before) {
+            if let Err(e) = s.add_node_port(*proto, *port) {
+                log::error!("steering: {e}");
             }
         }
     });

@@ -104,6 +104,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     for (ip, port) in desired.vips(&node_ips) {
         st.add_vip(ip, port)?;
     }
+    for (proto, port) in desired.node_ports() {
+        st.add_node_port(proto, port)?;
+    }
 
     let ct = match &shm {
         Some(shm) => {
