@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use dataplane::io::netns;
 use io_support::Topo;
 
-/// The two tests each run a control and a dataplane; on a 2-core machine
+/// The tests each run a control and a dataplane; on a 2-core machine
 /// they run one after the other.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -132,8 +132,14 @@ spec:
     )
 }
 
-/// The Service's EndpointSlice listing the named backends, ready.
+/// The `web` Service's EndpointSlice listing the named backends, ready.
 fn slice_yaml(backends: &[&str]) -> String {
+    slice_for("web", "web-x7k2p", backends)
+}
+
+/// An EndpointSlice `slice` of Service `service` listing the named backends
+/// (on this node), ready.
+fn slice_for(service: &str, slice: &str, backends: &[&str]) -> String {
     let mut eps = String::new();
     for name in backends {
         let (_, ip, _, _) = BACKENDS
@@ -154,27 +160,25 @@ fn slice_yaml(backends: &[&str]) -> String {
 "#
         );
     }
-    if backends.is_empty() {
-        eps = "[]\n".into();
-        return format!("{}endpoints: {eps}", slice_head());
-    }
-    format!("{}endpoints:\n{eps}", slice_head())
-}
-
-fn slice_head() -> &'static str {
-    r#"apiVersion: discovery.k8s.io/v1
+    let head = format!(
+        r#"apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: web-x7k2p
+  name: {slice}
   namespace: e2e
   labels:
-    kubernetes.io/service-name: web
+    kubernetes.io/service-name: {service}
 addressType: IPv4
 ports:
 - name: http
   protocol: TCP
   port: 8080
 "#
+    );
+    if backends.is_empty() {
+        return format!("{head}endpoints: []\n");
+    }
+    format!("{head}endpoints:\n{eps}")
 }
 
 /// A Service whose port is a word and whose selector is a list: a manifest
@@ -1006,4 +1010,140 @@ fn established_connections_survive_a_dataplane_restart_and_forwarding_survives_c
     assert_eq!(ask(&mut est_np, Duration::from_secs(1)), Ok(backend_np));
     let text = n.logs();
     assert!(!text.contains("panicked"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// externalTrafficPolicy Local: the healthCheckNodePort.
+
+/// The node port and health-check port of the `web-local` Service.
+const LOCAL_NODE_PORT: u16 = 30110;
+const HEALTH_PORT: u16 = 30111;
+
+/// A LoadBalancer Service with externalTrafficPolicy Local: kube-proxy (here
+/// control) serves its healthCheckNodePort on every node. Its ingress IP is
+/// a documentation address nothing is sent to.
+fn local_service_yaml() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web-local
+  namespace: e2e
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.11
+  clusterIPs: ["10.96.0.11"]
+  ipFamilies: ["IPv4"]
+  ipFamilyPolicy: SingleStack
+  externalTrafficPolicy: Local
+  healthCheckNodePort: {HEALTH_PORT}
+  selector:
+    app: web
+  ports:
+  - name: http
+    protocol: TCP
+    port: 80
+    targetPort: 8080
+    nodePort: {LOCAL_NODE_PORT}
+status:
+  loadBalancer:
+    ingress:
+    - ip: 203.0.113.10
+"#
+    )
+}
+
+/// `GET /` on the node's health-check port from the underlay, as a cloud
+/// load balancer probes it: (status, JSON body).
+fn health_probe(ns: &str) -> Result<(u16, serde_json::Value), String> {
+    let mut s = connect(
+        ns,
+        &format!("{NODE_IP}:{HEALTH_PORT}"),
+        Duration::from_millis(300),
+    )?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Until the server closes (Connection: close), bounded by the timeout.
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if got.is_empty() => return Err(format!("receive: {e}")),
+            Err(_) => break,
+        }
+        if got.len() > 64 * 1024 {
+            return Err("an answer over 64 KiB".into());
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    let json = serde_json::from_str(body.trim()).map_err(|e| format!("{e}: {body:?}"))?;
+    Ok((status, json))
+}
+
+#[test]
+fn a_local_services_health_check_node_port_answers_load_balancers_with_this_nodes_endpoints() {
+    let _serial = lock();
+    let _ = binaries();
+    let mut n = Node::new("hc", 30080, &["b1", "b2"]);
+    write_manifest(&n.manifests, "local-service.yaml", &local_service_yaml());
+    write_manifest(
+        &n.manifests,
+        "local-endpoints.yaml",
+        &slice_for("web-local", "web-local-4f9qz", &["b1", "b3"]),
+    );
+    n.start_control();
+    n.start_dataplane();
+    n.wait_serving();
+
+    // (1) The health-check port is in the NodePort range but served by
+    // control through the kernel: the steering program leaves a port of
+    // the range that no Service serves to the kernel when it has a socket
+    // for it. 200 with the count of this node's ready endpoints, as
+    // kube-proxy answers.
+    let (_, seen) = settle(
+        Instant::now(),
+        1,
+        || health_probe(&n.under).map(|(code, body)| format!("{code} {body}")),
+        |r| r.as_ref().is_ok_and(|t| t.starts_with("200 ")),
+    );
+    let (code, body) = health_probe(&n.under)
+        .unwrap_or_else(|e| panic!("health check: {e}; seen {seen:?}\n{}", n.logs()));
+    assert_eq!(code, 200, "{body}\n{}", n.logs());
+    assert_eq!(body["localEndpoints"], 2, "{body}");
+    assert_eq!(body["serviceProxyHealthy"], true, "{body}");
+    assert_eq!(body["service"]["namespace"], "e2e", "{body}");
+    assert_eq!(body["service"]["name"], "web-local", "{body}");
+
+    // (2) The Service's own NodePort is the dataplane's, and with
+    // externalTrafficPolicy Local it reaches only the local endpoints.
+    let got = n.spread(&n.under, &format!("{NODE_IP}:{LOCAL_NODE_PORT}"), 6);
+    assert!(got.is_subset(&set(&["b1", "b3"])), "{got:?}");
+
+    // (3) The local endpoints stop being ready: 503 with none, within a
+    // second of the edit.
+    let mut not_ready = slice_for("web-local", "web-local-4f9qz", &["b1", "b3"]);
+    not_ready = not_ready.replace("ready: true", "ready: false");
+    let edit = Instant::now();
+    write_manifest(&n.manifests, "local-endpoints.yaml", &not_ready);
+    let (after, seen) = settle(
+        edit,
+        3,
+        || health_probe(&n.under).map(|(code, body)| format!("{code} {}", body["localEndpoints"])),
+        |r| r.as_ref().is_ok_and(|t| t == "503 0"),
+    );
+    let after = after.unwrap_or_else(|| panic!("503 after the edit: {seen:?}\n{}", n.logs()));
+    eprintln!("health check answers 503 {after:?} after the endpoints stopped being ready");
+    assert!(after < WITHIN, "{after:?}");
 }

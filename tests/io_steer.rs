@@ -80,6 +80,7 @@ fn steering_on_a_pod_port_passes_node_traffic_to_the_kernel_and_redirects_the_re
             netns::enter_named(&node).expect("enter node namespace");
             let mut st = Steering::load(&SteerConfig {
                 vxlan_port: 8472,
+                nodeport_range: (30000, 32767),
                 snat_ports: (0, 0),
             })
             .expect("load steering program");
@@ -190,7 +191,8 @@ fn flows(frame: &[u8], out: &mut Vec<(std::net::IpAddr, u8, u16)>) {
 }
 
 #[test]
-fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and_leaves_the_rest() {
+fn steering_on_the_uplink_takes_vxlan_vips_nodeports_and_snat_replies_and_leaves_the_rest_and_the_kernels_sockets(
+) {
     use dataplane::io::ZeroCopy;
     use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 
@@ -224,6 +226,7 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
             netns::enter_named(&node).expect("enter node namespace");
             let mut st = Steering::load(&SteerConfig {
                 vxlan_port: 8472,
+                nodeport_range: (30000, 32767),
                 snat_ports: (40000, 40100),
             })
             .expect("load");
@@ -232,9 +235,18 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
             st.add_vip(vip, None).unwrap();
             // An externalIP equal to the node address: only TCP 8443 is ours.
             st.add_vip(node_v4, Some((6, 8443))).unwrap();
-            // A served NodePort: UDP 30080 (30081, in the range but served
-            // by nobody, stays the kernel's, as a healthCheckNodePort must).
+            // A served NodePort: UDP 30080, ours although a kernel socket
+            // has it too. 30081, in the range and served by nobody, has a
+            // kernel socket (as a healthCheckNodePort server): the kernel's.
+            // 30082 has neither: ours (a NodePort just removed keeps its
+            // established flows).
             st.add_node_port(17, 30080).unwrap();
+            let kernel_udp = |port: u16| {
+                let u = UdpSocket::bind(("192.168.50.1", port)).expect("kernel socket");
+                u.set_nonblocking(true).unwrap();
+                u
+            };
+            let (k30080, k30081) = (kernel_udp(30080), kernel_udp(30081));
             let mut xsk = Xsk::new(XskConfig {
                 zero_copy: ZeroCopy::Auto,
                 ..XskConfig::default()
@@ -260,7 +272,12 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
                     xsk.free(t);
                 }
             }
-            (found, st.stats(), mode)
+            let heard = |u: &UdpSocket| {
+                let mut b = [0u8; 64];
+                std::iter::from_fn(|| u.recv(&mut b).ok()).count()
+            };
+            let kernel_heard = (heard(&k30080), heard(&k30081));
+            (found, st.stats(), mode, kernel_heard)
         });
         ready_rx
             .recv_timeout(Duration::from_secs(20))
@@ -303,6 +320,7 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
                     "192.168.50.1:8472",
                     "192.168.50.1:30080",
                     "192.168.50.1:30081",
+                    "192.168.50.1:30082",
                     "192.168.50.1:40050",
                     "10.96.0.10:80",
                     "192.168.50.1:5353",
@@ -343,7 +361,14 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
         stop.store(true, Ordering::Relaxed);
         (h.join().expect("dataplane thread"), snat_err, other_err)
     });
-    let ((found, steer, zc_mode), snat_err, other_err) = (found_steer_mode, snat_err, other_err);
+    let ((found, steer, zc_mode, kernel_heard), snat_err, other_err) =
+        (found_steer_mode, snat_err, other_err);
+    assert_eq!(
+        kernel_heard,
+        (0, 2),
+        "the kernel socket on the served NodePort hears nothing; the one on an unserved \
+         port of the range hears both datagrams"
+    );
     assert_eq!(
         other_err,
         std::io::ErrorKind::ConnectionRefused,
@@ -364,7 +389,8 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
     for (ip, proto, port, what) in [
         (node_v4, 17, 8472, "VXLAN"),
         (node_v6, 17, 8472, "VXLAN over IPv6"),
-        (node_v4, 17, 30080, "a NodePort"),
+        (node_v4, 17, 30080, "a served NodePort"),
+        (node_v4, 17, 30082, "an unserved port of the NodePort range"),
         (node_v4, 17, 40050, "a reply to the SNAT range"),
         (vip, 17, 80, "a VIP"),
         (node_v4, 6, 8443, "an externalIP:port on the node address"),
@@ -377,7 +403,12 @@ fn steering_on_the_uplink_takes_vxlan_vips_served_nodeports_and_snat_replies_and
     }
     for (ip, proto, port, what) in [
         (node_v4, 17, 5353, "another UDP port of the node"),
-        (node_v4, 17, 30081, "an unserved port of the NodePort range"),
+        (
+            node_v4,
+            17,
+            30081,
+            "an unserved port of the NodePort range with a kernel socket",
+        ),
         (node_v6, 17, 5353, "another UDP port of the node (IPv6)"),
         (node_v4, 17, 8443, "UDP to the TCP-only externalIP port"),
         (node_v4, 1, 8, "pings to the node"),

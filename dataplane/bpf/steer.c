@@ -8,8 +8,10 @@
 //
 // - uplink: VXLAN to our UDP port on a node address; Service VIPs (any port for
 //   a VIP the node does not own, VIP:port:proto for one it does, e.g. an
-//   externalIP equal to the node IP); served NodePorts and the SNAT port
-//   range on node addresses (TCP/UDP/SCTP), echo replies whose identifier is in
+//   externalIP equal to the node IP); the NodePort range (except ports the
+//   kernel has a socket for and no Service serves: healthCheckNodePorts) and
+//   the SNAT port range on node addresses (TCP/UDP/SCTP), echo replies whose
+//   identifier is in
 //   the SNAT range, ICMP errors about a packet sent from an SNAT port (or with
 //   an echo identifier in the range). Everything else (ARP/ND, SSH, kubelet, API server, the
 //   kernel's own connections) goes to the kernel untouched.
@@ -53,6 +55,8 @@ struct iface_cfg {
 // Node-wide steering parameters (host byte order), one entry.
 struct steer_cfg {
 	__u16 vxlan_port;
+	__u16 nodeport_lo;
+	__u16 nodeport_hi;
 	__u16 snat_lo;
 	__u16 snat_hi;
 	__u16 pad;
@@ -310,9 +314,8 @@ static __always_inline int is_vip(const struct pkt *p)
 	return bpf_map_lookup_elem(&vips, &k) != NULL;
 }
 
-// A NodePort some Service serves. Another port of the NodePort range stays
-// the kernel's: a healthCheckNodePort answered by twill-control, or a port
-// nobody serves (the kernel resets it, as under kube-proxy).
+// A NodePort some Service serves (ours even if a kernel socket has the port,
+// as kube-proxy's DNAT comes before the socket).
 static __always_inline int is_node_port(const struct pkt *p)
 {
 	struct vip_key k = {};
@@ -321,15 +324,58 @@ static __always_inline int is_node_port(const struct pkt *p)
 	return bpf_map_lookup_elem(&vips, &k) != NULL;
 }
 
+static __always_inline int is_v4_mapped(const struct addr_key *k)
+{
+	return k->addr[0] == 0 && k->addr[1] == 0 && k->addr[2] == 0 && k->addr[3] == 0 &&
+	       k->addr[4] == 0 && k->addr[5] == 0 && k->addr[6] == 0 && k->addr[7] == 0 &&
+	       k->addr[8] == 0 && k->addr[9] == 0 && k->addr[10] == 0xff && k->addr[11] == 0xff;
+}
+
+// Whether the kernel has a socket for the destination (address, port): a
+// listener such as twill-control's healthCheckNodePort server, whose port
+// the API server takes from the NodePort range. The source is left empty: a
+// listener is found whatever the peer (and the kernel then finds the
+// connection's own socket).
+static __always_inline int kernel_socket(struct xdp_md *ctx, const struct pkt *p)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	if (is_v4_mapped(&p->dst)) {
+		__builtin_memcpy(&t.ipv4.daddr, &p->dst.addr[12], 4);
+		t.ipv4.dport = bpf_htons(p->dport);
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.daddr, p->dst.addr, 16);
+		t.ipv6.dport = bpf_htons(p->dport);
+		size = sizeof(t.ipv6);
+	}
+	if (p->proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else if (p->proto == IPPROTO_UDP)
+		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		return 0;
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 // Traffic to a node address that is nevertheless the dataplane's.
-static __always_inline int node_port_for_us(const struct pkt *p, const struct steer_cfg *c,
-					    int uplink)
+static __always_inline int node_port_for_us(struct xdp_md *ctx, const struct pkt *p,
+					    const struct steer_cfg *c, int uplink)
 {
 	if (!p->has_l4)
 		return 0;
 	if (has_ports(p->proto)) {
+		// A port of the range that no Service serves stays ours (an
+		// established flow of a NodePort just removed keeps its
+		// translation) unless the kernel has a socket for it.
 		if (is_node_port(p))
 			return 1;
+		if (in_range(p->dport, c->nodeport_lo, c->nodeport_hi))
+			return !kernel_socket(ctx, p);
 		// Replies to what the dataplane SNATed to a node address: from
 		// outside (masquerade), and from a pod (NodePort with
 		// externalTrafficPolicy Cluster, hairpin). The kernel's own
@@ -350,16 +396,18 @@ static __always_inline int node_port_for_us(const struct pkt *p, const struct st
 	return 0;
 }
 
-static __always_inline int uplink_wants(const struct pkt *p, const struct steer_cfg *c)
+static __always_inline int uplink_wants(struct xdp_md *ctx, const struct pkt *p,
+					const struct steer_cfg *c)
 {
 	if (p->is_arp)
 		return 0;
 	if (is_vip(p))
 		return 1;
-	return is_node_addr(&p->dst) && node_port_for_us(p, c, 1);
+	return is_node_addr(&p->dst) && node_port_for_us(ctx, p, c, 1);
 }
 
-static __always_inline int pod_wants(const struct pkt *p, const struct steer_cfg *c)
+static __always_inline int pod_wants(struct xdp_md *ctx, const struct pkt *p,
+				     const struct steer_cfg *c)
 {
 	if (p->is_arp) {
 		if (p->arp_op != ARPOP_REQUEST_)
@@ -375,7 +423,7 @@ static __always_inline int pod_wants(const struct pkt *p, const struct steer_cfg
 	}
 	if (!is_node_addr(&p->dst))
 		return 1;
-	return is_vip(p) || node_port_for_us(p, c, 0);
+	return is_vip(p) || node_port_for_us(ctx, p, c, 0);
 }
 
 SEC("xdp")
@@ -397,9 +445,9 @@ int twill_steer(struct xdp_md *ctx)
 	if (!parse(ctx, &p))
 		ours = ic->mode == MODE_POD; // a pod's odd frames: the dataplane counts them
 	else if (ic->mode == MODE_UPLINK)
-		ours = uplink_wants(&p, c);
+		ours = uplink_wants(ctx, &p, c);
 	else if (ic->mode == MODE_POD)
-		ours = pod_wants(&p, c);
+		ours = pod_wants(ctx, &p, c);
 	else
 		ours = 0;
 	if (!ours) {

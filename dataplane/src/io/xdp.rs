@@ -33,8 +33,7 @@ pub const XSK_SLOTS: u32 = 4096;
 /// What an interface is to the steering program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfaceMode {
-    /// The node's NIC: only VXLAN, VIPs, served NodePorts and SNAT replies are
-    /// ours.
+    /// The node's NIC: only VXLAN, VIPs, NodePorts and SNAT replies are ours.
     Uplink,
     /// A pod's host-side veth: everything but traffic to node addresses is ours.
     Pod,
@@ -54,6 +53,8 @@ pub enum XdpAttachMode {
 pub struct SteerConfig {
     /// Our VXLAN UDP port (0: no VXLAN).
     pub vxlan_port: u16,
+    /// The NodePort range, inclusive ((0, 0): none).
+    pub nodeport_range: (u16, u16),
     /// The SNAT source-port range, inclusive ((0, 0): none). It must not
     /// overlap the kernel's `net.ipv4.ip_local_port_range`, or replies to the
     /// node's own connections would be taken from the kernel.
@@ -64,6 +65,7 @@ impl SteerConfig {
     pub fn from_node(c: &NodeConfig) -> SteerConfig {
         SteerConfig {
             vxlan_port: c.vxlan_port,
+            nodeport_range: c.nodeport_range,
             snat_ports: c.snat_ports,
         }
     }
@@ -96,6 +98,8 @@ struct IfaceCfg {
 #[derive(Clone, Copy, Debug)]
 struct SteerCfgC {
     vxlan_port: u16,
+    nodeport_lo: u16,
+    nodeport_hi: u16,
     snat_lo: u16,
     snat_hi: u16,
     pad: u16,
@@ -224,6 +228,8 @@ impl Steering {
     pub fn set_config(&mut self, cfg: &SteerConfig) -> Result<(), IoError> {
         let c = SteerCfgC {
             vxlan_port: cfg.vxlan_port,
+            nodeport_lo: cfg.nodeport_range.0,
+            nodeport_hi: cfg.nodeport_range.1,
             snat_lo: cfg.snat_ports.0,
             snat_hi: cfg.snat_ports.1,
             pad: 0,
@@ -414,11 +420,12 @@ impl Steering {
             .map_err(|e| map_err(format!("removing VIP {ip}"), e))
     }
 
-    /// Makes a NodePort ours on every node address. Only served NodePorts
-    /// are: another port of the NodePort range stays the kernel's, as with
-    /// kube-proxy (a healthCheckNodePort served by control's HTTP server, a
-    /// port nobody serves that the kernel resets). Kept in the VIP map under
-    /// the unspecified address, which no VIP can be.
+    /// Marks a NodePort as served, on every node address: it is ours even
+    /// when a kernel socket has the port. Another port of the NodePort range
+    /// is the kernel's when the kernel has a socket for it (twill-control's
+    /// healthCheckNodePort servers), else ours (the established flows of a
+    /// NodePort that was just removed keep their translation). Kept in the
+    /// VIP map under the unspecified address, which no VIP can be.
     pub fn add_node_port(&mut self, proto: u8, port: u16) -> Result<(), IoError> {
         self.vips
             .insert(node_port_key(proto, port), 1, 0)
