@@ -53,6 +53,7 @@ mod counters;
 mod drop;
 mod fast;
 mod flow;
+mod flows;
 mod forward;
 mod frag;
 mod frame;
@@ -100,6 +101,8 @@ pub(crate) struct Env<'a> {
 pub(crate) struct State {
     pub cnt: Counters,
     pub route: forward::RouteCache,
+    /// The fast path's established flows (see `flows`).
+    pub flows: flows::FlowCache,
     pub frags: frag::Frags,
     pub stash: frag::Stash,
     /// First fragments seen this batch whose stashed fragments are to be released.
@@ -139,6 +142,7 @@ impl Pipeline {
             st: State {
                 cnt: Counters::default(),
                 route: forward::RouteCache::default(),
+                flows: flows::FlowCache::default(),
                 frags: frag::Frags::new(frag_capacity, FRAG_TIMEOUT_NS),
                 stash: frag::Stash::new(STASH_SLOTS),
                 release: Vec::with_capacity(BATCH),
@@ -161,6 +165,7 @@ impl Pipeline {
     pub fn set_tables(&mut self, tables: Arc<Tables>) {
         if tables.generation() != self.tables.generation() {
             self.st.route.reset();
+            self.st.flows.reset();
         }
         self.tables = tables;
     }
@@ -230,7 +235,7 @@ impl Pipeline {
         {
             if fast::parse(env.t, &mut ports, f, l) {
                 l.step = fast::Step::Fast;
-                env.ct.prefetch_hashed(l.h);
+                fast::look(env.ct, &st.flows, l);
                 continue;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
