@@ -33,22 +33,27 @@
 //! outer IPv4 identification sequence) are the general path's.
 //!
 //! Callgrind, instructions per packet (`bench-pipeline`, see the binary's
-//! help), general path alone -> first fast path -> this one:
-//! service-encap 749 -> 607 -> 495, decap-reverse 820 -> 589 -> 490,
-//! pod-to-pod 472 -> 348 -> 290, new-flow 1812 -> 1887 -> 1808. What is left
-//! of service-encap's 495: conntrack's own inline code, about 145 (the index
-//! hash and prefetch in the first pass, about 115 for the hit: control word,
-//! tag, entry version, both tuples, state, timeout, last-seen); about 95 for
-//! the first pass's checks, header checksum, key and the stores the second
-//! pass reads; in the second pass about 20 for the route cache, 25 for the
-//! remote node and MTU checks, 15 for the span, 65 for the NAT, TTL and
-//! checksum rewrite, 50 for the outer headers and flow entropy; the rest is
-//! the loops, register spills around the conntrack code, and the per-call
-//! conntrack reclaim (about 11). What the first fast path spent and this one
-//! does not: the port and pod lookup per frame (now per run of frames from
-//! one port), bounds checks per header write (one span), the `Meta` flag
-//! stores, a second copy of the key words, the verdict tally loop, and a
-//! second conntrack lookup and route lookup for a new flow.
+//! help), general path alone -> first fast path -> second -> this one (with
+//! the flow cache): service-encap 749 -> 607 -> 495 -> 363, decap-reverse
+//! 820 -> 589 -> 490 -> 363, pod-to-pod 472 -> 348 -> 290 -> 294, new-flow
+//! 1812 -> 1887 -> 1802 -> 1814. What is left of service-encap's 363: about
+//! 140 in the first pass (about 27 the loop and the port's run, 55 the
+//! checks and the header checksum, 20 the key and the stores the second pass
+//! reads, 20 the flow cache probe, 10 the entry prefetch); in the second
+//! about 20 the loop, 20 reading the cached flow, 25 the conntrack entry's
+//! check and last-seen (`Table::revisit`), 25 the remote node and MTU
+//! checks, 15 the span, 30 the NAT, TTL and checksum rewrite from the cached
+//! deltas, 50 the inner MACs and outer headers, 10 the verdict and counters;
+//! about 4 the per-call conntrack reclaim and 3 the one flow in a hundred
+//! the bench's 1024 flows lose to a full cache set. What the flow cache saves
+//! a cached flow: the conntrack index (hash, bucket, control word, slot, the
+//! key compared in the entry, the other tuple read and swapped), the route
+//! cache, the checksum and flow-hash arithmetic (about 130); what it costs a
+//! flow it does not hold (pod to pod: untracked; a new flow): the probe,
+//! about 15. What the earlier fast paths did away with: the port and pod
+//! lookup per frame (now per run of frames from one port), bounds checks
+//! per header write (one span), the `Meta` flag stores, the verdict tally
+//! loop, and a second conntrack lookup and route lookup for a new flow.
 
 use super::drop::DropReason;
 use super::flow;
@@ -101,7 +106,7 @@ pub(crate) struct Lean {
     /// the low half) and `FlowKey` word 4.
     pub k0: u64,
     pub k1: u64,
-    /// The key's conntrack index hash.
+    /// The key's conntrack index hash, when not `cached`.
     pub h: u64,
 }
 
@@ -250,13 +255,14 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 /// The first pass's rest for a frame [`parse`] accepted: its flow looked
 /// up in the flow cache, and the line the second pass reads first
 /// prefetched (the conntrack entry of a cached flow, else the key's index
-/// bucket).
+/// bucket, by the index hash then computed).
 #[inline(always)]
 pub(crate) fn look(ct: &Table, flows: &FlowCache, l: &mut Lean) {
-    l.cached = flows.find(l.k0, l.k1, l.h);
+    l.cached = flows.find(l.k0, l.k1);
     if l.cached != 0 {
         ct.prefetch_entry(flows.get(l.cached).id);
     } else {
+        l.h = Table::key_hash(&V4::of_lean(l).words());
         ct.prefetch_hashed(l.h);
     }
 }
@@ -308,7 +314,6 @@ fn ipv4(d: &[u8], own: Option<u32>, l: &mut Lean) -> bool {
     };
     l.k0 = k.s | k.d << 32;
     l.k1 = k.p;
-    l.h = Table::key_hash(&k.words());
     l.end = (L3 + total) as u16;
     true
 }
@@ -361,7 +366,6 @@ pub(crate) fn finish(
     // `parse` saw the IP packet end within the frame: the frame's length is
     // now `l.end`.
     frame.trim(l.end as usize);
-    let k = V4::of_lean(l);
     if l.cached != 0 {
         // A cached flow whose conntrack entry still holds it: what the full
         // lookup below would have given, without the index, the route
@@ -370,46 +374,61 @@ pub(crate) fn finish(
         let (edit, route) = (c.edit(), c.route);
         if env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
             st.cnt.ct_hits += 1;
-            return dispatch(env, st, frame, m, l, v, k, edit, route, true);
+            return dispatch(env, st, frame, m, l, v, edit, route, true);
         }
     }
-    let hit = env.ct.track_v4(k.s, k.d, k.p, l.h, l.tcp_flags, env.now);
-    let (x, nat) = match hit {
-        Some(h) => {
-            st.cnt.ct_hits += 1;
-            (if h.nat { V4::of(&h.xlate) } else { k }, h.nat)
-        }
+    let k = V4::of_lean(l);
+    let hash = if l.cached != 0 {
+        Table::key_hash(&k.words())
+    } else {
+        l.h
+    };
+    let route_of = |st: &mut State, x: V4| {
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&(x.d as u32).to_le_bytes());
+        st.route.lookup(env.t, 4, &dst)
+    };
+    // Each outcome below has its own copy of `dispatch` (inlined), so that
+    // whether the packet is tracked and translated is a constant in the
+    // miss's and the cached flow's.
+    let Some(h) = env.ct.track_v4(k.s, k.d, k.p, hash, l.tcp_flags, env.now) else {
         // A miss: pod to pod (or a decapsulated packet to a local pod) is
         // forwarded untracked, as the flow stage's first packet does;
-        // anything else is left to it below.
-        None => (k, false),
+        // anything else is left to it in `dispatch`.
+        let route = route_of(st, k);
+        return dispatch(
+            env,
+            st,
+            frame,
+            m,
+            l,
+            v,
+            Edit::new(k, k, false),
+            route,
+            false,
+        );
     };
-    let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&(x.d as u32).to_le_bytes());
-    let route = st.route.lookup(env.t, 4, &dst);
-    let mut edit = Edit::new(k, x, nat);
-    if let Some(h) = hit {
-        if h.nat {
-            edit.sport = vxlan::source_port(entropy_v4(k));
-            st.flows.put(
-                l.h,
-                Slot {
-                    k0: l.k0,
-                    k1: l.k1,
-                    xa: edit.xa,
-                    xp: edit.xp,
-                    route,
-                    id: h.id,
-                    seq: h.seq,
-                    ip: edit.ip,
-                    l4: edit.l4,
-                    sport: edit.sport,
-                    reply: h.dir == Dir::Reply,
-                },
-            );
-        }
+    st.cnt.ct_hits += 1;
+    let x = if h.nat { V4::of(&h.xlate) } else { k };
+    let route = route_of(st, x);
+    let mut edit = Edit::new(k, x, h.nat);
+    if h.nat {
+        edit.sport = vxlan::source_port(entropy_v4(k));
+        st.flows.put(Slot {
+            k0: l.k0,
+            k1: l.k1,
+            xa: edit.xa,
+            xp: edit.xp,
+            route,
+            id: h.id,
+            seq: h.seq,
+            ip: edit.ip,
+            l4: edit.l4,
+            sport: edit.sport,
+            reply: h.dir == Dir::Reply,
+        });
     }
-    dispatch(env, st, frame, m, l, v, k, edit, route, hit.is_some())
+    dispatch(env, st, frame, m, l, v, edit, route, true)
 }
 
 /// [`finish`] once the flow (`tracked`: a conntrack hit) and its route are
@@ -423,7 +442,6 @@ fn dispatch(
     m: &mut Meta,
     l: &Lean,
     v: &mut Verdict,
-    k: V4,
     edit: Edit,
     route: RouteTarget,
     tracked: bool,
@@ -435,7 +453,7 @@ fn dispatch(
             if let Some(r) = t.remote(idx) {
                 if r.outer != 0 && usize::from(l.end) - ETH_LEN <= usize::from(r.inner_limit[0]) {
                     st.ident = st.ident.wrapping_add(1);
-                    return encap(st, frame, c, r, k, &edit, v);
+                    return encap(st, frame, c, r, l, &edit, v);
                 }
             }
         }
@@ -583,25 +601,25 @@ fn edit_copy(frame: &mut Frame, e: Edit, macs: Option<(Mac, Mac)>) {
 /// Toward a remote node: the rewrite, then VXLAN over IPv4 with `r`'s
 /// precomputed outer headers (as `vxlan::encap` builds them), written
 /// through one span of the headroom and the frame's headers; true when sent
-/// from here. `k`: the packet's key (its flow hash picks the outer source
-/// port, unless `e` has it).
+/// from here. `l`: the packet's (its key's flow hash picks the outer
+/// source port, unless `e` has it).
 #[inline(always)]
 fn encap(
     st: &mut State,
     frame: &mut Frame,
     c: &NodeConfig,
     r: &RemoteNode,
-    k: V4,
+    l: &Lean,
     e: &Edit,
     v: &mut Verdict,
 ) -> bool {
     let inner = frame.len();
     let (4, Some(o)) = (r.outer, &r.outer4) else {
-        *v = encap_other(st, frame, c, r, k, *e);
+        *v = encap_other(st, frame, c, r, V4::of_lean(l), *e);
         return false;
     };
     let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
-        *v = encap_other(st, frame, c, r, k, *e);
+        *v = encap_other(st, frame, c, r, V4::of_lean(l), *e);
         return false;
     };
     let (outer, h) = s.split_at_mut(OVERHEAD_V4);
@@ -625,7 +643,7 @@ fn encap(
     let cs = checksum::finish(o.sum + u32::from(total) + u32::from(ident));
     outer[24..26].copy_from_slice(&cs.to_be_bytes());
     let sport = match e.sport {
-        0 => vxlan::source_port(entropy_v4(k)),
+        0 => vxlan::source_port(entropy_v4(V4::of_lean(l))),
         p => p,
     };
     outer[34..36].copy_from_slice(&sport.to_be_bytes());

@@ -22,8 +22,9 @@
 //! reads and writes its cache (no sharing, no atomics).
 //!
 //! The key is looked up in the first pass (which then prefetches the entry
-//! instead of the index bucket) by the conntrack index hash computed there
-//! anyway; a cached slot is read again in the second pass. The cache is
+//! instead of the index bucket; the conntrack index hash is only computed
+//! for a key not found) by a multiplicative hash of its two words; a
+//! cached slot is read again in the second pass. The cache is
 //! filled by the second pass's full lookups. Two ways per set (the key
 //! hash picks the set): a new flow takes the first way and the first way's
 //! flow moves to the second, so two flows that share a set both stay (one
@@ -125,22 +126,30 @@ impl Default for FlowCache {
     }
 }
 
-/// The first slot of a key's set, by its conntrack index hash: bits the
-/// index's home bucket and tag do not use.
+/// The first slot of a key's set: the top bits of a multiplicative hash of
+/// the words' XOR (the top bits of a product depend on every bit of the
+/// factor; the ports meet the source address, which one client's flows
+/// share).
 #[inline(always)]
-fn set(h: u64) -> usize {
-    ((h >> 32) as usize & (SETS - 1)) * 2
+fn set(k0: u64, k1: u64) -> usize {
+    let x = (k0 ^ k1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((x >> (64 - SETS.trailing_zeros())) as usize * 2) & (SLOTS - 1)
 }
 
 impl FlowCache {
-    /// The slot holding key `k0`, `k1` (index hash `h`), as a handle for
+    /// The slot holding key `k0`, `k1`, as a handle for
     /// [`FlowCache::get`]: its index + 1; 0 if none.
     #[inline(always)]
-    pub fn find(&self, k0: u64, k1: u64, h: u64) -> u32 {
-        let i = set(h);
+    pub fn find(&self, k0: u64, k1: u64) -> u32 {
+        let i = set(k0, k1);
         let s = &self.slots[i];
         if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
             return i as u32 + 1;
+        }
+        // An empty first way: the second is empty too (`put` fills the
+        // first way first, `reset` empties both).
+        if s.k1 == 0 {
+            return 0;
         }
         let s = &self.slots[i | 1];
         if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
@@ -155,11 +164,11 @@ impl FlowCache {
         &self.slots[(handle as usize).wrapping_sub(1) & (SLOTS - 1)]
     }
 
-    /// Caches a flow (key hash `h`) in its set's first way, the first
-    /// way's flow moving to the second (unless it is this one).
+    /// Caches a flow in its set's first way, the first way's flow moving
+    /// to the second (unless it is this one).
     #[inline(always)]
-    pub fn put(&mut self, h: u64, slot: Slot) {
-        let i = set(h);
+    pub fn put(&mut self, slot: Slot) {
+        let i = set(slot.k0, slot.k1);
         let first = self.slots[i];
         if (first.k0 ^ slot.k0) | (first.k1 ^ slot.k1) != 0 {
             self.slots[i | 1] = first;

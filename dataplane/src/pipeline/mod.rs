@@ -28,7 +28,9 @@
 //! outer packet is parsed into metadata (`vxlan::fast_decap_v4`). In front
 //! of these stages, `fast` takes the common IPv4 TCP/UDP shape of these frames
 //! without a `Meta` and finishes established flows itself (same results; see
-//! its module doc for the shape and the callgrind figures).
+//! its module doc for the shape and the callgrind figures), those with NAT
+//! from a per-worker flow cache checked against their conntrack entry
+//! (`flows`).
 //!
 //! **Prefetch scheme**: at 1M flows the conntrack index and entries no longer
 //! fit in cache, and a lookup is two dependent misses. So the batch is
@@ -40,7 +42,9 @@
 //! prefetch (probing the fetched bucket's tags a few frames ahead and
 //! prefetching the entry) was tried and lost ~15% in the benchmark, whose
 //! entries are touched in allocation order and so already streamed by the
-//! hardware prefetcher.
+//! hardware prefetcher. A frame of a flow in the fast path's flow cache has
+//! its conntrack entry prefetched instead (the cache names it: no dependent
+//! bucket read).
 //!
 //! Every frame ends with a [`Verdict`]; every drop names a [`DropReason`].
 //! Counters are summed per batch and added to [`Pipeline::counters`] once. No
