@@ -34,26 +34,29 @@
 //!
 //! Callgrind, instructions per packet (`bench-pipeline`, see the binary's
 //! help), general path alone -> first fast path -> second -> this one (with
-//! the flow cache): service-encap 749 -> 607 -> 495 -> 363, decap-reverse
-//! 820 -> 589 -> 490 -> 363, pod-to-pod 472 -> 348 -> 290 -> 294, new-flow
-//! 1812 -> 1887 -> 1802 -> 1814. What is left of service-encap's 363: about
-//! 140 in the first pass (about 27 the loop and the port's run, 55 the
-//! checks and the header checksum, 20 the key and the stores the second pass
-//! reads, 20 the flow cache probe, 10 the entry prefetch); in the second
-//! about 20 the loop, 20 reading the cached flow, 25 the conntrack entry's
-//! check and last-seen (`Table::revisit`), 25 the remote node and MTU
-//! checks, 15 the span, 30 the NAT, TTL and checksum rewrite from the cached
-//! deltas, 50 the inner MACs and outer headers, 10 the verdict and counters;
-//! about 4 the per-call conntrack reclaim and 3 the one flow in a hundred
-//! the bench's 1024 flows lose to a full cache set. What the flow cache saves
-//! a cached flow: the conntrack index (hash, bucket, control word, slot, the
-//! key compared in the entry, the other tuple read and swapped), the route
-//! cache, the checksum and flow-hash arithmetic (about 130); what it costs a
-//! flow it does not hold (pod to pod: untracked; a new flow): the probe,
-//! about 15. What the earlier fast paths did away with: the port and pod
-//! lookup per frame (now per run of frames from one port), bounds checks
-//! per header write (one span), the `Meta` flag stores, the verdict tally
-//! loop, and a second conntrack lookup and route lookup for a new flow.
+//! the flow cache): service-encap 749 -> 607 -> 495 -> 371, decap-reverse
+//! 820 -> 589 -> 490 -> 371, pod-to-pod 472 -> 348 -> 290 -> 279, new-flow
+//! 1812 -> 1887 -> 1802 -> 1801 (the last two with the cache switched off
+//! after its first window: nothing to cache). What is left of
+//! service-encap's 371: about 145 in the first pass (about 27 the loop and
+//! the port's run, 55 the checks and the header checksum, 20 the key and the
+//! stores the second pass reads, 25 the flow cache probe and its counts, 10
+//! the entry prefetch); in the second about 20 the loop, 20 reading the
+//! cached flow, 25 the conntrack entry's check and last-seen
+//! (`Table::revisit`), 25 the remote node and MTU checks, 15 the span, 30
+//! the NAT, TTL and checksum rewrite from the cached deltas, 50 the inner
+//! MACs and outer headers, 10 the verdict and counters; about 4 the
+//! per-call conntrack reclaim and 3 the one flow in a hundred the bench's
+//! 1024 flows lose to a full cache set. What the flow cache saves a cached
+//! flow: the conntrack index (hash, bucket, control word, slot, the key
+//! compared in the entry, the other tuple read and swapped), the route
+//! cache, the checksum and flow-hash arithmetic (about 130). With 10,000
+//! flows (more than its slots) it pays for itself too rarely and is off
+//! but for a window now and then (504 against 496 without it). What the
+//! earlier fast paths did away with: the port and pod lookup per frame (now
+//! per run of frames from one port), bounds checks per header write (one
+//! span), the `Meta` flag stores, the verdict tally loop, and a second
+//! conntrack lookup and route lookup for a new flow.
 
 use super::drop::DropReason;
 use super::flow;
@@ -257,14 +260,17 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 /// prefetched (the conntrack entry of a cached flow, else the key's index
 /// bucket, by the index hash then computed).
 #[inline(always)]
-pub(crate) fn look(ct: &Table, flows: &FlowCache, l: &mut Lean) {
-    l.cached = flows.find(l.k0, l.k1);
-    if l.cached != 0 {
-        ct.prefetch_entry(flows.get(l.cached).id);
-    } else {
-        l.h = Table::key_hash(&V4::of_lean(l).words());
-        ct.prefetch_hashed(l.h);
+pub(crate) fn look(ct: &Table, flows: &mut FlowCache, l: &mut Lean) {
+    l.cached = 0;
+    if flows.on {
+        l.cached = flows.find(l.k0, l.k1);
+        if l.cached != 0 {
+            ct.prefetch_entry(flows.get(l.cached).id);
+            return;
+        }
     }
+    l.h = Table::key_hash(&V4::of_lean(l).words());
+    ct.prefetch_hashed(l.h);
 }
 
 /// The IPv4 TCP/UDP shape of the module doc (`own`: the sending pod's
@@ -412,7 +418,7 @@ pub(crate) fn finish(
     let x = if h.nat { V4::of(&h.xlate) } else { k };
     let route = route_of(st, x);
     let mut edit = Edit::new(k, x, h.nat);
-    if h.nat {
+    if h.nat && st.flows.on {
         edit.sport = vxlan::source_port(entropy_v4(k));
         st.flows.put(Slot {
             k0: l.k0,

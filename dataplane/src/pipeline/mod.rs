@@ -239,7 +239,7 @@ impl Pipeline {
         {
             if fast::parse(env.t, &mut ports, f, l) {
                 l.step = fast::Step::Fast;
-                fast::look(env.ct, &st.flows, l);
+                fast::look(env.ct, &mut st.flows, l);
                 continue;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
@@ -273,6 +273,7 @@ impl Pipeline {
                 fast::Step::Done => {}
             }
         }
+        st.flows.end_batch();
         // Every frame sent by the fast path: nothing else to count.
         if sent == verdicts.len() as u64 {
             st.cnt.rx += sent;
