@@ -172,6 +172,9 @@ pub struct LeanHit {
     /// `xlate` differs from the packet's tuple.
     pub nat: bool,
     pub user: u32,
+    /// The entry's version when it was read: with `id` and `dir`, what
+    /// [`Table::revisit`] takes to find the flow again without the index.
+    pub seq: u32,
 }
 
 /// Why an insert was refused.
@@ -368,6 +371,17 @@ fn key_from_words(w: &[u64; 5]) -> FlowKey {
 }
 
 #[inline]
+fn hit_of(h: LeanHit) -> Hit {
+    Hit {
+        id: h.id,
+        dir: h.dir,
+        xlate: key_from_words(&h.xlate),
+        nat: h.nat,
+        user: h.user,
+    }
+}
+
+#[inline]
 fn slot_val(tag: u64, id: u32, dir: Dir) -> u64 {
     tag | (u64::from(id) + 1) << 1 | if dir == Dir::Reply { DIR_REPLY } else { 0 }
 }
@@ -557,14 +571,93 @@ impl Table {
         } else if ctrl < OVF_ONE {
             return None;
         }
-        self.track_probe(&key_from_words(kw), tcp_flags, now)
-            .map(|h| LeanHit {
-                id: h.id,
-                dir: h.dir,
-                xlate: h.xlate.words(),
-                nat: h.nat,
-                user: h.user,
-            })
+        self.probe_lean(kw, tcp_flags, now)
+    }
+
+    /// A flow found before (a [`LeanHit`]'s `id`, `seq` and direction,
+    /// kept by the caller) looked at again without the index: true when
+    /// entry `id` still holds that flow (same version, `LIVE`), it has not
+    /// expired and this packet does not change its state; its last-seen
+    /// tick is then updated as [`Table::track`] would. False in every other
+    /// case, with nothing written: the caller then takes
+    /// [`Table::track_hashed`], which handles expiry and state changes.
+    ///
+    /// The same seqlock read as a lookup's, its first version load being
+    /// the one that produced `seq`: the entry's tuples, user word and NAT
+    /// flag are only rewritten after a version change, so a caller may
+    /// keep what it derived from them.
+    #[inline(always)]
+    pub fn revisit(&self, id: u32, seq: u32, reply: bool, tcp_flags: u8, now: u64) -> bool {
+        let Some(e) = self.entries.get(id as usize) else {
+            return false;
+        };
+        let word = Word(e.state.load(Relaxed));
+        let last = e.last.load(Relaxed);
+        fence(Acquire);
+        if e.seq.load(Relaxed) != seq || word.life() != LIVE || !word.steady(reply, tcp_flags) {
+            return false;
+        }
+        let t = tick(now);
+        let age = t.wrapping_sub(last) as i32;
+        if age > self.timeout(word) {
+            return false;
+        }
+        if age > 0 {
+            e.last.store(t, Relaxed);
+        }
+        true
+    }
+
+    /// Hints the CPU to fetch entry `id` (the one cache line
+    /// [`Table::revisit`] reads).
+    #[inline(always)]
+    pub fn prefetch_entry(&self, id: u32) {
+        if let Some(e) = self.entries.get(id as usize) {
+            crate::state::prefetch::read(e);
+        }
+    }
+
+    /// [`Table::track_hashed`] for an IPv4 key given as its varying words
+    /// (`FlowKey` words 0, 2 and 4; 1 and 3 are zero): the key stays in
+    /// registers (only the cold full probe builds it in memory), and of the
+    /// other tuple only the words an IPv4 translation has are read (the
+    /// returned `xlate`'s words 1 and 3 are 0: both tuples of an entry have
+    /// one family).
+    #[inline(always)]
+    pub fn track_v4(
+        &self,
+        s: u64,
+        d: u64,
+        p: u64,
+        h: u64,
+        tcp_flags: u8,
+        now: u64,
+    ) -> Option<LeanHit> {
+        let kw = [s, 0, d, 0, p];
+        let (b, tag) = self.home(h);
+        let bucket = self.index.get(b)?;
+        let ctrl = bucket.0[CTRL].load(Acquire);
+        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
+        if m != 0 {
+            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+            if v >> 32 == (tag | COMMITTED) >> 32 {
+                match self.hit_words::<true>(v, &kw, tcp_flags, now) {
+                    Found::Hit(h) => return Some(h),
+                    Found::Expired => return None,
+                    Found::Other => {}
+                }
+            }
+        } else if ctrl < OVF_ONE {
+            return None;
+        }
+        self.probe_v4(s, d, p, tcp_flags, now)
+    }
+
+    /// [`Table::track_v4`]'s full probe.
+    #[cold]
+    #[inline(never)]
+    fn probe_v4(&self, s: u64, d: u64, p: u64, tcp_flags: u8, now: u64) -> Option<LeanHit> {
+        self.probe_lean(&[s, 0, d, 0, p], tcp_flags, now)
     }
 
     /// `track` once a committed slot with the key's tag is found (inlined
@@ -584,8 +677,14 @@ impl Table {
     #[cold]
     #[inline(never)]
     fn track_probe(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
-        let kw = key.words();
-        let h = index_hash(&kw);
+        self.probe_lean(&key.words(), tcp_flags, now).map(hit_of)
+    }
+
+    /// [`Table::track_probe`] with the key and the hit in word form.
+    #[cold]
+    #[inline(never)]
+    fn probe_lean(&self, kw: &[u64; 5], tcp_flags: u8, now: u64) -> Option<LeanHit> {
+        let h = index_hash(kw);
         let (mut b, tag) = self.home(h);
         let want = (tag | COMMITTED) >> 32;
         let bcast = tag8(h) * BYTE_LO;
@@ -598,7 +697,7 @@ impl Table {
                 let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
                 m &= m - 1;
                 if v >> 32 == want {
-                    match self.hit_at(v, &kw, tcp_flags, now) {
+                    match self.hit_lean(v, kw, tcp_flags, now) {
                         Found::Hit(h) => return Some(h),
                         Found::Expired => return None,
                         Found::Other => {}
@@ -618,13 +717,7 @@ impl Table {
     #[inline(always)]
     fn hit_at(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found {
         match self.hit_lean(v, kw, flags, now) {
-            Found::Hit(h) => Found::Hit(Hit {
-                id: h.id,
-                dir: h.dir,
-                xlate: key_from_words(&h.xlate),
-                nat: h.nat,
-                user: h.user,
-            }),
+            Found::Hit(h) => Found::Hit(hit_of(h)),
             Found::Expired => Found::Expired,
             Found::Other => Found::Other,
         }
@@ -633,6 +726,19 @@ impl Table {
     /// [`Table::hit_at`] with the translated tuple left as words.
     #[inline(always)]
     fn hit_lean(&self, v: u64, kw: &[u64; 5], flags: u8, now: u64) -> Found<LeanHit> {
+        self.hit_words::<false>(v, kw, flags, now)
+    }
+
+    /// [`Table::hit_lean`]; `V4`: the key is IPv4, and of the other tuple
+    /// only words 0, 2 and 4 are read (the translation's 1 and 3 are 0).
+    #[inline(always)]
+    fn hit_words<const V4: bool>(
+        &self,
+        v: u64,
+        kw: &[u64; 5],
+        flags: u8,
+        now: u64,
+    ) -> Found<LeanHit> {
         let id = slot_id(v);
         let Some(e) = self.entries.get(id as usize) else {
             return Found::Other;
@@ -643,7 +749,18 @@ impl Table {
         if s1 & 1 == 1 || !same(&load5(&e.tuple[d]), kw) {
             return Found::Other;
         }
-        let ow = load5(&e.tuple[d ^ 1]);
+        let o = &e.tuple[d ^ 1];
+        let ow = if V4 {
+            [
+                o[0].load(Relaxed),
+                0,
+                o[2].load(Relaxed),
+                0,
+                o[4].load(Relaxed),
+            ]
+        } else {
+            load5(o)
+        };
         let user = e.user.load(Relaxed);
         let word = Word(e.state.load(Relaxed));
         let last = e.last.load(Relaxed);
@@ -670,6 +787,7 @@ impl Table {
             xlate: FlowKey::swap_words(&ow),
             nat: word.nat(),
             user,
+            seq: s1,
         })
     }
 

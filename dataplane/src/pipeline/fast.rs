@@ -9,50 +9,65 @@
 //! only read here ([`parse`]), so anything else goes to the general stages
 //! untouched. What a port is (and a pod's own address) is looked up once per
 //! run of frames from one port ([`Ports`]). For a qualifying frame the flow
-//! key's words are built straight from the bytes (no `Meta`) and its
-//! conntrack bucket is prefetched; the flow pass ([`finish`]) then looks the
-//! flow up ([`Table::track_hashed`]) and routes the translated destination
-//! before writing anything. A hit toward a local pod, a remote node (within
-//! the path MTU) or off-cluster is finished here, on one fixed-size span of
-//! the buffer taken with one bounds check ([`Frame::span_mut`]): NAT with one
-//! checksum delta per header, the TTL decrement, then the MAC rewrite, or the
-//! remote node's precomputed outer IPv4 headers with the per-packet fields
-//! (lengths, identification, the checksum from the template's partial sum,
-//! the UDP source port). Every other outcome (a miss: a new flow; a hit
-//! routed elsewhere or too big) fills the frame's `Meta` as parsing would
-//! have and runs the general stages on it (a miss goes straight to the flow
-//! stage's first-packet decision, with the route already found), at the
-//! frame's place in the batch, so conntrack sees the batch's packets in order
-//! and results (bytes, verdicts, counters, the outer IPv4 identification
-//! sequence) are the general path's.
+//! key's words are built straight from the bytes (no `Meta`) and looked up
+//! in the worker's flow cache ([`super::flows`]), and the line the flow
+//! pass reads first is prefetched: the conntrack entry of a cached flow,
+//! else the key's conntrack index bucket. The flow pass ([`finish`]) then
+//! checks a cached flow against its conntrack entry alone
+//! ([`Table::revisit`]) and takes the translation, route, checksum deltas
+//! and outer source port the cache kept; any other flow is looked up
+//! ([`Table::track_v4`]), its translated destination routed, and an
+//! established flow with NAT cached. A hit toward a local pod, a remote
+//! node (within the path MTU) or off-cluster is finished here, on one
+//! fixed-size span of the buffer taken with one bounds check
+//! ([`Frame::span_mut`]): NAT with one folded checksum delta per header
+//! (the TTL decrement's in the IPv4 one; see [`Edit`]), then the MAC
+//! rewrite, or the remote node's precomputed outer IPv4 headers with the
+//! per-packet fields (lengths, identification, the checksum from the
+//! template's partial sum, the UDP source port). Every other outcome (a
+//! miss: a new flow; a hit routed elsewhere or too big) fills the frame's
+//! `Meta` as parsing would have and runs the general stages on it (a miss
+//! goes straight to the flow stage's first-packet decision, with the route
+//! already found), at the frame's place in the batch, so conntrack sees the
+//! batch's packets in order and results (bytes, verdicts, counters, the
+//! outer IPv4 identification sequence) are the general path's.
 //!
 //! Callgrind, instructions per packet (`bench-pipeline`, see the binary's
-//! help), general path alone -> first fast path -> this one:
-//! service-encap 749 -> 607 -> 495, decap-reverse 820 -> 589 -> 490,
-//! pod-to-pod 472 -> 348 -> 290, new-flow 1812 -> 1887 -> 1808. What is left
-//! of service-encap's 495: conntrack's own inline code, about 145 (the index
-//! hash and prefetch in the first pass, about 115 for the hit: control word,
-//! tag, entry version, both tuples, state, timeout, last-seen); about 95 for
-//! the first pass's checks, header checksum, key and the stores the second
-//! pass reads; in the second pass about 20 for the route cache, 25 for the
-//! remote node and MTU checks, 15 for the span, 65 for the NAT, TTL and
-//! checksum rewrite, 50 for the outer headers and flow entropy; the rest is
-//! the loops, register spills around the conntrack code, and the per-call
-//! conntrack reclaim (about 11). What the first fast path spent and this one
-//! does not: the port and pod lookup per frame (now per run of frames from
-//! one port), bounds checks per header write (one span), the `Meta` flag
-//! stores, a second copy of the key words, the verdict tally loop, and a
-//! second conntrack lookup and route lookup for a new flow.
+//! help), general path alone -> first fast path -> second -> this one (with
+//! the flow cache): service-encap 749 -> 607 -> 495 -> 371, decap-reverse
+//! 820 -> 589 -> 490 -> 371, pod-to-pod 472 -> 348 -> 290 -> 279, new-flow
+//! 1812 -> 1887 -> 1802 -> 1801 (the last two with the cache switched off
+//! after its first window: nothing to cache). What is left of
+//! service-encap's 371: about 145 in the first pass (about 27 the loop and
+//! the port's run, 55 the checks and the header checksum, 20 the key and the
+//! stores the second pass reads, 25 the flow cache probe and its counts, 10
+//! the entry prefetch); in the second about 20 the loop, 20 reading the
+//! cached flow, 25 the conntrack entry's check and last-seen
+//! (`Table::revisit`), 25 the remote node and MTU checks, 15 the span, 30
+//! the NAT, TTL and checksum rewrite from the cached deltas, 50 the inner
+//! MACs and outer headers, 10 the verdict and counters; about 4 the
+//! per-call conntrack reclaim and 3 the one flow in a hundred the bench's
+//! 1024 flows lose to a full cache set. What the flow cache saves a cached
+//! flow: the conntrack index (hash, bucket, control word, slot, the key
+//! compared in the entry, the other tuple read and swapped), the route
+//! cache, the checksum and flow-hash arithmetic (about 130). With 10,000
+//! flows (more than its slots) it pays for itself too rarely and is off
+//! but for a window now and then (504 against 496 without it). What the
+//! earlier fast paths did away with: the port and pod lookup per frame (now
+//! per run of frames from one port), bounds checks per header write (one
+//! span), the `Meta` flag stores, the verdict tally loop, and a second
+//! conntrack lookup and route lookup for a new flow.
 
 use super::drop::DropReason;
 use super::flow;
+use super::flows::{Edit, FlowCache, Slot};
 use super::forward;
 use super::nat;
 use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
 use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
-use crate::conntrack::{FlowKey, Table};
+use crate::conntrack::{Dir, FlowKey, Table};
 use crate::proto;
 use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
 use crate::wire::checksum;
@@ -88,10 +103,13 @@ pub(crate) struct Lean {
     pub end: u16,
     /// VXLAN: the outer IP packet's end; 0 for a frame from a pod.
     pub outer_end: u16,
-    /// The flow key's [`FlowKey::words`] (kept whole: conntrack compares
-    /// them in place).
-    pub w: [u64; 5],
-    /// Their conntrack index hash.
+    /// The [`FlowCache`] handle of the frame's flow; 0: not cached.
+    pub cached: u32,
+    /// The flow key: the addresses (`FlowKey` words 0 and 2, the source in
+    /// the low half) and `FlowKey` word 4.
+    pub k0: u64,
+    pub k1: u64,
+    /// The key's conntrack index hash, when not `cached`.
     pub h: u64,
 }
 
@@ -108,6 +126,25 @@ struct V4 {
 }
 
 impl V4 {
+    #[inline(always)]
+    fn of_lean(l: &Lean) -> V4 {
+        V4 {
+            s: l.k0 & 0xffff_ffff,
+            d: l.k0 >> 32,
+            p: l.k1,
+        }
+    }
+
+    /// The translation an [`Edit`] holds.
+    #[inline(always)]
+    fn of_edit(e: &Edit) -> V4 {
+        V4 {
+            s: e.xa & 0xffff_ffff,
+            d: e.xa >> 32,
+            p: e.xp,
+        }
+    }
+
     #[inline(always)]
     fn of(w: &[u64; 5]) -> V4 {
         V4 {
@@ -218,6 +255,24 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
     true
 }
 
+/// The first pass's rest for a frame [`parse`] accepted: its flow looked
+/// up in the flow cache, and the line the second pass reads first
+/// prefetched (the conntrack entry of a cached flow, else the key's index
+/// bucket, by the index hash then computed).
+#[inline(always)]
+pub(crate) fn look(ct: &Table, flows: &mut FlowCache, l: &mut Lean) {
+    l.cached = 0;
+    if flows.on {
+        l.cached = flows.find(l.k0, l.k1);
+        if l.cached != 0 {
+            ct.prefetch_entry(flows.get(l.cached).id);
+            return;
+        }
+    }
+    l.h = Table::key_hash(&V4::of_lean(l).words());
+    ct.prefetch_hashed(l.h);
+}
+
 /// The IPv4 TCP/UDP shape of the module doc (`own`: the sending pod's
 /// address, `None` for a decapsulated frame); fills `l`'s key, hash, end and
 /// TCP flags.
@@ -258,14 +313,13 @@ fn ipv4(d: &[u8], own: Option<u32>, l: &mut Lean) -> bool {
     };
     // Source port in the low half, destination port above (host order).
     let ports = u32::from_be_bytes([h[L4_AT], h[L4_AT + 1], h[L4_AT + 2], h[L4_AT + 3]]);
-    let a = |o: usize| u64::from(u32::from_le_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]));
     let k = V4 {
-        s: a(12),
-        d: a(16),
+        s: u64::from(u32::from_le_bytes([ip[12], ip[13], ip[14], ip[15]])),
+        d: u64::from(u32::from_le_bytes([ip[16], ip[17], ip[18], ip[19]])),
         p: u64::from(ports.rotate_left(16)) | u64::from(p) << 32 | 4 << 40,
     };
-    l.w = k.words();
-    l.h = Table::key_hash(&k.words());
+    l.k0 = k.s | k.d << 32;
+    l.k1 = k.p;
     l.end = (L3 + total) as u16;
     true
 }
@@ -298,9 +352,9 @@ fn overlay(d: &[u8], node: [u8; 4], port: u16, vni: u32) -> Option<usize> {
     Some(end)
 }
 
-/// The flow and forwarding stages for a frame [`parse`] accepted: its
-/// verdict in `v`; true when that is a `Tx` decided here (the batch skips
-/// its verdict tally when every frame's is).
+/// The flow and forwarding stages for a frame [`parse`] and [`look`]
+/// accepted: its verdict in `v`; true when that is a `Tx` decided here (the
+/// batch skips its verdict tally when every frame's is).
 #[inline(always)]
 pub(crate) fn finish(
     env: &Env,
@@ -310,8 +364,7 @@ pub(crate) fn finish(
     l: &Lean,
     v: &mut Verdict,
 ) -> bool {
-    let overlay = l.outer_end != 0;
-    if overlay {
+    if l.outer_end != 0 {
         frame.trim(l.outer_end as usize);
         frame.pull_head(OVERHEAD_V4);
         st.cnt.decap += 1;
@@ -319,42 +372,106 @@ pub(crate) fn finish(
     // `parse` saw the IP packet end within the frame: the frame's length is
     // now `l.end`.
     frame.trim(l.end as usize);
-    let w = &l.w;
-    let hit = env.ct.track_hashed(&l.w, l.h, l.tcp_flags, env.now);
-    let tracked = hit.is_some();
-    let (x, nat) = match hit {
-        Some(h) => {
+    if l.cached != 0 {
+        // A cached flow whose conntrack entry still holds it: what the full
+        // lookup below would have given, without the index, the route
+        // lookup or the checksum arithmetic.
+        let c = st.flows.get(l.cached);
+        let (edit, route) = (c.edit(), c.route);
+        if env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
             st.cnt.ct_hits += 1;
-            (V4::of(if h.nat { &h.xlate } else { w }), h.nat)
+            return dispatch(env, st, frame, m, l, v, edit, route, true);
         }
+    }
+    let k = V4::of_lean(l);
+    let hash = if l.cached != 0 {
+        Table::key_hash(&k.words())
+    } else {
+        l.h
+    };
+    let route_of = |st: &mut State, x: V4| {
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&(x.d as u32).to_le_bytes());
+        st.route.lookup(env.t, 4, &dst)
+    };
+    // Each outcome below has its own copy of `dispatch` (inlined), so that
+    // whether the packet is tracked and translated is a constant in the
+    // miss's and the cached flow's.
+    let Some(h) = env.ct.track_v4(k.s, k.d, k.p, hash, l.tcp_flags, env.now) else {
         // A miss: pod to pod (or a decapsulated packet to a local pod) is
         // forwarded untracked, as the flow stage's first packet does;
-        // anything else is left to it below.
-        None => (V4::of(w), false),
+        // anything else is left to it in `dispatch`.
+        let route = route_of(st, k);
+        return dispatch(
+            env,
+            st,
+            frame,
+            m,
+            l,
+            v,
+            Edit::new(k, k, false),
+            route,
+            false,
+        );
     };
+    st.cnt.ct_hits += 1;
+    let x = if h.nat { V4::of(&h.xlate) } else { k };
+    let route = route_of(st, x);
+    let mut edit = Edit::new(k, x, h.nat);
+    if h.nat && st.flows.on {
+        edit.sport = vxlan::source_port(entropy_v4(k));
+        st.flows.put(Slot {
+            k0: l.k0,
+            k1: l.k1,
+            xa: edit.xa,
+            xp: edit.xp,
+            route,
+            id: h.id,
+            seq: h.seq,
+            ip: edit.ip,
+            l4: edit.l4,
+            sport: edit.sport,
+            reply: h.dir == Dir::Reply,
+        });
+    }
+    dispatch(env, st, frame, m, l, v, edit, route, true)
+}
+
+/// [`finish`] once the flow (`tracked`: a conntrack hit) and its route are
+/// known.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dispatch(
+    env: &Env,
+    st: &mut State,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l: &Lean,
+    v: &mut Verdict,
+    edit: Edit,
+    route: RouteTarget,
+    tracked: bool,
+) -> bool {
     let t = env.t;
     let c = t.config();
-    let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&(x.d as u32).to_le_bytes());
-    let route = st.route.lookup(t, 4, &dst);
     match route {
-        RouteTarget::RemoteNode(idx) if !overlay => {
+        RouteTarget::RemoteNode(idx) if l.outer_end == 0 => {
             if let Some(r) = t.remote(idx) {
                 if r.outer != 0 && usize::from(l.end) - ETH_LEN <= usize::from(r.inner_limit[0]) {
                     st.ident = st.ident.wrapping_add(1);
-                    return encap(st, frame, c, r, w, x, nat, v);
+                    return encap(st, frame, c, r, l, &edit, v);
                 }
             }
         }
         RouteTarget::LocalPod(idx) => {
             if let Some(pod) = t.pod(idx) {
-                deliver(frame, w, x, nat, (pod.mac, c.gateway_mac));
+                deliver(frame, &edit, &pod.mac, &c.gateway_mac);
                 *v = Verdict::Tx(pod.port);
                 return true;
             }
         }
         RouteTarget::Outside if tracked => {
-            deliver(frame, w, x, nat, (c.uplink_gateway_mac, c.uplink_mac));
+            deliver(frame, &edit, &c.uplink_gateway_mac, &c.uplink_mac);
             *v = Verdict::Tx(c.uplink);
             return true;
         }
@@ -363,7 +480,7 @@ pub(crate) fn finish(
     // Anything else (a new flow, an ICMP error to build, a drop): the
     // general stages.
     *v = if tracked {
-        general_hit(env, st, frame, m, l, x, nat)
+        general_hit(env, st, frame, m, l, V4::of_edit(&edit), edit.nat)
     } else {
         general_miss(env, st, frame, m, l, route)
     };
@@ -416,7 +533,7 @@ fn general_hit(
 /// Fills `m` as ingress parsing fills it for this frame (whose headers are
 /// still as received).
 fn fill(env: &Env, m: &mut Meta, l: &Lean, frame: &Frame) {
-    let w = &l.w;
+    let w = &V4::of_lean(l).words();
     let p = (w[4] >> 32) as u8;
     let tcp = p == proto::TCP;
     let d = frame.data();
@@ -454,16 +571,18 @@ fn fill(env: &Env, m: &mut Meta, l: &Lean, frame: &Frame) {
 }
 
 /// To a local pod or off-cluster: the rewrite and the Ethernet addresses
-/// (`macs`: destination, source).
+/// (by reference: the cold copy below takes them by value, and a tuple of
+/// them built here went through the stack on the hot path).
 #[inline(always)]
-fn deliver(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: (Mac, Mac)) {
+fn deliver(frame: &mut Frame, e: &Edit, dst: &Mac, src: &Mac) {
+    let e = *e;
     match frame.span_mut::<HDRS>(0) {
         Some(h) => {
-            rewrite(h, w, x, nat);
-            h[0..6].copy_from_slice(&macs.0);
-            h[6..12].copy_from_slice(&macs.1);
+            rewrite(h, &e);
+            h[0..6].copy_from_slice(dst);
+            h[6..12].copy_from_slice(src);
         }
-        None => edit_copy(frame, w, x, nat, Some(macs)),
+        None => edit_copy(frame, e, Some((*dst, *src))),
     }
 }
 
@@ -472,12 +591,12 @@ fn deliver(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: (Mac, Mac)) 
 /// written back.
 #[cold]
 #[inline(never)]
-fn edit_copy(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: Option<(Mac, Mac)>) {
+fn edit_copy(frame: &mut Frame, e: Edit, macs: Option<(Mac, Mac)>) {
     let d = frame.data_mut();
     let n = d.len().min(HDRS);
     let mut h = [0u8; HDRS];
     h[..n].copy_from_slice(&d[..n]);
-    rewrite(&mut h, w, x, nat);
+    rewrite(&mut h, &e);
     if let Some((dst, src)) = macs {
         h[0..6].copy_from_slice(&dst);
         h[6..12].copy_from_slice(&src);
@@ -488,26 +607,25 @@ fn edit_copy(frame: &mut Frame, w: &[u64; 5], x: V4, nat: bool, macs: Option<(Ma
 /// Toward a remote node: the rewrite, then VXLAN over IPv4 with `r`'s
 /// precomputed outer headers (as `vxlan::encap` builds them), written
 /// through one span of the headroom and the frame's headers; true when sent
-/// from here.
-#[allow(clippy::too_many_arguments)]
+/// from here. `l`: the packet's (its key's flow hash picks the outer
+/// source port, unless `e` has it).
 #[inline(always)]
 fn encap(
     st: &mut State,
     frame: &mut Frame,
     c: &NodeConfig,
     r: &RemoteNode,
-    w: &[u64; 5],
-    x: V4,
-    nat: bool,
+    l: &Lean,
+    e: &Edit,
     v: &mut Verdict,
 ) -> bool {
     let inner = frame.len();
     let (4, Some(o)) = (r.outer, &r.outer4) else {
-        *v = encap_other(st, frame, c, r, w, x, nat);
+        *v = encap_other(st, frame, c, r, V4::of_lean(l), *e);
         return false;
     };
     let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
-        *v = encap_other(st, frame, c, r, w, x, nat);
+        *v = encap_other(st, frame, c, r, V4::of_lean(l), *e);
         return false;
     };
     let (outer, h) = s.split_at_mut(OVERHEAD_V4);
@@ -519,7 +637,7 @@ fn encap(
         *v = Verdict::Drop(DropReason::Truncated);
         return false;
     };
-    rewrite(h, w, x, nat);
+    rewrite(h, e);
     h[0..6].copy_from_slice(&r.vtep_mac);
     h[6..12].copy_from_slice(&c.vtep_mac);
     *outer = o.hdr;
@@ -530,7 +648,10 @@ fn encap(
     outer[18..20].copy_from_slice(&ident.to_be_bytes());
     let cs = checksum::finish(o.sum + u32::from(total) + u32::from(ident));
     outer[24..26].copy_from_slice(&cs.to_be_bytes());
-    let sport = vxlan::source_port(entropy(&V4::of(w).words()));
+    let sport = match e.sport {
+        0 => vxlan::source_port(entropy_v4(V4::of_lean(l))),
+        p => p,
+    };
     outer[34..36].copy_from_slice(&sport.to_be_bytes());
     outer[38..40].copy_from_slice(&udp_len.to_be_bytes());
     st.cnt.encap += 1;
@@ -547,15 +668,14 @@ fn encap_other(
     frame: &mut Frame,
     c: &NodeConfig,
     r: &RemoteNode,
-    w: &[u64; 5],
-    x: V4,
-    nat: bool,
+    k: V4,
+    e: Edit,
 ) -> Verdict {
     match frame.span_mut::<HDRS>(0) {
-        Some(h) => rewrite(h, w, x, nat),
-        None => edit_copy(frame, w, x, nat, None),
+        Some(h) => rewrite(h, &e),
+        None => edit_copy(frame, e, None),
     }
-    match vxlan::encap(frame, c, r, r.outer, entropy(&V4::of(w).words()), st.ident) {
+    match vxlan::encap(frame, c, r, r.outer, entropy_v4(k), st.ident) {
         Ok(()) => {
             st.cnt.encap += 1;
             Verdict::Tx(c.uplink)
@@ -564,24 +684,66 @@ fn encap_other(
     }
 }
 
-/// RFC 1624 eqn. 3, as `nat` applies it (`~HC` as `0xffff - HC`).
-#[inline(always)]
-fn apply(csum: u16, sum: u64) -> u16 {
-    !fold64(0xffff + sum - u64::from(csum))
+impl Edit {
+    /// The edit of a packet with key `w` whose translation is `x` (when
+    /// `nat`): the sums of `nat::rewrite`'s checksum arithmetic, which
+    /// depend on the key and its translation alone, so a flow's packets
+    /// share them.
+    #[inline(always)]
+    fn new(w: V4, x: V4, nat: bool) -> Edit {
+        if !nat {
+            return Edit {
+                xa: w.s | w.d << 32,
+                xp: w.p,
+                ..Edit::default()
+            };
+        }
+        // The addresses' words in native byte order (the key words are
+        // little-endian byte images). RFC 1624's `~m + m'` per word, with
+        // each `~m` of a 32-bit word written as `0xffff_ffff - m` and the
+        // constants gathered: the same integer, in fewer instructions.
+        let ne = |v: u64| u64::from(u32::from_ne_bytes((v as u32).to_le_bytes()));
+        let addr = ne(x.s) + ne(x.d) + 0x1_ffff_fffe - (ne(w.s) + ne(w.d));
+        // Both ports as one 32-bit word, as the header holds them (as
+        // `nat` sums addresses: 2^16 = 1 mod 0xffff, and a word is all ones
+        // exactly when both its halves are).
+        let port = |p: u64| u64::from(u32::from_ne_bytes((p as u32).rotate_left(16).to_be_bytes()));
+        Edit {
+            xa: (x.s & 0xffff_ffff) | x.d << 32,
+            xp: x.p,
+            // The TTL decrement's 0xfffe (see `rewrite`) summed in: one
+            // fold for both, the same value as two (a fold of a nonzero
+            // sum is the one value in 1..=0xffff of its residue).
+            ip: fold64(addr + 0xfffe),
+            l4: fold64(addr + 0xffff_ffff + port(x.p) - port(w.p)),
+            sport: 0,
+            nat: true,
+        }
+    }
 }
 
-/// The NAT rewrite from key words `w` to `x` (when `nat`) and the TTL
-/// decrement, on the headers of a qualifying frame, with the checksum
-/// arithmetic of `nat::rewrite` and `forward`'s TTL decrement (so the bytes
-/// are theirs, zero representations included).
+/// RFC 1624 eqn. 3, as `nat` applies it (`~HC` as `0xffff - HC`), with the
+/// sum of `~m + m'` already folded (`Edit`): the same value as folding it
+/// all at once (the result depends on the total's residue mod 0xffff and on
+/// whether it is zero, and folding a part keeps both). At most 0x1fffe
+/// before the fold, so one fold.
 #[inline(always)]
-fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: V4, nat: bool) {
-    let w = V4::of(w);
+fn apply(csum: u16, sum: u16) -> u16 {
+    let s = 0xffff - u32::from(csum) + u32::from(sum);
+    !(((s & 0xffff) + (s >> 16)) as u16)
+}
+
+/// The NAT rewrite of `e` (when `e.nat`) and the TTL decrement, on the
+/// headers of a qualifying frame, with the checksum arithmetic of
+/// `nat::rewrite` and `forward`'s TTL decrement (so the bytes are theirs,
+/// zero representations included).
+#[inline(always)]
+fn rewrite(h: &mut [u8; HDRS], e: &Edit) {
     const TTL: usize = L3 + 8;
     const CSUM: usize = L3 + 10;
     let ttl = h[TTL];
     let ip_csum = u16::from_ne_bytes([h[CSUM], h[CSUM + 1]]);
-    if !nat {
+    if !e.nat {
         // TTL - 1: see `forward::dec_ttl`.
         let s = u32::from(!ip_csum) + 0xfffe;
         let c = !(((s & 0xffff) + (s >> 16)) as u16);
@@ -589,29 +751,15 @@ fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: V4, nat: bool) {
         h[CSUM..CSUM + 2].copy_from_slice(&c.to_ne_bytes());
         return;
     }
-    // The addresses' words in native byte order (the key words are
-    // little-endian byte images). RFC 1624's `~m + m'` per word, with each
-    // `~m` of a 32-bit word written as `0xffff_ffff - m` and the constants
-    // gathered: the same integer, in fewer instructions.
-    let ne = |v: u64| u64::from(u32::from_ne_bytes((v as u32).to_le_bytes()));
-    let addr = ne(x.s) + ne(x.d) + 0x1_ffff_fffe - (ne(w.s) + ne(w.d));
-    h[L3 + 12..L3 + 16].copy_from_slice(&(x.s as u32).to_le_bytes());
-    h[L3 + 16..L3 + 20].copy_from_slice(&(x.d as u32).to_le_bytes());
-    // The TTL decrement's 0xfffe (see above) summed in: one fold for both,
-    // the same value as two (a fold of a nonzero sum is the one value in
-    // 1..=0xffff of its residue).
-    let c = apply(ip_csum, addr + 0xfffe);
-    h[CSUM..CSUM + 2].copy_from_slice(&c.to_ne_bytes());
+    // Source and destination address: one 8-byte store.
+    h[L3 + 12..L3 + 20].copy_from_slice(&e.xa.to_le_bytes());
+    h[CSUM..CSUM + 2].copy_from_slice(&apply(ip_csum, e.ip).to_ne_bytes());
     h[TTL] = ttl.wrapping_sub(1);
-    // Both ports as one 32-bit word (as `nat` sums addresses: 2^16 = 1 mod
-    // 0xffff, and a word is all ones exactly when both its halves are).
-    let old = u32::from_ne_bytes([h[L4_AT], h[L4_AT + 1], h[L4_AT + 2], h[L4_AT + 3]]);
-    let new = (x.p as u32).rotate_left(16).to_be_bytes();
+    let new = (e.xp as u32).rotate_left(16).to_be_bytes();
     h[L4_AT..L4_AT + 4].copy_from_slice(&new);
-    let sum = addr + 0xffff_ffff + u64::from(u32::from_ne_bytes(new)) - u64::from(old);
     if h[L3 + 9] == proto::TCP {
         const AT: usize = L4_AT + 16;
-        let c = apply(u16::from_ne_bytes([h[AT], h[AT + 1]]), sum);
+        let c = apply(u16::from_ne_bytes([h[AT], h[AT + 1]]), e.l4);
         h[AT..AT + 2].copy_from_slice(&c.to_ne_bytes());
     } else {
         // UDP: a zero checksum field is no checksum; a computed zero is
@@ -619,7 +767,7 @@ fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: V4, nat: bool) {
         const AT: usize = L4_AT + 6;
         let f = u16::from_ne_bytes([h[AT], h[AT + 1]]);
         if f != 0 {
-            let c = match apply(f, sum) {
+            let c = match apply(f, e.l4) {
                 0 => 0xffff,
                 c => c,
             };
@@ -629,9 +777,18 @@ fn rewrite(h: &mut [u8; HDRS], w: &[u64; 5], x: V4, nat: bool) {
 }
 
 /// `vxlan::flow_entropy` of the key with these words.
-#[inline(always)]
+#[cfg(test)]
 fn entropy(w: &[u64; 5]) -> u64 {
     let x = w[0] ^ w[1].rotate_left(16) ^ w[2].rotate_left(32) ^ w[3].rotate_left(48) ^ w[4];
+    let p = u128::from(x) * u128::from(0x9e37_79b9_7f4a_7c15u64);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// [`entropy`] of an IPv4 key (words 1 and 3 zero, the destination's
+/// rotation a shift).
+#[inline(always)]
+fn entropy_v4(k: V4) -> u64 {
+    let x = (k.s & 0xffff_ffff) ^ k.d << 32 ^ k.p;
     let p = u128::from(x) * u128::from(0x9e37_79b9_7f4a_7c15u64);
     (p as u64) ^ ((p >> 64) as u64)
 }
@@ -647,6 +804,7 @@ mod tests {
             FlowKey::v4([10, 244, 1, 7], [10, 244, 2, 9], 40000, 53, 17),
         ] {
             assert_eq!(entropy(&k.words()), vxlan::flow_entropy(&k));
+            assert_eq!(entropy_v4(V4::of(&k.words())), vxlan::flow_entropy(&k));
         }
     }
 
@@ -860,6 +1018,46 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_cached_flow_whose_conntrack_entry_went_away_is_tracked_anew() {
+        let t = Arc::new(demo_tables().expect("demo tables build"));
+        let mut fast = Pipeline::standalone(t.clone());
+        let mut slow = Pipeline::standalone(t);
+        slow.set_fast_path(false);
+        let p = Pkt {
+            from_other: false,
+            spoof: false,
+            // The DNS Service (UDP).
+            dst: 2,
+            sport: 40000,
+            udp: true,
+            ttl: 64,
+            flags: 0,
+            len: 20,
+            no_udp_csum: false,
+            bad_ip_csum: false,
+            overlay: false,
+            bad_vni: false,
+            room: 0,
+        };
+        // New, then a full lookup that fills the cache, then cached.
+        let pkts = vec![p.clone(), p.clone(), p.clone()];
+        assert_eq!(run(&mut fast, &pkts, 1), run(&mut slow, &pkts, 1));
+        for pipe in [&fast, &slow] {
+            let ct = pipe.conntrack();
+            let ids: Vec<u32> = ct.iter_live(0).map(|f| f.id).collect();
+            assert_eq!(ids.len(), 1);
+            ct.remove(ids[0]);
+        }
+        let a = run(&mut fast, &pkts, 1);
+        assert_eq!(a, run(&mut slow, &pkts, 1));
+        assert!(a.iter().all(|(v, _)| matches!(v, Verdict::Tx(_))));
+        assert_eq!(fast.counters(), slow.counters());
+        assert_eq!(fast.conntrack().stats(), slow.conntrack().stats());
+        assert_eq!(fast.conntrack().stats().inserted, 2);
+        assert_eq!(fast.counters().ct_hits, 4);
     }
 
     proptest! {

@@ -28,7 +28,9 @@
 //! outer packet is parsed into metadata (`vxlan::fast_decap_v4`). In front
 //! of these stages, `fast` takes the common IPv4 TCP/UDP shape of these frames
 //! without a `Meta` and finishes established flows itself (same results; see
-//! its module doc for the shape and the callgrind figures).
+//! its module doc for the shape and the callgrind figures), those with NAT
+//! from a per-worker flow cache checked against their conntrack entry
+//! (`flows`).
 //!
 //! **Prefetch scheme**: at 1M flows the conntrack index and entries no longer
 //! fit in cache, and a lookup is two dependent misses. So the batch is
@@ -40,7 +42,9 @@
 //! prefetch (probing the fetched bucket's tags a few frames ahead and
 //! prefetching the entry) was tried and lost ~15% in the benchmark, whose
 //! entries are touched in allocation order and so already streamed by the
-//! hardware prefetcher.
+//! hardware prefetcher. A frame of a flow in the fast path's flow cache has
+//! its conntrack entry prefetched instead (the cache names it: no dependent
+//! bucket read).
 //!
 //! Every frame ends with a [`Verdict`]; every drop names a [`DropReason`].
 //! Counters are summed per batch and added to [`Pipeline::counters`] once. No
@@ -53,6 +57,7 @@ mod counters;
 mod drop;
 mod fast;
 mod flow;
+mod flows;
 mod forward;
 mod frag;
 mod frame;
@@ -100,6 +105,8 @@ pub(crate) struct Env<'a> {
 pub(crate) struct State {
     pub cnt: Counters,
     pub route: forward::RouteCache,
+    /// The fast path's established flows (see `flows`).
+    pub flows: flows::FlowCache,
     pub frags: frag::Frags,
     pub stash: frag::Stash,
     /// First fragments seen this batch whose stashed fragments are to be released.
@@ -139,6 +146,7 @@ impl Pipeline {
             st: State {
                 cnt: Counters::default(),
                 route: forward::RouteCache::default(),
+                flows: flows::FlowCache::default(),
                 frags: frag::Frags::new(frag_capacity, FRAG_TIMEOUT_NS),
                 stash: frag::Stash::new(STASH_SLOTS),
                 release: Vec::with_capacity(BATCH),
@@ -161,6 +169,7 @@ impl Pipeline {
     pub fn set_tables(&mut self, tables: Arc<Tables>) {
         if tables.generation() != self.tables.generation() {
             self.st.route.reset();
+            self.st.flows.reset();
         }
         self.tables = tables;
     }
@@ -230,7 +239,7 @@ impl Pipeline {
         {
             if fast::parse(env.t, &mut ports, f, l) {
                 l.step = fast::Step::Fast;
-                env.ct.prefetch_hashed(l.h);
+                fast::look(env.ct, &mut st.flows, l);
                 continue;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
@@ -264,6 +273,7 @@ impl Pipeline {
                 fast::Step::Done => {}
             }
         }
+        st.flows.end_batch();
         // Every frame sent by the fast path: nothing else to count.
         if sent == verdicts.len() as u64 {
             st.cnt.rx += sent;

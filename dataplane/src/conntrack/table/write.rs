@@ -121,15 +121,29 @@ impl Table {
     pub fn reclaim(&self, now: u64, budget: usize) -> usize {
         let cap = self.geo.capacity;
         let budget = budget.min(cap as usize) as u32;
-        let start = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
+        let mut id = self.hdr.sweep.reclaim_cursor.fetch_add(budget, Relaxed) % cap;
         let mut freed = 0;
-        for i in 0..budget {
-            let id = (start + i) % cap;
-            if self.kill(id, Some(now)) {
-                freed += 1;
+        for _ in 0..budget {
+            // A look without the call first: most swept entries are free or
+            // not expired (`kill` checks again before its CAS). Every
+            // packet batch pays this sweep.
+            if let Some(e) = self.entries.get(id as usize) {
+                let w = Word(e.state.load(Relaxed));
+                if w.life() == LIVE
+                    && tick(now).wrapping_sub(e.last.load(Relaxed)) as i32 > self.timeout(w)
+                    && self.kill(id, Some(now))
+                {
+                    freed += 1;
+                }
+            }
+            id += 1;
+            if id == cap {
+                id = 0;
             }
         }
-        self.hdr.counters.reclaimed.fetch_add(freed as u64, Relaxed);
+        if freed > 0 {
+            self.hdr.counters.reclaimed.fetch_add(freed as u64, Relaxed);
+        }
         freed
     }
 
