@@ -103,6 +103,7 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
         slot_bytes: 1 << 16,
         slots: 2,
         trace_records: 64,
+        services: 64,
     };
     let shm = Shm::create_or_open(&dir.join("node.shm"), &layout).expect("shm file");
 

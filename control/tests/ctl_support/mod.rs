@@ -53,6 +53,7 @@ pub fn layout() -> Layout {
         slot_bytes: 1 << 16,
         slots: 3,
         trace_records: 64,
+        services: 64,
     }
 }
 

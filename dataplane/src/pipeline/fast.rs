@@ -52,7 +52,7 @@ use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
 use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
-use crate::conntrack::{FlowKey, Table};
+use crate::conntrack::{Dir, FlowKey, Table};
 use crate::proto;
 use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
 use crate::wire::checksum;
@@ -325,6 +325,8 @@ pub(crate) fn finish(
     let (x, nat) = match hit {
         Some(h) => {
             st.cnt.ct_hits += 1;
+            env.svc
+                .packet(h.user, h.dir == Dir::Reply, u64::from(l.end));
             (V4::of(if h.nat { &h.xlate } else { w }), h.nat)
         }
         // A miss: pod to pod (or a decapsulated packet to a local pod) is
