@@ -217,6 +217,16 @@ fn gauge(
     ConstGauge::new(v).encode(m)
 }
 
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -339,11 +349,11 @@ impl Collector for ShmCollector {
             "Service ports without counters now (more than the shared-memory file has room for)",
             i(svc.unassigned),
         )?;
-        counter_family(
+        counter(
             &mut enc,
             "service_counter_full",
             "Service ports that found no free counter id, each counted once",
-            &[(Vec::new(), svc.full_total)],
+            svc.full_total,
         )?;
 
         match self.shm.conntrack_view() {
