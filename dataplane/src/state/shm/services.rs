@@ -33,6 +33,15 @@
 //!   restart); readers sum over workers with `Relaxed` loads. The file keeps
 //!   this range sparse; the dataplane backs its own workers' ranges at start
 //!   ([`super::Shm::back_service_counters`]).
+//!
+//! Cost on the established-flow path (callgrind, `bench-pipeline --scenario
+//! service-encap`, (Ir(300k) - Ir(100k)) / 200k): 495.2 -> 508.3 instructions
+//! per packet. The counting itself ([`ServiceCounters::packet`]) compiles to
+//! ten: the id's zero-extension, the bounds check (compare, branch), the
+//! line's address (shift, add of the base), the direction's offset (zero
+//! extension, shift), the packet add, the length's reload and the byte add;
+//! the rest is register allocation around it. Two halves per id indexed
+//! `2 * id + reply` (one shift less) measured one instruction more.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
