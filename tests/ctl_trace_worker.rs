@@ -3,7 +3,8 @@
 //! shared-memory file; a ping and a UDP stream from pod 1 to pod 2. The
 //! workers announce the generation of the tables they were given, store
 //! their counters and per-port counts, and record the armed trace's frames
-//! with their verdicts. Needs root.
+//! with their verdicts; a UDP stream through a ClusterIP (and its echoes)
+//! is counted under the Service's stable id. Needs root.
 
 mod io_support;
 
@@ -19,11 +20,23 @@ use dataplane::io::{
 use dataplane::pipeline::Pipeline;
 use dataplane::proto;
 use dataplane::state::demo::{self, CLIENT_MAC, CLIENT_PORT, WEB_LOCAL_MAC, WEB_LOCAL_PORT};
-use dataplane::state::shm::{Layout, Shm, TraceFilter, TraceVerdict};
+use dataplane::state::shm::{Layout, ServiceCounts, Shm, TraceFilter, TraceVerdict};
 use dataplane::{conntrack, lb};
 use io_support::Topo;
 
 static N: AtomicU32 = AtomicU32::new(0);
+
+fn layout() -> Layout {
+    Layout {
+        workers: 2,
+        ports: 16,
+        conntrack_capacity: 1024,
+        slot_bytes: 1 << 16,
+        slots: 2,
+        trace_records: 64,
+        services: 64,
+    }
+}
 
 fn start(node: &str, shm: &Shm) -> Workers {
     let node = node.to_string();
@@ -36,8 +49,10 @@ fn start(node: &str, shm: &Shm) -> Workers {
         let c = tables.config();
         let ct = Arc::new(conntrack::Table::new(c.conntrack_capacity, c.timeouts));
         let aff = Arc::new(lb::AffinityTable::new(c.affinity_capacity));
-        let mut b = WorkersBuilder::new(st, &[None, None], XskConfig::default(), |_| {
-            Pipeline::new(tables.clone(), ct.clone(), aff.clone())
+        let mut b = WorkersBuilder::new(st, &[None, None], XskConfig::default(), |w| {
+            let mut p = Pipeline::new(tables.clone(), ct.clone(), aff.clone());
+            p.set_service_counters(shm.service_counters(w).expect("service counters"));
+            p
         })
         .expect("workers");
         b.set_shm(&shm).expect("shm hooks");
@@ -66,15 +81,7 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
         N.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let layout = Layout {
-        workers: 2,
-        ports: 16,
-        conntrack_capacity: 1024,
-        slot_bytes: 1 << 16,
-        slots: 2,
-        trace_records: 64,
-    };
-    let shm = Shm::create_or_open(&dir.join("node.shm"), &layout).expect("shm file");
+    let shm = Shm::create_or_open(&dir.join("node.shm"), &layout()).expect("shm file");
 
     let mut topo = Topo::new("ctr");
     let node = topo.netns("node");
@@ -201,5 +208,147 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
         a.iter().filter(|a| a.index < 2).all(|a| a.generation == 0),
         "stopped workers use no generation: {a:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ClusterIP of the test's UDP echo Service (backend: pod 2, port 9000)
+/// and of one without endpoints.
+const ECHO_VIP: &str = "10.96.0.77";
+const NOBODY_VIP: &str = "10.96.0.78";
+
+#[test]
+fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_memory() {
+    const DATAGRAMS: u64 = 100;
+    let dir = std::env::temp_dir().join(format!(
+        "twill-ctl-svc-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let shm = Shm::create_or_open(&dir.join("node.shm"), &layout()).expect("shm file");
+    shm.back_service_counters(2).expect("back the counters");
+
+    let mut topo = Topo::new("ctsv");
+    let node = topo.netns("node");
+    let pod1 = topo.netns("pod1");
+    let pod2 = topo.netns("pod2");
+    topo.veth(&node, "p1", &pod1, "eth0");
+    topo.veth(&node, "p2", &pod2, "eth0");
+    io_support::pod(&topo, &pod1, &fmt_mac(&CLIENT_MAC), "10.244.1.2");
+    io_support::pod(&topo, &pod2, &fmt_mac(&WEB_LOCAL_MAC), "10.244.1.3");
+
+    let mut w = start(&node, &shm);
+    // The demo Services plus an echo Service on pod 2 and one with no
+    // endpoints, with stable ids as the dataplane assigns them.
+    let mut b = demo::builder();
+    let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+    b.add_service(demo::service(
+        "default/echo:udp",
+        proto::UDP,
+        9000,
+        &[ip(ECHO_VIP)],
+        vec![demo::backend(ip("10.244.1.3"), 9000, true)],
+    ));
+    b.add_service(demo::service(
+        "default/nobody:udp",
+        proto::UDP,
+        9001,
+        &[ip(NOBODY_VIP)],
+        Vec::new(),
+    ));
+    let mut tables = b.build().expect("tables");
+    let mut ids = shm.service_directory();
+    let by_svc = ids.update(tables.services().services().map(|(_, s)| s.name()));
+    tables.set_service_ids(by_svc);
+    w.set_tables(Arc::new(tables)).expect("set tables");
+    std::thread::sleep(Duration::from_millis(100));
+
+    let (got, echoed) = std::thread::scope(|s| {
+        let rx = s.spawn(|| {
+            netns::enter_named(&pod2).expect("enter pod2");
+            let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            let mut got = 0u64;
+            let t0 = Instant::now();
+            while got < DATAGRAMS && t0.elapsed() < Duration::from_secs(10) {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        got += 1;
+                        // Echo the first ten back: the Service's replies.
+                        if got <= 10 {
+                            sock.send_to(&buf[..n], from).unwrap();
+                        }
+                    }
+                    Err(_) if got > 0 => break,
+                    Err(_) => {}
+                }
+            }
+            got
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let tx = s.spawn(|| {
+            netns::enter_named(&pod1).expect("enter pod1");
+            let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            for i in 0..DATAGRAMS {
+                sock.send_to(&[0x5a; 100], (ECHO_VIP, 9000)).unwrap();
+                if i % 8 == 7 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let mut buf = [0u8; 2048];
+            let mut echoed = 0u64;
+            while let Ok((_, from)) = sock.recv_from(&mut buf) {
+                assert_eq!(from.ip(), ip(ECHO_VIP), "replies come from the ClusterIP");
+                echoed += 1;
+            }
+            // One datagram to the Service without endpoints: a reject.
+            sock.send_to(&[1; 10], (NOBODY_VIP, 9001)).unwrap();
+            echoed
+        });
+        (rx.join().expect("receiver"), tx.join().expect("sender"))
+    });
+    assert!(got >= DATAGRAMS * 9 / 10, "the stream arrived: {got}");
+    assert!(echoed >= 5, "echoes came back: {echoed}");
+
+    // Read back from the file only, as twillctl and control do.
+    let t0 = Instant::now();
+    let report = loop {
+        let r = Shm::open(&dir.join("node.shm")).unwrap().service_report();
+        let rejects = r
+            .services
+            .iter()
+            .find(|s| s.name == "default/nobody:udp")
+            .map_or(0, |s| s.counts.rejects);
+        if rejects >= 1 || t0.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let echo = report
+        .services
+        .iter()
+        .find(|s| s.name == "default/echo:udp")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    let c = echo.counts;
+    assert_eq!(c.connections, 1, "one UDP flow: {c:?}");
+    assert!(c.packets_to >= got && c.packets_to <= DATAGRAMS, "{c:?}");
+    assert_eq!(c.bytes_to, c.packets_to * 142, "Ethernet frames: {c:?}");
+    assert!(c.packets_reply >= echoed && c.packets_reply <= 10, "{c:?}");
+    assert_eq!(c.bytes_reply, c.packets_reply * 142, "{c:?}");
+    assert_eq!(c.rejects, 0);
+    let nobody = report
+        .services
+        .iter()
+        .find(|s| s.name == "default/nobody:udp")
+        .unwrap();
+    assert_eq!(nobody.counts.rejects, 1, "{report:?}");
+    let web = report.services.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(web.counts, ServiceCounts::default(), "no traffic to web");
+
+    w.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -44,6 +44,7 @@ fn layout() -> Layout {
         slot_bytes: 1 << 20,
         slots: 2,
         trace_records: 64,
+        services: 64,
     }
 }
 

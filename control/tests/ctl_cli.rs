@@ -95,6 +95,16 @@ fn services_endpoints_routes_and_pods_come_from_the_live_snapshot() {
     let v = json(&f, &["services"]);
     assert_eq!(v["services"][0]["ready_endpoints"], 1);
     assert_eq!(v["services"][1]["protocol"], "udp");
+    // Each Service port's counters, from the Service directory.
+    assert!(
+        out.contains("PKTS TO/REPLY") && out.contains("2/1"),
+        "{out}"
+    );
+    assert!(out.contains("140/1500"), "{out}");
+    let web = &v["services"][0]["counters"];
+    assert_eq!(web["connections"], 1);
+    assert_eq!(web["bytes_reply"], 1500);
+    assert_eq!(v["services"][1]["counters"]["rejects"], 2);
 
     let out = ok(&f, &["endpoints"]);
     assert!(
@@ -180,6 +190,39 @@ fn conntrack_lists_live_flows_and_filters_by_address_port_and_protocol() {
     assert_eq!(json(&f, &["conntrack", "--limit", "1"])["shown"], 1);
     let _ = VIP;
     fails_with(&f, &["conntrack", "ip=nope"], "ip=nope");
+}
+
+#[test]
+fn stats_services_lists_each_services_counters_by_stable_id() {
+    let d = TempDir::new("ctl-stats-svc");
+    let f = d.path("node.shm");
+    let _shm = populated(&f);
+    let out = ok(&f, &["stats", "--services"]);
+    assert!(out.contains("BYTES_REPLY"), "{out}");
+    let web = out
+        .lines()
+        .find(|l| l.contains("default/web:http"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = web.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        [
+            "0",
+            "0",
+            "default/web:http",
+            "1",
+            "2",
+            "140",
+            "1",
+            "1500",
+            "0"
+        ]
+    );
+    let v = json(&f, &["stats", "--services"]);
+    assert_eq!(v["capacity"], 64);
+    assert_eq!(v["services"][1]["name"], "kube-system/dns:dns/udp");
+    assert_eq!(v["services"][1]["rejects"], 2);
+    assert_eq!(v["services"][0]["packets_to"], 2);
 }
 
 #[test]

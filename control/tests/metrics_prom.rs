@@ -199,3 +199,65 @@ fn metrics_and_healthz_are_served_over_http() {
         task.abort();
     });
 }
+
+#[test]
+fn a_scrape_exports_each_services_packets_bytes_connections_and_rejects_summed_over_workers() {
+    let d = TempDir::new("metrics-svc");
+    let shm = populated(&d.path("node.shm"));
+    let s = samples(&Metrics::new().encode(Some(&shm)).unwrap());
+    let web = |m: &str, dir: &str| {
+        get(
+            &s,
+            &format!(r#"twill_service_{m}_total{{service="default/web:http",direction="{dir}"}}"#),
+        )
+    };
+    assert_eq!(web("packets", "to"), 2.0);
+    assert_eq!(web("bytes", "to"), 140.0);
+    assert_eq!(web("packets", "reply"), 1.0);
+    assert_eq!(web("bytes", "reply"), 1500.0);
+    assert_eq!(
+        get(
+            &s,
+            r#"twill_service_connections_total{service="default/web:http"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &s,
+            r#"twill_service_rejects_total{service="kube-system/dns:dns/udp"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &s,
+            r#"twill_service_rejects_total{service="default/web:http"}"#
+        ),
+        0.0
+    );
+    assert_eq!(get(&s, "twill_service_counter_unassigned"), 0.0);
+    assert_eq!(get(&s, "twill_service_counter_full_total"), 0.0);
+}
+
+#[test]
+fn a_gone_service_is_no_longer_exported_and_a_new_one_starts_from_zero() {
+    let d = TempDir::new("metrics-svc-reuse");
+    let shm = populated(&d.path("node.shm"));
+    // web goes, a new Service comes (the reuse of an id, with its
+    // baseline, is the dataplane's unit tests').
+    let mut dir = shm.service_directory();
+    dir.update(["kube-system/dns:dns/udp"]);
+    let ids = dir.update(["kube-system/dns:dns/udp", "default/new:http"]);
+    assert_eq!(ids, vec![1, 2], "a fresh id first");
+    let text = Metrics::new().encode(Some(&shm)).unwrap();
+    assert!(!text.contains("default/web:http"), "{text}");
+    let s = samples(&text);
+    assert_eq!(
+        get(
+            &s,
+            r#"twill_service_packets_total{service="default/new:http",direction="to"}"#
+        ),
+        0.0
+    );
+}

@@ -363,6 +363,10 @@ pub struct ShmSection {
     pub slots: Option<u32>,
     /// Size of each table slot, MiB (sparse: only what is written uses memory).
     pub slot_mib: Option<u64>,
+    /// Service ports with packet/byte counters (stable ids; default 16,384;
+    /// 64 bytes per worker each, plus 256 bytes of directory). Service ports
+    /// beyond it are served but not counted.
+    pub services: Option<u32>,
 }
 
 /// The default shared-memory file.
@@ -597,6 +601,7 @@ impl NodeFile {
                 as u64,
             slot_bytes: s.slot_mib.map_or(d.slot_bytes, |m| m << 20),
             slots: s.slots.unwrap_or(d.slots),
+            services: s.services.unwrap_or(d.services),
             ..d
         };
         Some((s.path.clone(), layout))

@@ -13,7 +13,8 @@
 //! - [`filter`]: `ip=… port=… proto=… in_port=…` for `conntrack` and `trace`;
 //! - [`table`]: the column-aligned tables;
 //! - [`views`]: `status`, `services`, `endpoints`, `routes`, `pods`;
-//! - [`stats`], [`flows`] (`conntrack`), [`trace`].
+//! - [`stats`] (`stats`, `stats --services`), [`flows`] (`conntrack`),
+//!   [`trace`].
 
 pub mod filter;
 pub mod flows;
@@ -89,11 +90,16 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
-    /// Counters per worker and port, drops by reason, summed.
+    /// Counters per worker and port, drops by reason, summed; or, with
+    /// `--services`, per Service port.
     Stats {
         /// Also list drop reasons and ports with zero counts.
         #[arg(long)]
         all: bool,
+        /// Per-Service counters (packets, bytes, connections, rejects) from
+        /// the Service directory, summed over workers.
+        #[arg(long)]
+        services: bool,
     },
     /// The verdicts of the next N frames matching a filter.
     Trace {
@@ -140,7 +146,11 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             let f = filter::Filter::parse(filter)?;
             flows::conntrack(&shm, &f, *limit, cli.json, out)
         }
-        Command::Stats { all } => stats::stats(&shm, *all, cli.json, out),
+        Command::Stats {
+            services: true,
+            all,
+        } => stats::services(&shm, *all, cli.json, out),
+        Command::Stats { all, .. } => stats::stats(&shm, *all, cli.json, out),
         Command::Trace {
             count,
             timeout,

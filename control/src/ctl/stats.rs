@@ -5,11 +5,16 @@
 //! Port tx counts are the frames each worker's pipeline sent to that port
 //! (transmitted there, or handed to the worker serving it); rx counts the
 //! frames received on that port's sockets.
+//!
+//! `stats --services`: the Service directory (stable id, epoch, name) with
+//! each Service port's counters summed over workers (see
+//! `dataplane::state::shm` `services`); read from the file alone, so it
+//! works without a live snapshot.
 
 use std::io::Write;
 
 use dataplane::pipeline::Counters;
-use dataplane::state::shm::{monotonic_ns, PortCounters, Shm, WorkerStats};
+use dataplane::state::shm::{monotonic_ns, PortCounters, ServiceCounts, Shm, WorkerStats};
 use serde_json::{json, Value};
 
 use super::table::Table;
@@ -248,6 +253,68 @@ pub fn stats(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<()
     }
     if !t.is_empty() {
         t.write(out)?;
+    }
+    Ok(())
+}
+
+/// `twillctl stats --services` (`all`: Service ports that counted nothing
+/// too).
+pub fn services(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<(), CtlError> {
+    let r = shm.service_report();
+    let zero = ServiceCounts::default();
+    if json {
+        let mut v = serde_json::to_value(&r).map_err(std::io::Error::from)?;
+        if !all {
+            if let Some(list) = v.get_mut("services").and_then(Value::as_array_mut) {
+                list.retain(|s| {
+                    ["packets_to", "packets_reply", "connections", "rejects"]
+                        .iter()
+                        .any(|k| s.get(*k).and_then(Value::as_u64).unwrap_or(0) != 0)
+                });
+            }
+        }
+        return write_json(out, &v);
+    }
+    let mut t = Table::new(&[
+        "ID",
+        "EPOCH",
+        "SERVICE",
+        "CONNS",
+        "PKTS_TO",
+        "BYTES_TO",
+        "PKTS_REPLY",
+        "BYTES_REPLY",
+        "REJECTS",
+    ]);
+    for s in r.services.iter().filter(|s| all || s.counts != zero) {
+        let c = &s.counts;
+        t.row(vec![
+            s.id.to_string(),
+            s.epoch.to_string(),
+            s.name.clone(),
+            c.connections.to_string(),
+            c.packets_to.to_string(),
+            c.bytes_to.to_string(),
+            c.packets_reply.to_string(),
+            c.bytes_reply.to_string(),
+            c.rejects.to_string(),
+        ]);
+    }
+    if t.is_empty() {
+        writeln!(
+            out,
+            "no Service has counted a packet yet ({} with an id)",
+            r.services.len()
+        )?;
+    } else {
+        t.write(out)?;
+    }
+    if r.unassigned > 0 || r.full_total > 0 {
+        writeln!(
+            out,
+            "{} Service port(s) without counters now ({} ever): the file has room for {}",
+            r.unassigned, r.full_total, r.capacity
+        )?;
     }
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! `twillctl status`, `services`, `endpoints`, `routes` and `pods`: the
 //! file's header and the live snapshot, as tables or JSON.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 
 use dataplane::config::fmt_mac;
 use dataplane::lb::VipKind;
-use dataplane::state::shm::{monotonic_ns, pid_alive, Role, Shm, LAYOUT_VERSION, READER_ANNOUNCE};
+use dataplane::state::shm::{
+    monotonic_ns, pid_alive, Role, ServiceCounts, Shm, LAYOUT_VERSION, READER_ANNOUNCE,
+};
 use serde_json::{json, Value};
 
 use super::table::Table;
@@ -201,9 +204,17 @@ fn addr_port(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// `twillctl services`.
+/// `twillctl services`: the live snapshot's Service ports, each with its
+/// counters from the Service directory (joined by name; `-` for a port that
+/// has no counter yet or none at all).
 pub fn services(shm: &Shm, json: bool, out: &mut dyn Write) -> Result<(), CtlError> {
     let (generation, s) = snap::live(shm)?;
+    let counts: HashMap<String, ServiceCounts> = shm
+        .service_report()
+        .services
+        .into_iter()
+        .map(|s| (s.name, s.counts))
+        .collect();
     if json {
         let v: Vec<Value> = s
             .services
@@ -218,6 +229,7 @@ pub fn services(shm: &Shm, json: bool, out: &mut dyn Write) -> Result<(), CtlErr
                     "affinity_timeout_s": s.affinity_timeout_s,
                     "endpoints": s.backends.len(),
                     "ready_endpoints": s.backends.iter().filter(|b| b.ready).count(),
+                    "counters": counts.get(&s.name),
                 })
             })
             .collect();
@@ -233,6 +245,10 @@ pub fn services(shm: &Shm, json: bool, out: &mut dyn Write) -> Result<(), CtlErr
         "AFFINITY",
         "READY",
         "ENDPOINTS",
+        "CONNS",
+        "PKTS TO/REPLY",
+        "BYTES TO/REPLY",
+        "REJECTS",
     ]);
     for s in &s.services {
         let vips: Vec<String> = s
@@ -250,7 +266,7 @@ pub fn services(shm: &Shm, json: bool, out: &mut dyn Write) -> Result<(), CtlErr
         if s.int_local {
             policy.push("int=Local");
         }
-        t.row(vec![
+        let mut row = vec![
             s.name.clone(),
             proto_name(s.proto),
             s.port.to_string(),
@@ -269,7 +285,17 @@ pub fn services(shm: &Shm, json: bool, out: &mut dyn Write) -> Result<(), CtlErr
                 .map_or("-".into(), |t| format!("ClientIP {t}s")),
             s.backends.iter().filter(|b| b.ready).count().to_string(),
             s.backends.len().to_string(),
-        ]);
+        ];
+        match counts.get(&s.name) {
+            Some(c) => row.extend([
+                c.connections.to_string(),
+                format!("{}/{}", c.packets_to, c.packets_reply),
+                format!("{}/{}", c.bytes_to, c.bytes_reply),
+                c.rejects.to_string(),
+            ]),
+            None => row.extend(["-", "-", "-", "-"].map(String::from)),
+        }
+        t.row(row);
     }
     t.write(out)?;
     Ok(())

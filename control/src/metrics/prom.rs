@@ -8,9 +8,11 @@
 //! reason, conntrack occupancy, workers' announced generations) are read
 //! from the shared-memory file at scrape time by a collector, so a scrape
 //! shows the counters as the workers last stored them (once per batch) and
-//! control keeps no copy. Per-Service packets and bytes are not exported:
-//! the stats blocks have no per-Service counters (a Service's index changes
-//! with every generation; see `state::shm` stats).
+//! control keeps no copy. Per-Service packets, bytes, connections and
+//! rejects come from the Service directory and the workers' counter lines
+//! (`state::shm` `services`), labelled with the Service-port name
+//! (`ns/svc:port`) and summed over workers; a Service whose id was reused
+//! starts from its baseline, so it never shows its predecessor's counts.
 //!
 //! `/healthz` answers 200 `ok` while the dataplane's heartbeat in the file
 //! is fresh (or no file is configured), else 503 with the reason.
@@ -215,6 +217,16 @@ fn gauge(
     ConstGauge::new(v).encode(m)
 }
 
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -287,6 +299,61 @@ impl Collector for ShmCollector {
             "pipeline_events",
             "Pipeline events (encap, decap, conntrack hits, NAT...), all workers",
             &events,
+        )?;
+
+        let svc = self.shm.service_report();
+        let mut packets = Vec::new();
+        let mut bytes = Vec::new();
+        let mut conns = Vec::new();
+        let mut rejects = Vec::new();
+        for s in &svc.services {
+            let c = &s.counts;
+            for (dir, n, b) in [
+                ("to", c.packets_to, c.bytes_to),
+                ("reply", c.packets_reply, c.bytes_reply),
+            ] {
+                let l = vec![("service", s.name.clone()), ("direction", dir.to_string())];
+                packets.push((l.clone(), n));
+                bytes.push((l, b));
+            }
+            conns.push((vec![("service", s.name.clone())], c.connections));
+            rejects.push((vec![("service", s.name.clone())], c.rejects));
+        }
+        counter_family(
+            &mut enc,
+            "service_packets",
+            "Packets of a Service port's flows, toward the Service or replies, all workers",
+            &packets,
+        )?;
+        counter_family(
+            &mut enc,
+            "service_bytes",
+            "Bytes (Ethernet frames, without the overlay) of a Service port's flows, all workers",
+            &bytes,
+        )?;
+        counter_family(
+            &mut enc,
+            "service_connections",
+            "New connections to a Service port, all workers",
+            &conns,
+        )?;
+        counter_family(
+            &mut enc,
+            "service_rejects",
+            "First packets to a Service port refused for want of a usable endpoint, all workers",
+            &rejects,
+        )?;
+        gauge(
+            &mut enc,
+            "service_counter_unassigned",
+            "Service ports without counters now (more than the shared-memory file has room for)",
+            i(svc.unassigned),
+        )?;
+        counter(
+            &mut enc,
+            "service_counter_full",
+            "Service ports that found no free counter id, each counted once",
+            svc.full_total,
         )?;
 
         match self.shm.conntrack_view() {

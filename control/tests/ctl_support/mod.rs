@@ -1,7 +1,8 @@
 //! A node's shared-memory file made for a test in a temporary directory:
 //! a published snapshot (two Services, a remote node, two pods), this
-//! process registered as the dataplane, two workers' stats blocks and two
-//! conntrack flows, as the real processes would leave them.
+//! process registered as the dataplane, two workers' stats blocks, both
+//! Services' counters and two conntrack flows, as the real processes would
+//! leave them.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -53,6 +54,7 @@ pub fn layout() -> Layout {
         slot_bytes: 1 << 16,
         slots: 3,
         trace_records: 64,
+        services: 64,
     }
 }
 
@@ -179,6 +181,23 @@ pub fn populated(path: &Path) -> Shm {
         );
         shm.worker_slot(w as usize).unwrap().announce(1, now);
     }
+    // Per-Service counters as the dataplane leaves them: ids by name (web 0,
+    // dns 1); web: one connection, two packets toward it (74 + 66 bytes)
+    // on worker 0, one 1500-byte reply on worker 1; dns: two rejects.
+    shm.back_service_counters(2).unwrap();
+    let ids = shm
+        .service_directory()
+        .update(["default/web:http", "kube-system/dns:dns/udp"]);
+    assert_eq!(ids, vec![0, 1]);
+    let (w0, w1) = (
+        shm.service_counters(0).unwrap(),
+        shm.service_counters(1).unwrap(),
+    );
+    w0.connection(0, 74);
+    w0.packet(0, false, 66);
+    w1.packet(0, true, 1500);
+    w0.reject(1);
+    w1.reject(1);
     let (ct, _) = shm.conntrack(Timeouts::default()).unwrap();
     let orig = FlowKey::v4(CLIENT, VIP, 40000, 80, proto::TCP);
     let reply = FlowKey::v4(BACKEND, CLIENT, 8080, 40000, proto::TCP);

@@ -380,6 +380,7 @@ pub(crate) fn finish(
         let (edit, route) = (c.edit(), c.route);
         if env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
             st.cnt.ct_hits += 1;
+            env.svc.packet(c.user, c.reply, u64::from(l.end));
             return dispatch(env, st, frame, m, l, v, edit, route, true);
         }
     }
@@ -415,6 +416,8 @@ pub(crate) fn finish(
         );
     };
     st.cnt.ct_hits += 1;
+    env.svc
+        .packet(h.user, h.dir == Dir::Reply, u64::from(l.end));
     let x = if h.nat { V4::of(&h.xlate) } else { k };
     let route = route_of(st, x);
     let mut edit = Edit::new(k, x, h.nat);
@@ -428,6 +431,7 @@ pub(crate) fn finish(
             route,
             id: h.id,
             seq: h.seq,
+            user: h.user,
             ip: edit.ip,
             l4: edit.l4,
             sport: edit.sport,

@@ -10,6 +10,7 @@ use super::parse::{Frag, Ingress, Meta, L4};
 use super::service::{self, v4key, Via};
 use super::verdict::Verdict;
 use super::{Env, Frame, State};
+use crate::conntrack::Dir;
 use crate::state::RouteTarget;
 
 /// Runs the flow stage on one frame; `None`: go on to forwarding with `m.xkey`.
@@ -43,6 +44,8 @@ fn decide(env: &Env, st: &mut State, frame: &mut Frame, m: &mut Meta) -> Option<
         }
     } else if let Some(hit) = env.ct.track(&m.key, m.tcp_flags, env.now) {
         st.cnt.ct_hits += 1;
+        env.svc
+            .packet(hit.user, hit.dir == Dir::Reply, frame.len() as u64);
         if hit.nat {
             nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);
             m.xkey = hit.xlate;

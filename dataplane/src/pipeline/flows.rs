@@ -64,6 +64,8 @@ pub(crate) struct Slot {
     /// The conntrack entry, its version and the packet's direction.
     pub id: u32,
     pub seq: u32,
+    /// The entry's user word: the flow's stable Service id (its counters).
+    pub user: u32,
     pub ip: u16,
     pub l4: u16,
     pub sport: u16,
@@ -113,6 +115,7 @@ const EMPTY: Slot = Slot {
     route: RouteTarget::Outside,
     id: 0,
     seq: 0,
+    user: 0,
     ip: 0,
     l4: 0,
     sport: 0,

@@ -83,6 +83,7 @@ pub use verdict::Verdict;
 
 use crate::conntrack;
 use crate::lb;
+use crate::state::shm::ServiceCounters;
 use crate::state::Tables;
 use parse::{ethertype, parse_ip, Meta};
 
@@ -98,6 +99,8 @@ pub(crate) struct Env<'a> {
     pub t: &'a Tables,
     pub ct: &'a conntrack::Table,
     pub aff: &'a lb::AffinityTable,
+    /// This worker's per-Service counter lines (empty: none counted).
+    pub svc: &'a ServiceCounters,
     pub now: u64,
 }
 
@@ -127,6 +130,8 @@ pub struct Pipeline {
     fast: bool,
     st: State,
     counters: Counters,
+    /// Per-Service counters (see `state::shm::ServiceCounters`).
+    svc: ServiceCounters,
 }
 
 impl Pipeline {
@@ -153,6 +158,7 @@ impl Pipeline {
                 ident: 0,
             },
             counters: Counters::default(),
+            svc: ServiceCounters::none(),
         }
     }
 
@@ -178,6 +184,16 @@ impl Pipeline {
     /// every frame takes the general stages (same results, for comparison).
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast = on;
+    }
+
+    /// Counts Service flows' packets, bytes, connections and rejects into
+    /// `c` from now on (by the stable id their conntrack entry carries).
+    pub fn set_service_counters(&mut self, c: ServiceCounters) {
+        self.svc = c;
+    }
+
+    pub fn service_counters(&self) -> &ServiceCounters {
+        &self.svc
     }
 
     pub fn tables(&self) -> &Arc<Tables> {
@@ -225,6 +241,7 @@ impl Pipeline {
             t: &self.tables,
             ct: &self.ct,
             aff: &self.affinity,
+            svc: &self.svc,
             now,
         };
         let st = &mut self.st;
@@ -299,6 +316,7 @@ impl Pipeline {
             t: &self.tables,
             ct: &self.ct,
             aff: &self.affinity,
+            svc: &self.svc,
             now,
         };
         let st = &mut self.st;

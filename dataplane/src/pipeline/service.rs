@@ -60,7 +60,9 @@ pub(crate) fn new_flow(
         .and_then(|b| services.backend(b))
         .filter(|b| b.family() == m.family)
         .map(|b| (b.ip_bytes(), b.port()));
+    let id = t.service_id(svc);
     let Some((bip, bport)) = backend else {
+        env.svc.reject(id);
         // As kube-proxy: a Service with endpoints, none of them local under a
         // Local policy, drops; a Service with no endpoints at all rejects.
         if scope == Scope::Local && s.usable_count(Scope::Cluster, m.family) > 0 {
@@ -102,7 +104,7 @@ pub(crate) fn new_flow(
         snat,
         c.snat_ports,
         hash,
-        svc.0,
+        id,
         m.tcp_flags,
         env.now,
     ) {
@@ -111,6 +113,7 @@ pub(crate) fn new_flow(
     };
     st.cnt.ct_new += 1;
     st.cnt.dnat += 1;
+    env.svc.connection(id, frame.len() as u64);
     st.cnt.snat += snat as u64;
     st.cnt.snat_port_retries += retries as u64;
     nat::rewrite(frame.data_mut(), m, &m.key, &hit.xlate);

@@ -1395,6 +1395,7 @@ fn arbitrary_bytes_never_panic_and_always_get_a_verdict() {
 
 mod drops;
 mod rewrite;
+mod service_counters;
 
 #[test]
 fn a_pipeline_can_move_to_its_worker_thread() {

@@ -299,6 +299,9 @@ pub struct Tables {
     routes4: Lpm4<RouteTarget>,
     routes6: Lpm6<RouteTarget>,
     services: ServiceTable,
+    /// Each Service's stable counter id, by `SvcId` (set by the dataplane
+    /// after building, see `shm::ServiceDirectory`; empty: none counted).
+    service_ids: Vec<u32>,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -395,6 +398,22 @@ impl Tables {
     #[inline]
     pub fn services(&self) -> &ServiceTable {
         &self.services
+    }
+
+    /// Sets each Service's stable counter id, by `SvcId` (the `user` word
+    /// of its flows; see `shm::ServiceDirectory`).
+    pub fn set_service_ids(&mut self, ids: Vec<u32>) {
+        self.service_ids = ids;
+    }
+
+    /// Service `svc`'s stable counter id ([`shm::NO_COUNTER`] when it has
+    /// none).
+    #[inline]
+    pub fn service_id(&self, svc: crate::lb::SvcId) -> u32 {
+        self.service_ids
+            .get(svc.0 as usize)
+            .copied()
+            .unwrap_or(shm::NO_COUNTER)
     }
 }
 
@@ -575,6 +594,7 @@ impl TablesBuilder {
             routes4,
             routes6,
             services,
+            service_ids: Vec::new(),
         })
     }
 }

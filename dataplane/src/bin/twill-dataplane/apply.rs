@@ -6,7 +6,10 @@
 //!
 //! Pod ports are assigned by interface name and kept while the interface
 //! stays (a pod keeps its port across snapshots); a freed port is reused
-//! only after every other one.
+//! only after every other one. Services get stable counter ids the same way
+//! (by Service-port name, through `shm::ServiceDirectory`, which also names
+//! them in the shared-memory file), set in the tables before any worker
+//! sees them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,6 +18,7 @@ use anyhow::anyhow;
 use dataplane::config::{Macs, NodeFile, PodSection, RemoteSection, UPLINK_PORT};
 use dataplane::io::{IfaceMode, Steering, Workers, WorkersBuilder};
 use dataplane::lb::ServiceSpec;
+use dataplane::state::shm::ServiceDirectory;
 use dataplane::state::snapshot::Snapshot;
 use dataplane::state::Tables;
 use dataplane::PortId;
@@ -115,27 +119,33 @@ impl Ports {
 }
 
 /// Builds the tables for `d` (reusing `old`'s Maglev tables where the
-/// Services did not change).
+/// Services did not change), with each Service's stable counter id from
+/// `ids` (which names new ones in the file before the tables are handed out).
 pub fn tables(
     file: &NodeFile,
     d: &Desired,
     ports: &Ports,
     macs: &Macs,
     old: Option<&Tables>,
+    ids: &mut ServiceDirectory,
 ) -> anyhow::Result<Tables> {
     let pods = d
         .pods
         .iter()
         .filter_map(|p| ports.get(&p.interface).map(|port| (port, p)));
-    file.build_tables(
-        macs,
-        pods,
-        &d.remotes,
-        d.services.iter().cloned(),
-        d.generation,
-        old,
-    )
-    .map_err(|e| anyhow!("the node's tables cannot be built: {e}"))
+    let mut t = file
+        .build_tables(
+            macs,
+            pods,
+            &d.remotes,
+            d.services.iter().cloned(),
+            d.generation,
+            old,
+        )
+        .map_err(|e| anyhow!("the node's tables cannot be built: {e}"))?;
+    let by_svc = ids.update(t.services().services().map(|(_, s)| s.name()));
+    t.set_service_ids(by_svc);
+    Ok(t)
 }
 
 /// Attaches `d`'s pods to a builder (before the workers start).

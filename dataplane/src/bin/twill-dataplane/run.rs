@@ -25,7 +25,7 @@ use dataplane::io::{
     RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig, ZeroCopy,
 };
 use dataplane::pipeline::{DropReason, Pipeline};
-use dataplane::state::shm::{monotonic_ns, Reader, Role, Shm};
+use dataplane::state::shm::{monotonic_ns, Layout, Reader, Role, ServiceDirectory, Shm};
 use dataplane::{conntrack, lb, Mac};
 
 use crate::apply::{self, Desired, Ports};
@@ -87,8 +87,19 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     for p in &desired.pods {
         ports.assign(&p.interface)?;
     }
+    let cpus = file.workers();
+    // Stable Service ids: read back from the file (a restart keeps them and
+    // their counts), the workers' counter lines backed before they start.
+    let mut svc_ids = match &shm {
+        Some(shm) => {
+            shm.back_service_counters(cpus.len())
+                .context("per-Service counters in shared memory")?;
+            shm.service_directory()
+        }
+        None => ServiceDirectory::in_memory(Layout::default().services),
+    };
     let tables = Arc::new(
-        apply::tables(&file, &desired, &ports, &macs, None)
+        apply::tables(&file, &desired, &ports, &macs, None, &mut svc_ids)
             .map_err(|e| anyhow!("config {file_name}: {e}"))?,
     );
     let cfg = tables.config().clone();
@@ -128,9 +139,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         },
         ..XskConfig::default()
     };
-    let cpus = file.workers();
-    let mut b = WorkersBuilder::new(st, &cpus, xsk, |_| {
-        Pipeline::new(tables.clone(), ct.clone(), aff.clone())
+    let mut b = WorkersBuilder::new(st, &cpus, xsk, |w| {
+        let mut p = Pipeline::new(tables.clone(), ct.clone(), aff.clone());
+        if let Some(c) = shm.as_ref().and_then(|s| s.service_counters(w).ok()) {
+            p.set_service_counters(c);
+        }
+        p
     })
     .context("workers.cpus")?;
     let queues = file
@@ -220,7 +234,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             }
         }
         if rebuild {
-            match apply::tables(&file, &desired, &ports, &macs, Some(&current)) {
+            match apply::tables(&file, &desired, &ports, &macs, Some(&current), &mut svc_ids) {
                 Ok(t) => {
                     current = Arc::new(t);
                     if let Err(e) = workers.set_tables(current.clone()) {

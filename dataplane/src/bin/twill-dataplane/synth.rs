@@ -14,6 +14,7 @@ use dataplane::conntrack;
 use dataplane::lb::{self, BackendSpec, ServiceSpec, VipKind};
 use dataplane::pipeline::{Frame, Pipeline, Verdict, FRAME_SIZE, HEADROOM};
 use dataplane::route::Prefix;
+use dataplane::state::shm::{Layout, ServiceCounters, ServiceDirectory};
 use dataplane::state::{NodeConfig, PodSpec, RemoteNodeSpec, TablesBuilder};
 use dataplane::{proto, Mac, PortId};
 
@@ -292,13 +293,21 @@ pub fn build_pipeline(shape: &Shape, scenario: Scenario) -> Pipeline {
                 .collect(),
         });
     }
-    let tables = b.build().expect("synthetic tables build");
+    let mut tables = b.build().expect("synthetic tables build");
+    // Per-Service counters as a worker keeps them: stable ids in the
+    // tables, one counter line per id.
+    let capacity = Layout::default().services;
+    let mut dir = ServiceDirectory::in_memory(capacity);
+    let ids = dir.update(tables.services().services().map(|(_, s)| s.name()));
+    tables.set_service_ids(ids);
     let ct = Arc::new(conntrack::Table::new(
         ct_capacity,
         conntrack::Timeouts::default(),
     ));
     let affinity = Arc::new(lb::AffinityTable::new(1024));
-    Pipeline::new(Arc::new(tables), ct, affinity)
+    let mut p = Pipeline::new(Arc::new(tables), ct, affinity);
+    p.set_service_counters(ServiceCounters::owned(capacity as usize));
+    p
 }
 
 /// RFC 1071 one's-complement sum.

@@ -30,6 +30,7 @@ impl TempFile {
             slot_bytes: 1 << 16,
             slots: 2,
             trace_records: 16,
+            services: 16,
         };
         Shm::create_or_open(&self.0.join("node.shm"), &layout).unwrap()
     }

@@ -13,7 +13,7 @@ use crate::pipeline::Counters;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TWILLSHM");
 /// The layout version this code reads and writes. Bump it on any change of
 /// the header, a region's format, the stats block or the conntrack entry.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// Bytes reserved for the header at the start of the file.
 pub const HEADER_BYTES: usize = 16384;
 /// Most table slots a file may have.
@@ -29,6 +29,8 @@ pub const READER_ANNOUNCE: usize = MAX_ANNOUNCERS - 1;
 pub const MAX_PORTS: u32 = 4096;
 /// Most trace records.
 pub const MAX_TRACE_RECORDS: u32 = 1 << 20;
+/// Most Service ports with counters (see `services`).
+pub const MAX_SERVICES: u32 = 1 << 20;
 /// Largest slot (1 GiB): a bound on what an opener believes.
 pub const MAX_SLOT_BYTES: u64 = 1 << 30;
 /// Words of a stats block before the pipeline counters: `updated_ns`, `pid`.
@@ -64,11 +66,13 @@ pub struct Layout {
     pub slots: u32,
     /// Trace ring records, 1..=[`MAX_TRACE_RECORDS`].
     pub trace_records: u32,
+    /// Service ports with per-worker counters (stable ids), 0..=[`MAX_SERVICES`].
+    pub services: u32,
 }
 
 impl Default for Layout {
     /// 8 workers, 256 ports, 65,536 flows (as [`crate::state::NodeConfig`]),
-    /// 4 slots of 64 MiB, 4096 trace records.
+    /// 4 slots of 64 MiB, 4096 trace records, 16,384 Service counters.
     fn default() -> Layout {
         Layout {
             workers: 8,
@@ -77,6 +81,7 @@ impl Default for Layout {
             slot_bytes: 64 << 20,
             slots: 4,
             trace_records: 4096,
+            services: 1 << 14,
         }
     }
 }
@@ -94,6 +99,14 @@ pub struct Geometry {
     pub conntrack_bytes: u64,
     pub trace_off: u64,
     pub trace_bytes: u64,
+    /// The Service directory (`services` module): header and one entry per id.
+    pub svcdir_off: u64,
+    pub svcdir_bytes: u64,
+    /// Per-worker Service counters: worker `w`'s lines at
+    /// `svcctr_off + w * svcctr_stride` (sparse in the file: the dataplane
+    /// backs its own workers' ranges when it starts).
+    pub svcctr_off: u64,
+    pub svcctr_stride: u64,
     pub slots_off: u64,
     /// Bytes between slots (`slot_bytes` rounded up to a page).
     pub slot_stride: u64,
@@ -101,7 +114,7 @@ pub struct Geometry {
 }
 
 /// Number of words a [`Geometry`] is stored as.
-pub const GEO_WORDS: usize = 17;
+pub const GEO_WORDS: usize = 22;
 
 /// Why a layout cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +127,8 @@ pub enum LayoutError {
     Slots(u32),
     #[error("slot_bytes {0} out of range 4096..={MAX_SLOT_BYTES}")]
     SlotBytes(u64),
+    #[error("services {0} out of range 0..={MAX_SERVICES}")]
+    Services(u32),
     #[error("trace_records {0} out of range 1..={MAX_TRACE_RECORDS}")]
     TraceRecords(u32),
     #[error("conntrack_capacity {0} out of range 1..={max}", max = crate::conntrack::MAX_CAPACITY)]
@@ -145,6 +160,9 @@ impl Layout {
         if l.trace_records == 0 || l.trace_records > MAX_TRACE_RECORDS {
             return Err(LayoutError::TraceRecords(l.trace_records));
         }
+        if l.services > MAX_SERVICES {
+            return Err(LayoutError::Services(l.services));
+        }
         if l.conntrack_capacity == 0 || l.conntrack_capacity > crate::conntrack::MAX_CAPACITY as u64
         {
             return Err(LayoutError::ConntrackCapacity(l.conntrack_capacity));
@@ -159,7 +177,19 @@ impl Layout {
         let conntrack_bytes = round_up(ct.bytes as u64, PAGE).ok_or_else(too)?;
         let trace_off = conntrack_off.checked_add(conntrack_bytes).ok_or_else(too)?;
         let trace_bytes = TRACE_CTL_BYTES as u64 + u64::from(l.trace_records) * 64;
-        let slots_off = round_up(trace_off + trace_bytes, PAGE).ok_or_else(too)?;
+        let svcdir_off = round_up(trace_off + trace_bytes, PAGE).ok_or_else(too)?;
+        let svcdir_bytes = super::services::DIR_HEADER_BYTES as u64
+            + u64::from(l.services) * super::services::ENTRY_BYTES as u64;
+        let svcctr_off = round_up(svcdir_off + svcdir_bytes, PAGE).ok_or_else(too)?;
+        let svcctr_stride = round_up(
+            u64::from(l.services) * super::services::LINE_BYTES as u64,
+            PAGE,
+        )
+        .ok_or_else(too)?;
+        let slots_off = svcctr_stride
+            .checked_mul(u64::from(l.workers))
+            .and_then(|b| b.checked_add(svcctr_off))
+            .ok_or_else(too)?;
         let slot_stride = round_up(l.slot_bytes, PAGE).ok_or_else(too)?;
         let total = slot_stride
             .checked_mul(u64::from(l.slots))
@@ -175,6 +205,10 @@ impl Layout {
             conntrack_bytes,
             trace_off,
             trace_bytes,
+            svcdir_off,
+            svcdir_bytes,
+            svcctr_off,
+            svcctr_stride,
             slots_off,
             slot_stride,
             total,
@@ -204,6 +238,11 @@ impl Geometry {
             self.slot_stride,
             self.total,
             HEADER_BYTES as u64,
+            u64::from(l.services),
+            self.svcdir_off,
+            self.svcdir_bytes,
+            self.svcctr_off,
+            self.svcctr_stride,
         ]
     }
 
@@ -218,6 +257,7 @@ impl Geometry {
             slot_bytes: w[3],
             slots: u32_of(w[4]),
             trace_records: u32_of(w[5]),
+            services: u32_of(w[17]),
         }
     }
 

@@ -11,6 +11,10 @@
 //!          then rx/tx packets/bytes per port (64-byte multiple each)
 //! ct       the conntrack table: header, entries, index (`conntrack::Table`)
 //! trace    control words (filter, remaining, head) + a ring of 64-byte records
+//! svcdir   the Service directory: stable id -> Service-port name, epoch and
+//!          counter baseline (`services`)
+//! svcctr   per worker, one 64-byte counter line per Service id (sparse;
+//!          the dataplane backs its workers' ranges)
 //! slots    N >= 2 table slots, each an encoded `state::snapshot::Snapshot`
 //! ```
 //!
@@ -51,6 +55,9 @@
 //!   cheap off case), claim a record by decrementing it (CAS) and taking a
 //!   ring index (`fetch_add`), and write the record under a per-record
 //!   sequence word (odd while written, `Release` when done).
+//! - **Service directory and counters**: see `services` (the directory has
+//!   one writer, the dataplane's main thread, under per-entry sequence
+//!   words; counter lines one writer each, the worker).
 //! - **Conntrack**: see `conntrack::Table`; its region is initialised or
 //!   recovered by [`Shm::conntrack`] (the dataplane) and viewed read-only by
 //!   [`Shm::conntrack_view`].
@@ -64,6 +71,7 @@
 pub mod layout;
 mod publish;
 pub mod region;
+mod services;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -80,11 +88,16 @@ use std::sync::Arc;
 use memmap2::{MmapOptions, MmapRaw};
 
 pub use layout::{
-    Geometry, Layout, LayoutError, LAYOUT_VERSION, MAX_SLOTS, MAX_WORKERS, READER_ANNOUNCE,
+    Geometry, Layout, LayoutError, LAYOUT_VERSION, MAX_SERVICES, MAX_SLOTS, MAX_WORKERS,
+    READER_ANNOUNCE,
 };
 pub use publish::{
     checksum, AnnounceInfo, PublishError, Published, Publisher, ReadError, Reader, SlotInfo,
     WorkerSlot,
+};
+pub use services::{
+    IdUpdate, ServiceCounters, ServiceCounts, ServiceDirectory, ServiceIds, ServiceReport,
+    ServiceStat, NAME_BYTES as SERVICE_NAME_BYTES, NO_COUNTER,
 };
 pub use stats::{PortCounters, StatsWriter, WorkerStats};
 pub use trace::{Trace, TraceFilter, TraceRecord, TraceVerdict};
@@ -311,11 +324,13 @@ impl Shm {
             file.set_len(0).map_err(io_err("truncate", path))?;
             file.set_len(geo.total)
                 .map_err(io_err("set length", path))?;
-            // Back everything but the slots now: a tmpfs that is too small
-            // (a container's 64 MiB /dev/shm) is an error here rather than a
-            // SIGBUS when a worker first touches its conntrack page. Slots
-            // stay sparse and are backed when published into.
-            allocate(&file, 0, geo.slots_off).map_err(io_err("allocate", path))?;
+            // Back everything but the Service counters and the slots now: a
+            // tmpfs that is too small (a container's 64 MiB /dev/shm) is an
+            // error here rather than a SIGBUS when a worker first touches
+            // its conntrack page. Slots stay sparse and are backed when
+            // published into; the dataplane backs its own workers' Service
+            // counters (`Shm::back_service_counters`), not all 63 possible.
+            allocate(&file, 0, geo.svcctr_off).map_err(io_err("allocate", path))?;
             let map = Shm::map(&file, path)?;
             let header: Unit<Header> = Unit::in_map(&map, 0);
             header.version.store(LAYOUT_VERSION, Relaxed);

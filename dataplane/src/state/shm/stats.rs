@@ -5,9 +5,9 @@
 //!
 //! Block of worker `w` at `stats_off + w * stats_stride`, in 64-bit words:
 //! `[updated_ns, pid, Counters words…, then per port: rx_packets, rx_bytes,
-//! tx_packets, tx_bytes]`. Per-Service counters are not here: a Service's
-//! index changes with every generation, so they would need a stable id
-//! first (see the issue notes).
+//! tx_packets, tx_bytes]`. Per-Service counters are not here but in the
+//! `services` module (under stable ids: a Service's index changes with
+//! every generation).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -42,6 +42,7 @@ fn small() -> Layout {
         slot_bytes: 1 << 16,
         slots: 2,
         trace_records: 8,
+        services: 16,
     }
 }
 
@@ -65,10 +66,11 @@ fn a_new_file_is_0600_in_a_0700_directory_and_sparse() {
     assert_eq!(dmeta.permissions().mode() & 0o777, 0o700);
     assert_eq!(meta.len(), shm.geometry().total);
     assert_eq!(shm.live_generation(), 0);
-    // Everything before the slots is backed; the slots are not.
+    // Everything before the Service counters is backed; they and the
+    // slots are not.
     use std::os::unix::fs::MetadataExt;
     let backed = meta.blocks() * 512;
-    assert!(backed >= shm.geometry().slots_off, "{backed}");
+    assert!(backed >= shm.geometry().svcctr_off, "{backed}");
     assert!(backed < shm.geometry().total, "{backed}");
 }
 
@@ -737,4 +739,270 @@ fn a_corrupted_live_word_or_slot_descriptor_is_a_read_error() {
     assert_eq!(r.poll(4).unwrap().map(|x| x.0), None);
     let g = p.publish(&snap(4), 4).unwrap();
     assert_eq!(r.poll(5).unwrap().map(|x| x.0), Some(g.generation));
+}
+
+#[test]
+fn a_file_of_the_previous_layout_version_gets_the_version_error() {
+    let d = TempDir::new();
+    Shm::create_or_open(&d.file(), &small()).unwrap();
+    write_word(&d.file(), 8, 1);
+    let e = Shm::open(&d.file()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ShmError::Version {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn service_ids_are_kept_by_name_and_fresh_ids_come_before_freed_ones() {
+    let mut ids = ServiceIds::new(3);
+    let up = ids.update(["ns/a:http", "ns/b:http"]);
+    assert_eq!(up.ids, vec![0, 1]);
+    assert_eq!(
+        up.assigned,
+        vec![
+            (0, "ns/a:http".into(), false),
+            (1, "ns/b:http".into(), false)
+        ]
+    );
+    // a goes, c comes: c gets the never-used 2, not a's freed 0.
+    let up = ids.update(["ns/b:http", "ns/c:http"]);
+    assert_eq!(up.ids, vec![1, 2]);
+    assert_eq!(up.freed, vec![0]);
+    // Only freed ids are left: the one freed longest ago is reused.
+    let up = ids.update(["ns/b:http", "ns/c:http", "ns/d:http"]);
+    assert_eq!(up.ids, vec![1, 2, 0]);
+    assert_eq!(up.assigned, vec![(0, "ns/d:http".into(), true)]);
+    assert_eq!(ids.id("ns/a:http"), None);
+}
+
+#[test]
+fn the_id_freed_longest_ago_is_reused_first() {
+    let mut ids = ServiceIds::new(3);
+    ids.update(["a", "b", "c"]);
+    ids.update(["b", "c"]); // 0 freed
+    ids.update(["c"]); // 1 freed
+    let up = ids.update(["c", "x", "y"]);
+    assert_eq!(up.ids, vec![2, 0, 1]);
+}
+
+#[test]
+fn services_beyond_the_capacity_get_no_counter_and_are_counted_once() {
+    let mut ids = ServiceIds::new(1);
+    let up = ids.update(["a", "b", "b"]);
+    assert_eq!(up.ids, vec![0, NO_COUNTER, NO_COUNTER]);
+    assert_eq!(up.newly_full, 1);
+    assert_eq!(ids.unassigned(), 1);
+    // The same snapshot again: nothing new to count.
+    assert_eq!(ids.update(["a", "b"]).newly_full, 0);
+    // a goes: b takes its id.
+    let up = ids.update(["b"]);
+    assert_eq!(up.ids, vec![0]);
+    assert_eq!(ids.unassigned(), 0);
+}
+
+#[test]
+fn a_name_given_twice_gets_one_id() {
+    let mut ids = ServiceIds::new(4);
+    assert_eq!(ids.update(["a", "a", "b"]).ids, vec![0, 0, 1]);
+}
+
+#[test]
+fn service_counters_without_lines_or_past_them_count_nothing() {
+    let none = ServiceCounters::none();
+    none.packet(0, false, 100);
+    none.connection(0, 100);
+    none.reject(0);
+    assert_eq!(none.get(0), ServiceCounts::default());
+    let c = ServiceCounters::owned(2);
+    c.packet(u32::MAX, false, 100);
+    c.packet(NO_COUNTER, true, 100);
+    c.packet(2, true, 100);
+    assert_eq!(c.get(0), ServiceCounts::default());
+    assert_eq!(c.get(1), ServiceCounts::default());
+    c.connection(1, 60);
+    c.packet(1, true, 40);
+    c.reject(1);
+    assert_eq!(
+        c.get(1),
+        ServiceCounts {
+            packets_to: 1,
+            bytes_to: 60,
+            packets_reply: 1,
+            bytes_reply: 40,
+            connections: 1,
+            rejects: 1,
+        }
+    );
+}
+
+fn stat<'a>(r: &'a ServiceReport, name: &str) -> &'a ServiceStat {
+    r.services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} in {r:?}"))
+}
+
+#[test]
+fn the_directory_names_each_id_and_readers_sum_the_workers_counters() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    shm.back_service_counters(2).unwrap();
+    let mut dir = shm.service_directory();
+    let ids = dir.update(["default/web:http", "kube-system/dns:dns"]);
+    assert_eq!(ids, vec![0, 1]);
+    let (w0, w1) = (
+        shm.service_counters(0).unwrap(),
+        shm.service_counters(1).unwrap(),
+    );
+    w0.connection(0, 74);
+    w0.packet(0, true, 60);
+    w1.packet(0, false, 66);
+    w1.reject(1);
+    let r = Shm::open(&d.file()).unwrap().service_report();
+    assert_eq!(r.capacity, 16);
+    assert_eq!(r.services.len(), 2);
+    let web = stat(&r, "default/web:http");
+    assert_eq!((web.id, web.epoch), (0, 0));
+    assert_eq!(
+        web.counts,
+        ServiceCounts {
+            packets_to: 2,
+            bytes_to: 140,
+            packets_reply: 1,
+            bytes_reply: 60,
+            connections: 1,
+            rejects: 0,
+        }
+    );
+    assert_eq!(stat(&r, "kube-system/dns:dns").counts.rejects, 1);
+}
+
+#[test]
+fn a_restarted_dataplane_keeps_the_ids_and_counts_of_the_services_in_the_file() {
+    let d = TempDir::new();
+    {
+        let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+        shm.back_service_counters(2).unwrap();
+        let mut dir = shm.service_directory();
+        dir.update(["a", "b", "c"]);
+        dir.update(["a", "c"]); // b's id 1 freed
+        shm.service_counters(1).unwrap().packet(2, false, 10);
+    }
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    shm.back_service_counters(1).unwrap();
+    let mut dir = shm.service_directory();
+    assert_eq!(dir.ids().id("a"), Some(0));
+    assert_eq!(dir.ids().id("c"), Some(2));
+    assert_eq!(dir.ids().id("b"), None);
+    assert_eq!(dir.ids().handed(), 3);
+    // A fresh id still comes before the freed one.
+    assert_eq!(dir.update(["a", "c", "d"]), vec![0, 2, 3]);
+    // Worker 1's counts from the previous run still show (readers sum the
+    // most workers any run had).
+    let r = shm.service_report();
+    assert_eq!(stat(&r, "c").counts.packets_to, 1);
+}
+
+#[test]
+fn a_reused_id_has_a_new_epoch_and_shows_none_of_its_old_services_counts() {
+    let d = TempDir::new();
+    let layout = Layout {
+        services: 2,
+        ..small()
+    };
+    let shm = Shm::create_or_open(&d.file(), &layout).unwrap();
+    shm.back_service_counters(2).unwrap();
+    let mut dir = shm.service_directory();
+    dir.update(["old", "keep"]);
+    let w = shm.service_counters(0).unwrap();
+    w.connection(0, 100);
+    w.packet(0, true, 50);
+    dir.update(["keep"]);
+    // An old flow's packet after the Service went: attributed to nobody.
+    w.packet(0, false, 100);
+    assert_eq!(dir.update(["keep", "new"]), vec![1, 0]);
+    let r = shm.service_report();
+    let new = stat(&r, "new");
+    assert_eq!((new.id, new.epoch), (0, 1));
+    assert_eq!(new.counts, ServiceCounts::default());
+    w.packet(0, false, 70);
+    let r = shm.service_report();
+    assert_eq!(
+        (
+            stat(&r, "new").counts.packets_to,
+            stat(&r, "new").counts.bytes_to
+        ),
+        (1, 70)
+    );
+    assert!(r.services.iter().all(|s| s.name != "old"));
+    // Reopened: the epoch and baseline are read back too.
+    let again = Shm::open(&d.file()).unwrap().service_report();
+    assert_eq!(stat(&again, "new").epoch, 1);
+    assert_eq!(stat(&again, "new").counts.packets_to, 1);
+}
+
+#[test]
+fn a_long_name_is_cut_at_a_character_boundary_in_the_directory() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let long = format!("ns/{}:p", "é".repeat(100));
+    shm.service_directory().update([long.as_str()]);
+    let r = shm.service_report();
+    assert_eq!(r.services.len(), 1);
+    let name = &r.services[0].name;
+    assert!(name.len() <= SERVICE_NAME_BYTES, "{}", name.len());
+    assert!(long.starts_with(name.as_str()));
+}
+
+#[test]
+fn a_corrupted_service_directory_is_read_without_panicking() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    shm.back_service_counters(2).unwrap();
+    shm.service_directory().update(["a", "b"]);
+    let g = *shm.geometry();
+    let dir = g.svcdir_off;
+    // handed, workers: huge; entry 0: name length huge; entry 1: torn.
+    write_word(&d.file(), dir + 8, u64::MAX);
+    write_word(&d.file(), dir + 32, u64::MAX);
+    write_word(&d.file(), dir + 64 + 24, u64::MAX);
+    write_word(&d.file(), dir + 64 + 256, 7);
+    let r = Shm::open(&d.file()).unwrap().service_report();
+    assert!(r.services.len() <= 1, "{r:?}");
+    assert!(r
+        .services
+        .iter()
+        .all(|s| s.name.len() <= SERVICE_NAME_BYTES));
+    // The writer's view of the same file also opens.
+    let ids = shm.service_directory();
+    assert!(ids.ids().handed() <= 16);
+}
+
+#[test]
+fn the_service_counter_lines_are_sparse_until_the_dataplane_backs_its_workers() {
+    let d = TempDir::new();
+    let layout = Layout {
+        services: 4096,
+        ..small()
+    };
+    let shm = Shm::create_or_open(&d.file(), &layout).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let g = *shm.geometry();
+    let blocks = || std::fs::metadata(d.file()).unwrap().blocks() * 512;
+    let before = blocks();
+    assert!(before < g.svcctr_off + g.svcctr_stride, "{before}");
+    shm.back_service_counters(1).unwrap();
+    assert!(blocks() >= before + g.svcctr_stride, "{}", blocks());
+    assert!(
+        shm.back_service_counters(3).is_err(),
+        "past the file's workers"
+    );
 }
