@@ -1,6 +1,9 @@
 //! Kubernetes objects → the node's view, with kube-proxy's semantics.
 //!
 //! Input: a [`ClusterState`] and who this node is ([`NodeIdentity`]).
+//! [`build`] computes the view from scratch; [`Model`] keeps each Service's
+//! results and recomputes only the Services whose objects changed (what
+//! control's loop uses: one EndpointSlice change costs one Service).
 //! Output: a [`NodeView`]: one [`ServiceSpec`] per Service port the dataplane
 //! must answer on, the other nodes reached over VXLAN, the health-check ports
 //! to serve, and reports about objects that could not be used. Pure and
@@ -38,11 +41,14 @@ use dataplane::lb::{ServiceSpec, MAX_BACKENDS};
 use crate::source::{ClusterState, Report};
 
 mod endpoints;
+mod incremental;
 mod nodes;
 mod services;
 #[cfg(test)]
 mod tests;
 mod topology;
+
+pub use incremental::Model;
 
 pub use nodes::{
     own_node_annotations, FLANNEL_BACKEND_DATA, FLANNEL_BACKEND_TYPE, FLANNEL_BACKEND_V6_DATA,
@@ -113,18 +119,12 @@ pub struct NodeView {
     pub reports: Vec<Report>,
 }
 
-/// Builds the node's view.
+/// Builds the node's view from scratch (the reference the incremental
+/// [`Model`] must equal).
 pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     let mut reports = Vec::new();
     let zone = nodes::zone_of(state, &node.name);
-    if !state.nodes.is_empty() && !state.nodes.contains_key(&node.name) {
-        reports.push(Report {
-            origin: format!("Node {}", node.name),
-            reason: "this node's own Node object is not among the Nodes: no zone, so zone \
-                     hints are not used"
-                .into(),
-        });
-    }
+    own_node_report(state, node, &mut reports);
     let mut slices = endpoints::SliceIndex::new(state, &mut reports);
     let ctx = services::Ctx { node, zone };
 
@@ -137,13 +137,36 @@ pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     }
     slices.finish(&mut reports);
     reports.append(&mut out.reports);
+    finish(out.specs, out.health, reports, state, node)
+}
 
-    let mut services = out.specs;
+/// Reports this node's own Node missing from a state that has Nodes.
+fn own_node_report(state: &ClusterState, node: &NodeIdentity, reports: &mut Vec<Report>) {
+    if !state.nodes.is_empty() && !state.nodes.contains_key(&node.name) {
+        reports.push(Report {
+            origin: format!("Node {}", node.name),
+            reason: "this node's own Node object is not among the Nodes: no zone, so zone \
+                     hints are not used"
+                .into(),
+        });
+    }
+}
+
+/// The steps over the whole node, after the Services' own: order, VIP and
+/// NodePort conflicts, the node's backend cap, the remote nodes, reports
+/// sorted and deduplicated. `services` must come in the Services' key order
+/// (then port order), so equal names keep one order whoever built them.
+fn finish(
+    mut services: Vec<ServiceSpec>,
+    mut health_checks: Vec<HealthCheck>,
+    mut reports: Vec<Report>,
+    state: &ClusterState,
+    node: &NodeIdentity,
+) -> NodeView {
     services.sort_by(|a, b| (&a.name, a.proto, a.port).cmp(&(&b.name, b.proto, b.port)));
     drop_conflicts(&mut services, &mut reports);
     cap_total_backends(&mut services, &mut reports);
 
-    let mut health_checks = out.health;
     health_checks.sort_by(|a, b| (&a.service, a.port).cmp(&(&b.service, b.port)));
 
     let remotes = nodes::remotes(state, node, &mut reports);

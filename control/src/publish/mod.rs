@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::cni_server::Store;
 use crate::metrics::health::HealthServers;
 use crate::metrics::prom::{Metrics, HEARTBEAT_STALE_NS};
-use crate::model::{self, HealthCheck, NodeIdentity};
+use crate::model::{HealthCheck, Model, NodeIdentity};
 use crate::source::{Health, Report, Update};
 
 /// Everything the loop needs.
@@ -44,12 +44,14 @@ pub struct Loop {
 
 /// Builds the snapshot for the current inputs, with what else the view
 /// holds (health checks, reports: the attachments' reports included).
+/// `model` keeps the Services' results between calls: only the Services
+/// whose objects changed since the last call are recomputed.
 pub fn assemble(
     update: &Update,
     store: &Store,
-    node: &NodeIdentity,
+    model: &mut Model,
 ) -> (Snapshot, Vec<HealthCheck>, Vec<Report>) {
-    let view = model::build(&update.state, node);
+    let view = model.update(&update.state);
     let (pods, mut reports) = pods::pods(&store.snapshot());
     reports.extend(view.reports);
     let snap = Snapshot {
@@ -70,6 +72,7 @@ impl Loop {
     /// Runs until `stop` is set (checked at least every second).
     pub async fn run(mut self, stop: Arc<AtomicBool>) {
         let mut publisher = Publisher::new(&self.shm);
+        let mut model = Model::new(self.node.clone());
         let proxy_healthy = Arc::new(AtomicBool::new(false));
         let mut health = HealthServers::new(self.health_bind, Arc::clone(&proxy_healthy));
         let mut last: Option<Snapshot> = None;
@@ -128,7 +131,7 @@ impl Loop {
                 continue;
             }
             let (snap, health_checks, view_reports) = match self.store.lock() {
-                Ok(store) => assemble(&update, &store, &self.node),
+                Ok(store) => assemble(&update, &store, &mut model),
                 Err(_) => {
                     log::error!("attachment store poisoned");
                     continue;

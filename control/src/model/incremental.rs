@@ -1,0 +1,303 @@
+//! The incremental model: [`Model`] keeps what each Service produced (its
+//! specs, health check and reports) and, on the next state, recomputes only
+//! the Services whose inputs changed; the steps over the whole node (order,
+//! VIP/NodePort conflicts, the backend cap, remote nodes, reports) run on
+//! every update exactly as [`super::build`] runs them, so the view equals a
+//! full build's.
+//!
+//! A Service's inputs are its own object, the EndpointSlices naming it, and
+//! this node's name and zone. An object is unchanged when it is the same
+//! `Arc` as last time (the sources share untouched objects between states),
+//! else when its content is equal; a differing `resourceVersion` settles
+//! "changed" without comparing. The version alone never settles
+//! "unchanged": a manifest edited by hand keeps the version it was exported
+//! with. The zone changing (this node's Node relabelled) recomputes every
+//! Service.
+//!
+//! Cost of an update: one ordered walk over the Services and the slices
+//! (pointer compares for untouched objects), the changed Services, then the
+//! global steps over the specs (a copy, a nearly sorted sort, one hash map
+//! pass).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kube::Resource;
+
+use super::endpoints::{self, SliceRef};
+use super::services::{self, Ctx, Out};
+use super::{finish, nodes, own_node_report, NodeIdentity, NodeView};
+use crate::source::{ClusterState, ObjKey, Report};
+
+/// What one EndpointSlice contributes, as last seen.
+struct SliceEntry {
+    obj: Arc<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    /// The Service it belongs to (`namespace`, `kubernetes.io/service-name`)
+    /// when it is usable.
+    group: Option<ObjKey>,
+    /// Why it can belong to no Service.
+    report: Option<Report>,
+}
+
+/// What one Service produced, as last computed.
+struct SvcEntry {
+    obj: Arc<k8s_openapi::api::core::v1::Service>,
+    out: Out,
+}
+
+/// The node's view kept between states (see the module doc).
+pub struct Model {
+    node: NodeIdentity,
+    /// The zone the cached Services were computed with.
+    zone: Option<String>,
+    slices: BTreeMap<ObjKey, SliceEntry>,
+    /// Usable slices by the Service they name, each list in key order (the
+    /// order [`super::build`] hands them to the Service).
+    groups: BTreeMap<ObjKey, Vec<ObjKey>>,
+    services: BTreeMap<ObjKey, SvcEntry>,
+    /// Groups naming a Service that does not exist (their slices reported).
+    orphans: BTreeSet<ObjKey>,
+    /// Services recomputed by the last update (for tests and logs).
+    recomputed: usize,
+}
+
+/// One difference between the cached objects and a state's.
+enum Change<'s, T> {
+    /// New, or different content.
+    Upsert(&'s ObjKey, &'s Arc<T>),
+    /// Another `Arc` with equal content: keep the result, take the pointer.
+    Same(&'s ObjKey, &'s Arc<T>),
+    Remove(ObjKey),
+}
+
+/// Whether two versions of an object have the same content (see the
+/// module doc for the role of `resourceVersion`).
+fn same<T: Resource + PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    if Arc::ptr_eq(a, b) {
+        return true;
+    }
+    let (va, vb) = (&a.meta().resource_version, &b.meta().resource_version);
+    if va.is_some() && vb.is_some() && va != vb {
+        return false;
+    }
+    **a == **b
+}
+
+/// The differences between `old` (the cache, its object by `obj`) and
+/// `new`, both in key order: one merged walk.
+fn diff<'s, E, T: Resource + PartialEq>(
+    old: &BTreeMap<ObjKey, E>,
+    obj: impl Fn(&E) -> &Arc<T>,
+    new: &'s BTreeMap<ObjKey, Arc<T>>,
+) -> Vec<Change<'s, T>> {
+    use std::cmp::Ordering::*;
+    let mut out = Vec::new();
+    let mut o = old.iter().peekable();
+    for (k, n) in new {
+        loop {
+            match o.peek().map(|(ok, e)| (ok.cmp(&k), *ok, *e)) {
+                Some((Less, ok, _)) => {
+                    out.push(Change::Remove(ok.clone()));
+                    o.next();
+                }
+                Some((Equal, _, e)) => {
+                    let a = obj(e);
+                    if !Arc::ptr_eq(a, n) {
+                        out.push(if same(a, n) {
+                            Change::Same(k, n)
+                        } else {
+                            Change::Upsert(k, n)
+                        });
+                    }
+                    o.next();
+                    break;
+                }
+                _ => {
+                    out.push(Change::Upsert(k, n));
+                    break;
+                }
+            }
+        }
+    }
+    out.extend(o.map(|(ok, _)| Change::Remove(ok.clone())));
+    out
+}
+
+impl Model {
+    /// An empty model for `node`: the first [`update`](Self::update)
+    /// computes every Service.
+    pub fn new(node: NodeIdentity) -> Model {
+        Model {
+            node,
+            zone: None,
+            slices: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            services: BTreeMap::new(),
+            orphans: BTreeSet::new(),
+            recomputed: 0,
+        }
+    }
+
+    pub fn node(&self) -> &NodeIdentity {
+        &self.node
+    }
+
+    /// How many Services the last update recomputed.
+    pub fn recomputed(&self) -> usize {
+        self.recomputed
+    }
+
+    /// The view of `state`: equal to `build(state, node)`.
+    pub fn update(&mut self, state: &ClusterState) -> NodeView {
+        let zone = nodes::zone_of(state, &self.node.name);
+        if zone != self.zone.as_deref() {
+            // Topology hints depend on the zone: every Service again.
+            self.services.clear();
+            self.zone = zone.map(str::to_owned);
+        }
+        // Services whose slices changed, or whose existence did.
+        let mut dirty: BTreeSet<ObjKey> = BTreeSet::new();
+        self.apply_slices(state, &mut dirty);
+
+        for change in diff(&self.services, |e| &e.obj, &state.services) {
+            match change {
+                Change::Upsert(k, _) => {
+                    dirty.insert(k.clone());
+                }
+                Change::Same(k, n) => {
+                    if let Some(e) = self.services.get_mut(k) {
+                        e.obj = Arc::clone(n);
+                    }
+                }
+                Change::Remove(k) => {
+                    self.services.remove(&k);
+                    dirty.insert(k);
+                }
+            }
+        }
+
+        let ctx = Ctx {
+            node: &self.node,
+            zone,
+        };
+        let mut eps = Vec::new();
+        let mut refs: Vec<SliceRef<'_>> = Vec::new();
+        self.recomputed = 0;
+        for key in &dirty {
+            let group = self.groups.get(key);
+            let Some((skey, svc)) = state.services.get_key_value(key) else {
+                self.services.remove(key);
+                if group.is_some() {
+                    self.orphans.insert(key.clone());
+                } else {
+                    self.orphans.remove(key);
+                }
+                continue;
+            };
+            self.orphans.remove(key);
+            refs.clear();
+            for k in group.into_iter().flatten() {
+                // The slices mirror the state: every grouped key is there.
+                if let Some((k, slice)) = state.endpoint_slices.get_key_value(k) {
+                    refs.push(SliceRef {
+                        svc: (skey.namespace.as_str(), skey.name.as_str()),
+                        key: k,
+                        slice,
+                    });
+                }
+            }
+            let mut out = Out::default();
+            services::service(skey, svc, &refs, &ctx, &mut out, &mut eps);
+            self.recomputed += 1;
+            self.services.insert(
+                skey.clone(),
+                SvcEntry {
+                    obj: Arc::clone(svc),
+                    out,
+                },
+            );
+        }
+        drop(refs);
+        self.view(state)
+    }
+
+    /// Brings the slice mirror and the groups up to date; marks the groups
+    /// (Services) whose slices changed.
+    fn apply_slices(&mut self, state: &ClusterState, dirty: &mut BTreeSet<ObjKey>) {
+        for change in diff(&self.slices, |e| &e.obj, &state.endpoint_slices) {
+            match change {
+                Change::Same(k, n) => {
+                    if let Some(e) = self.slices.get_mut(k) {
+                        e.obj = Arc::clone(n);
+                    }
+                }
+                Change::Upsert(k, n) => {
+                    let (group, report) = match endpoints::classify(k, n) {
+                        Ok(svc) => (svc.map(|s| ObjKey::new(k.namespace.as_str(), s)), None),
+                        Err(r) => (None, Some(r)),
+                    };
+                    let old = self.slices.insert(
+                        k.clone(),
+                        SliceEntry {
+                            obj: Arc::clone(n),
+                            group: group.clone(),
+                            report,
+                        },
+                    );
+                    if let Some(g) = old.and_then(|o| o.group) {
+                        self.ungroup(&g, k);
+                        dirty.insert(g);
+                    }
+                    if let Some(g) = group {
+                        let list = self.groups.entry(g.clone()).or_default();
+                        if let Err(at) = list.binary_search(k) {
+                            list.insert(at, k.clone());
+                        }
+                        dirty.insert(g);
+                    }
+                }
+                Change::Remove(k) => {
+                    if let Some(g) = self.slices.remove(&k).and_then(|o| o.group) {
+                        self.ungroup(&g, &k);
+                        dirty.insert(g);
+                    }
+                }
+            }
+        }
+    }
+
+    fn ungroup(&mut self, group: &ObjKey, slice: &ObjKey) {
+        if let Some(list) = self.groups.get_mut(group) {
+            if let Ok(at) = list.binary_search(slice) {
+                list.remove(at);
+            }
+            if list.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    /// The view from the cached results and the node-wide steps.
+    fn view(&self, state: &ClusterState) -> NodeView {
+        let mut reports = Vec::new();
+        own_node_report(state, &self.node, &mut reports);
+        reports.extend(self.slices.values().filter_map(|e| e.report.clone()));
+        for g in &self.orphans {
+            for k in self.groups.get(g).into_iter().flatten() {
+                reports.push(endpoints::orphan_report(k, &g.namespace, &g.name));
+            }
+        }
+        let n: usize = self.services.values().map(|e| e.out.specs.len()).sum();
+        let mut specs = Vec::with_capacity(n);
+        let mut health = Vec::new();
+        for e in self.services.values() {
+            specs.extend(e.out.specs.iter().cloned());
+            health.extend(e.out.health.iter().cloned());
+            reports.extend(e.out.reports.iter().cloned());
+        }
+        finish(specs, health, reports, state, &self.node)
+    }
+}
+
+#[cfg(test)]
+mod tests;
