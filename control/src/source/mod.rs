@@ -75,6 +75,18 @@ impl<K: Ord, T> Objects<K, T> {
     }
 }
 
+impl<K: Ord, T: Clone> Objects<K, T> {
+    /// The object at `key`, to change in place: copied first when another
+    /// state shares it (copy on write), so a published state never changes.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut T>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.0.get_mut(key).map(Arc::make_mut)
+    }
+}
+
 impl<K, T> Default for Objects<K, T> {
     fn default() -> Self {
         Objects(BTreeMap::new())
