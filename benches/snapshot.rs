@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use control::model::{build, Model, NodeIdentity};
+use control::model::{build, Model, NodeIdentity, NodeView};
 use control::source::{ClusterState, ObjKey};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dataplane::state::shm::{Layout, Publisher, Reader, Shm};
-use dataplane::state::snapshot::Snapshot;
+use dataplane::state::snapshot::{Snapshot, SnapshotRef};
 use dataplane::state::{NodeConfig, Tables, TablesBuilder};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
@@ -53,13 +53,14 @@ fn service(i: u32) -> Service {
     let name = format!("svc-{i:05}");
     Service {
         metadata: meta(&name, i),
+        // Every fourth a NodePort Service (the range has room for 2,768).
         spec: Some(ServiceSpec {
-            type_: Some("NodePort".into()),
+            type_: Some(if i % 4 == 0 { "NodePort" } else { "ClusterIP" }.into()),
             cluster_ip: Some(Ipv4Addr::from(0x0a60_0000 + i).to_string()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
-                node_port: Some(30000 + (i % 2768) as i32),
+                node_port: (i % 4 == 0).then_some(30000 + (i / 4) as i32),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -110,13 +111,14 @@ fn state() -> ClusterState {
     s
 }
 
-fn snapshot(view: control::model::NodeView, revision: u64) -> Snapshot {
-    Snapshot {
+/// The snapshot of a view, borrowed (as control's loop publishes it).
+fn snapshot(view: &NodeView, revision: u64) -> SnapshotRef<'_> {
+    SnapshotRef {
         revision,
         built_ns: 0,
-        services: view.services,
-        remotes: view.remotes,
-        pods: vec![],
+        services: &view.services,
+        remotes: &view.remotes,
+        pods: &[],
     }
 }
 
@@ -132,6 +134,10 @@ fn tables(snap: Snapshot, generation: u64, old: Option<&Tables>) -> Tables {
 
 fn bench(c: &mut Criterion) {
     let state = Arc::new(state());
+    let view = build(&state, &node());
+    assert_eq!(view.services.len(), SERVICES as usize);
+    assert!(view.reports.is_empty(), "{:?}", &view.reports[..1]);
+    drop(view);
     let dir = std::env::temp_dir().join(format!("twill-bench-snapshot-{}", std::process::id()));
     let layout = Layout {
         slot_bytes: 32 << 20,
@@ -147,7 +153,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut model = Model::new(node());
             let snap = snapshot(model.update(&state), 1);
-            black_box(publisher.publish(&snap, 0).expect("publish").generation)
+            black_box(publisher.publish_parts(snap, 0).expect("publish").generation)
         })
     });
     g.bench_function("full_build_fn", |b| {
@@ -157,7 +163,7 @@ fn bench(c: &mut Criterion) {
     // Warm start: the model has seen the state, the dataplane has tables.
     let mut model = Model::new(node());
     publisher
-        .publish(&snapshot(model.update(&state), 1), 0)
+        .publish_parts(snapshot(model.update(&state), 1), 0)
         .expect("publish");
     let (generation, snap) = reader.poll(0).expect("read").expect("new");
     let mut live = tables(snap, generation, None);
@@ -181,7 +187,7 @@ fn bench(c: &mut Criterion) {
             revision += 1;
             let view = model.update(&versions[flip]);
             publisher
-                .publish(&snapshot(view, revision), 0)
+                .publish_parts(snapshot(view, revision), 0)
                 .expect("publish");
             let (generation, snap) = reader.poll(0).expect("read").expect("new");
             live = tables(snap, generation, Some(&live));

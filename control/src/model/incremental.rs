@@ -26,7 +26,10 @@ use kube::Resource;
 
 use super::endpoints::{self, SliceRef};
 use super::services::{self, Ctx, Out};
-use super::{finish, nodes, own_node_report, NodeIdentity, NodeView};
+use super::{
+    complete, nodes, own_node_report, resolve, spec_order, HealthCheck, NodeIdentity, NodeView,
+};
+use dataplane::lb::ServiceSpec;
 use crate::source::{ClusterState, ObjKey, Report};
 
 /// What one EndpointSlice contributes, as last seen.
@@ -43,6 +46,8 @@ struct SliceEntry {
 struct SvcEntry {
     obj: Arc<k8s_openapi::api::core::v1::Service>,
     out: Out,
+    /// Where each of `out.specs` sits in the view's sorted services.
+    at: Vec<usize>,
 }
 
 /// The node's view kept between states (see the module doc).
@@ -59,6 +64,17 @@ pub struct Model {
     orphans: BTreeSet<ObjKey>,
     /// Services recomputed by the last update (for tests and logs).
     recomputed: usize,
+    /// The last view: patched in place when Services changed only in
+    /// content (same spec names), rebuilt when the set of specs changed.
+    view: NodeView,
+    /// Whether `view` has been assembled once.
+    assembled: bool,
+    /// The specs of `view` the node-wide steps (conflicts, the backend cap)
+    /// changed, sorted: restored from their Services' own specs before
+    /// those steps run again, so they run on exactly what `build` sorts.
+    touched: Vec<usize>,
+    /// Whether the last update changed the view's services or remotes.
+    changed: bool,
 }
 
 /// One difference between the cached objects and a state's.
@@ -135,6 +151,10 @@ impl Model {
             services: BTreeMap::new(),
             orphans: BTreeSet::new(),
             recomputed: 0,
+            view: NodeView::default(),
+            assembled: false,
+            touched: Vec::new(),
+            changed: false,
         }
     }
 
@@ -147,13 +167,28 @@ impl Model {
         self.recomputed
     }
 
+    /// Whether the last update changed the view's services or remote nodes
+    /// (what a snapshot carries besides the pods): when not, there is
+    /// nothing new to publish.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The view of the last update.
+    pub fn view(&self) -> &NodeView {
+        &self.view
+    }
+
     /// The view of `state`: equal to `build(state, node)`.
-    pub fn update(&mut self, state: &ClusterState) -> NodeView {
+    pub fn update(&mut self, state: &ClusterState) -> &NodeView {
+        // The set of specs (names, order) changed: assemble the view anew.
+        let mut structural = !self.assembled;
         let zone = nodes::zone_of(state, &self.node.name);
         if zone != self.zone.as_deref() {
             // Topology hints depend on the zone: every Service again.
             self.services.clear();
             self.zone = zone.map(str::to_owned);
+            structural = true;
         }
         // Services whose slices changed, or whose existence did.
         let mut dirty: BTreeSet<ObjKey> = BTreeSet::new();
@@ -170,7 +205,6 @@ impl Model {
                     }
                 }
                 Change::Remove(k) => {
-                    self.services.remove(&k);
                     dirty.insert(k);
                 }
             }
@@ -182,11 +216,15 @@ impl Model {
         };
         let mut eps = Vec::new();
         let mut refs: Vec<SliceRef<'_>> = Vec::new();
+        // Services whose specs changed in content only.
+        let mut changed: Vec<&ObjKey> = Vec::new();
         self.recomputed = 0;
         for key in &dirty {
             let group = self.groups.get(key);
             let Some((skey, svc)) = state.services.get_key_value(key) else {
-                self.services.remove(key);
+                if let Some(old) = self.services.remove(key) {
+                    structural |= !old.out.specs.is_empty();
+                }
                 if group.is_some() {
                     self.orphans.insert(key.clone());
                 } else {
@@ -209,16 +247,36 @@ impl Model {
             let mut out = Out::default();
             services::service(skey, svc, &refs, &ctx, &mut out, &mut eps);
             self.recomputed += 1;
+            let old = self.services.remove(skey);
+            let at = match old {
+                Some(old) if same_names(&old.out.specs, &out.specs) => {
+                    if old.out.specs != out.specs {
+                        changed.push(skey);
+                    }
+                    old.at
+                }
+                None if out.specs.is_empty() => Vec::new(),
+                _ => {
+                    structural = true;
+                    Vec::new()
+                }
+            };
             self.services.insert(
                 skey.clone(),
                 SvcEntry {
                     obj: Arc::clone(svc),
                     out,
+                    at,
                 },
             );
         }
         drop(refs);
-        self.view(state)
+        if structural {
+            self.assemble(state);
+        } else {
+            self.patch(state, &changed);
+        }
+        &self.view
     }
 
     /// Brings the slice mirror and the groups up to date; marks the groups
@@ -277,8 +335,9 @@ impl Model {
         }
     }
 
-    /// The view from the cached results and the node-wide steps.
-    fn view(&self, state: &ClusterState) -> NodeView {
+    /// The reports of the inputs: this node's Node, the slices, the
+    /// Services (those of the node-wide steps come later).
+    fn reports(&self, state: &ClusterState) -> Vec<Report> {
         let mut reports = Vec::new();
         own_node_report(state, &self.node, &mut reports);
         reports.extend(self.slices.values().filter_map(|e| e.report.clone()));
@@ -287,16 +346,131 @@ impl Model {
                 reports.push(endpoints::orphan_report(k, &g.namespace, &g.name));
             }
         }
-        let n: usize = self.services.values().map(|e| e.out.specs.len()).sum();
-        let mut specs = Vec::with_capacity(n);
-        let mut health = Vec::new();
         for e in self.services.values() {
-            specs.extend(e.out.specs.iter().cloned());
-            health.extend(e.out.health.iter().cloned());
             reports.extend(e.out.reports.iter().cloned());
         }
-        finish(specs, health, reports, state, &self.node)
+        reports
     }
+
+    fn health_checks(&self) -> Vec<HealthCheck> {
+        self.services
+            .values()
+            .flat_map(|e| e.out.health.iter().cloned())
+            .collect()
+    }
+
+    /// The view anew from every Service's specs, as `build` makes it.
+    fn assemble(&mut self, state: &ClusterState) {
+        let n: usize = self.services.values().map(|e| e.out.specs.len()).sum();
+        // Each spec with its place in the Services' key order; sorted the
+        // way `build` sorts (stable, so the same order for equal names).
+        let mut items: Vec<(usize, ServiceSpec)> = Vec::with_capacity(n);
+        for e in self.services.values() {
+            for s in &e.out.specs {
+                items.push((items.len(), s.clone()));
+            }
+        }
+        items.sort_by(|(_, a), (_, b)| spec_order(a).cmp(&spec_order(b)));
+        let mut sorted_at = vec![0usize; n];
+        for (pos, (i, _)) in items.iter().enumerate() {
+            sorted_at[*i] = pos;
+        }
+        let mut next = sorted_at.into_iter();
+        for e in self.services.values_mut() {
+            e.at.clear();
+            e.at.extend(next.by_ref().take(e.out.specs.len()));
+        }
+        let mut specs: Vec<ServiceSpec> = items.into_iter().map(|(_, s)| s).collect();
+        let mut reports = self.reports(state);
+        let mut touched = Vec::new();
+        resolve(&mut specs, &mut reports, &mut touched);
+        touched.sort_unstable();
+        touched.dedup();
+        let view = complete(specs, self.health_checks(), reports, state, &self.node);
+        self.changed = !self.assembled
+            || view.services != self.view.services
+            || view.remotes != self.view.remotes;
+        self.view = view;
+        self.touched = touched;
+        self.assembled = true;
+    }
+
+    /// The view patched: the specs of `changed` Services replaced in place
+    /// (their names, hence the order, are the same), the specs the
+    /// node-wide steps changed last time restored, those steps run again.
+    fn patch(&mut self, state: &ClusterState, changed: &[&ObjKey]) {
+        let old_touched = std::mem::take(&mut self.touched);
+        // The specs about to be rewritten, as they were (to tell whether
+        // the view changed).
+        let mut saved: BTreeMap<usize, ServiceSpec> = BTreeMap::new();
+        let positions = changed
+            .iter()
+            .filter_map(|k| self.services.get(*k))
+            .flat_map(|e| e.at.iter().copied());
+        for p in old_touched.iter().copied().chain(positions) {
+            if let Some(s) = self.view.services.get(p) {
+                saved.entry(p).or_insert_with(|| s.clone());
+            }
+        }
+        let specs = &mut self.view.services;
+        if !old_touched.is_empty() {
+            for e in self.services.values() {
+                for (s, &p) in e.out.specs.iter().zip(&e.at) {
+                    if old_touched.binary_search(&p).is_ok() {
+                        if let Some(slot) = specs.get_mut(p) {
+                            slot.clone_from(s);
+                        }
+                    }
+                }
+            }
+        }
+        for key in changed {
+            if let Some(e) = self.services.get(*key) {
+                for (s, &p) in e.out.specs.iter().zip(&e.at) {
+                    if let Some(slot) = specs.get_mut(p) {
+                        slot.clone_from(s);
+                    }
+                }
+            }
+        }
+        let mut reports = self.reports(state);
+        let mut touched = Vec::new();
+        resolve(&mut self.view.services, &mut reports, &mut touched);
+        touched.sort_unstable();
+        touched.dedup();
+        let services = std::mem::take(&mut self.view.services);
+        let old_remotes = std::mem::take(&mut self.view.remotes);
+        self.view = complete(services, self.health_checks(), reports, state, &self.node);
+        let specs = &self.view.services;
+        let mut differs = saved.iter().any(|(p, s)| specs.get(*p) != Some(s));
+        // Specs changed by the node-wide steps this time only: they were
+        // their Service's own spec before.
+        let fresh: Vec<usize> = touched
+            .iter()
+            .copied()
+            .filter(|p| !saved.contains_key(p))
+            .collect();
+        if !differs && !fresh.is_empty() {
+            differs = self.services.values().any(|e| {
+                e.out
+                    .specs
+                    .iter()
+                    .zip(&e.at)
+                    .any(|(s, p)| fresh.binary_search(p).is_ok() && specs.get(*p) != Some(s))
+            });
+        }
+        self.changed = differs || self.view.remotes != old_remotes;
+        self.touched = touched;
+    }
+}
+
+/// Whether two lists of specs have the same names, protocols and ports in
+/// the same order (so they take the same places in the sorted view).
+fn same_names(a: &[ServiceSpec], b: &[ServiceSpec]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| spec_order(x) == spec_order(y))
 }
 
 #[cfg(test)]

@@ -158,15 +158,42 @@ fn own_node_report(state: &ClusterState, node: &NodeIdentity, reports: &mut Vec<
 /// (then port order), so equal names keep one order whoever built them.
 fn finish(
     mut services: Vec<ServiceSpec>,
+    health_checks: Vec<HealthCheck>,
+    mut reports: Vec<Report>,
+    state: &ClusterState,
+    node: &NodeIdentity,
+) -> NodeView {
+    sort_specs(&mut services);
+    resolve(&mut services, &mut reports, &mut Vec::new());
+    complete(services, health_checks, reports, state, node)
+}
+
+/// The node's order of specs: by name, then protocol and port (stable).
+fn sort_specs(services: &mut [ServiceSpec]) {
+    services.sort_by(|a, b| spec_order(a).cmp(&spec_order(b)));
+}
+
+/// What the node's order sorts specs by.
+fn spec_order(s: &ServiceSpec) -> (&str, u8, u16) {
+    (&s.name, s.proto, s.port)
+}
+
+/// VIP and NodePort conflicts, then the node's backend cap, over sorted
+/// specs; the indexes of the specs they changed are added to `touched`.
+fn resolve(specs: &mut [ServiceSpec], reports: &mut Vec<Report>, touched: &mut Vec<usize>) {
+    drop_conflicts(specs, reports, touched);
+    cap_backends(specs, reports, touched);
+}
+
+/// The rest of the view around resolved specs: health checks in order, the
+/// remote nodes, reports sorted and deduplicated.
+fn complete(
+    services: Vec<ServiceSpec>,
     mut health_checks: Vec<HealthCheck>,
     mut reports: Vec<Report>,
     state: &ClusterState,
     node: &NodeIdentity,
 ) -> NodeView {
-    services.sort_by(|a, b| (&a.name, a.proto, a.port).cmp(&(&b.name, b.proto, b.port)));
-    drop_conflicts(&mut services, &mut reports);
-    cap_total_backends(&mut services, &mut reports);
-
     health_checks.sort_by(|a, b| (&a.service, a.port).cmp(&(&b.service, b.port)));
 
     let remotes = nodes::remotes(state, node, &mut reports);
@@ -183,10 +210,16 @@ fn finish(
 
 /// Keeps the node's total under the dataplane's [`MAX_BACKENDS`]: the Services
 /// past the budget (in name order) lose their backends, reported.
+#[cfg(test)]
 fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
+    cap_backends(specs, reports, &mut Vec::new());
+}
+
+/// [`MAX_BACKENDS`] over the node, recording the specs cut in `touched`.
+fn cap_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>, touched: &mut Vec<usize>) {
     let max = MAX_BACKENDS as usize;
     let mut total = 0usize;
-    for s in specs.iter_mut() {
+    for (i, s) in specs.iter_mut().enumerate() {
         let room = max.saturating_sub(total);
         if s.backends.len() > room {
             reports.push(Report {
@@ -199,18 +232,63 @@ fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
                 ),
             });
             s.backends.truncate(room);
+            touched.push(i);
         }
         total += s.backends.len();
     }
 }
 
+/// FxHash's mixing step (rustc's hasher): the conflict maps hash a few
+/// integers per spec on every update, where SipHash's resistance to chosen
+/// keys buys nothing (the keys are the cluster's own Services).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 /// A VIP (address, port, protocol) or NodePort (port, protocol) claimed by two
 /// Service ports: the first in name order keeps it (as the dataplane's table
 /// builder would), the later loses it, reported, so the view shows exactly
 /// what is served.
-fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
-    let mut vips: HashMap<(IpAddr, u16, u8), usize> = HashMap::with_capacity(specs.len() * 2);
-    let mut node_ports: HashMap<(u16, u8), usize> = HashMap::new();
+fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>, touched: &mut Vec<usize>) {
+    let mut vips: FxMap<(IpAddr, u16, u8), usize> =
+        FxMap::with_capacity_and_hasher(specs.len() * 2, Default::default());
+    let mut node_ports: FxMap<(u16, u8), usize> = FxMap::default();
     for i in 0..specs.len() {
         let (before, rest) = specs.split_at_mut(i);
         let Some(s) = rest.first_mut() else {
@@ -239,6 +317,9 @@ fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
                     s.node_port = None;
                 }
             }
+        }
+        if !lost.is_empty() {
+            touched.push(i);
         }
         for l in lost {
             reports.push(Report {

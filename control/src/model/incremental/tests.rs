@@ -95,17 +95,22 @@ fn key(name: &str) -> ObjKey {
 }
 
 /// Runs `steps` in order on one state and one model, checking after each
-/// that the model's view equals a full build's; returns the Services each
-/// update recomputed.
+/// that the model's view equals a full build's and that `changed` says
+/// whether the services or remotes differ from the step before; returns the
+/// Services each update recomputed.
 fn run(steps: &[&dyn Fn(&mut ClusterState)]) -> Vec<usize> {
     let mut state = ClusterState::default();
     let mut model = Model::new(node());
     let mut recomputed = Vec::new();
+    let mut before = build(&state, &node());
     for (i, step) in steps.iter().enumerate() {
         step(&mut state);
-        let got = model.update(&state);
-        assert_eq!(got, build(&state, &node()), "after step {i}");
+        let want = build(&state, &node());
+        assert_eq!(model.update(&state), &want, "after step {i}");
+        let differs = want.services != before.services || want.remotes != before.remotes;
+        assert_eq!(model.changed(), differs || i == 0, "changed after step {i}");
         recomputed.push(model.recomputed());
+        before = want;
     }
     recomputed
 }
@@ -301,6 +306,39 @@ fn a_shared_state_is_compared_by_pointer() {
         &state.services[&key("web-0")],
         &again.services[&key("web-0")]
     ));
-    assert_eq!(model.update(&again), build(&again, &node()));
+    assert_eq!(model.update(&again), &build(&again, &node()));
     assert_eq!(model.recomputed(), 0);
+    assert!(!model.changed());
+}
+
+#[test]
+fn a_service_losing_a_vip_gets_it_back_when_the_winner_changes_only_its_endpoints_and_vip() {
+    // The loser's spec is changed by the conflict step, not by its own
+    // inputs: it must be restored and resolved again on every update.
+    let r = run(&[
+        &|s| {
+            base(s);
+            s.services
+                .insert(key("web-4"), service("web-4", "10.96.0.11", 80, Some(30001)));
+            s.services
+                .insert(key("web-1"), service("web-1", "10.96.0.11", 80, Some(30001)));
+        },
+        &|s| {
+            s.endpoint_slices
+                .insert(key("web-4-abc"), slice("web-4", &["10.1.4.9"], None));
+        },
+        &|s| {
+            s.endpoint_slices
+                .insert(key("web-1-abc"), slice("web-1", &["10.1.1.9"], None));
+        },
+        &|s| {
+            s.services
+                .insert(key("web-1"), service("web-1", "10.96.0.21", 80, Some(30002)));
+        },
+        &|s| {
+            s.services
+                .insert(key("web-1"), service("web-1", "10.96.0.11", 80, Some(30001)));
+        },
+    ]);
+    assert_eq!(r, [5, 1, 1, 1, 1]);
 }
