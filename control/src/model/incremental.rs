@@ -190,6 +190,12 @@ impl Model {
             self.zone = zone.map(str::to_owned);
             structural = true;
         }
+        if self.slices.is_empty() && self.services.is_empty() {
+            // Nothing cached (the first update): build the caches in bulk.
+            self.start(state, zone);
+            self.assemble(state);
+            return &self.view;
+        }
         // Services whose slices changed, or whose existence did.
         let mut dirty: BTreeSet<ObjKey> = BTreeSet::new();
         self.apply_slices(state, &mut dirty);
@@ -277,6 +283,72 @@ impl Model {
             self.patch(state, &changed);
         }
         &self.view
+    }
+
+    /// Fills the empty caches from `state` in one pass per kind, in key
+    /// order (bulk-built maps), computing every Service.
+    fn start(&mut self, state: &ClusterState, zone: Option<&str>) {
+        let mut grouped: Vec<(ObjKey, ObjKey)> = Vec::new();
+        let mut slices = Vec::with_capacity(state.endpoint_slices.len());
+        for (k, n) in &state.endpoint_slices {
+            let (group, report) = match endpoints::classify(k, n) {
+                Ok(svc) => (svc.map(|s| ObjKey::new(k.namespace.as_str(), s)), None),
+                Err(r) => (None, Some(r)),
+            };
+            if let Some(g) = &group {
+                grouped.push((g.clone(), k.clone()));
+            }
+            let obj = Arc::clone(n);
+            slices.push((k.clone(), SliceEntry { obj, group, report }));
+        }
+        self.slices = slices.into_iter().collect();
+        // Stable: a group's slices stay in key order.
+        grouped.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut groups: Vec<(ObjKey, Vec<ObjKey>)> = Vec::new();
+        for (g, k) in grouped {
+            match groups.last_mut() {
+                Some((last, list)) if *last == g => list.push(k),
+                _ => groups.push((g, vec![k])),
+            }
+        }
+        self.groups = groups.into_iter().collect();
+        self.orphans = self
+            .groups
+            .keys()
+            .filter(|g| !state.services.contains_key(*g))
+            .cloned()
+            .collect();
+
+        let ctx = Ctx {
+            node: &self.node,
+            zone,
+        };
+        let mut eps = Vec::new();
+        let mut refs: Vec<SliceRef<'_>> = Vec::new();
+        let mut entries = Vec::with_capacity(state.services.len());
+        let mut groups = self.groups.iter().peekable();
+        for (skey, svc) in &state.services {
+            // Both in key order: walk the groups alongside.
+            while groups.next_if(|(g, _)| *g < skey).is_some() {}
+            refs.clear();
+            if let Some((_, list)) = groups.next_if(|(g, _)| *g == skey) {
+                for k in list {
+                    if let Some((k, slice)) = state.endpoint_slices.get_key_value(k) {
+                        refs.push(SliceRef {
+                            svc: (skey.namespace.as_str(), skey.name.as_str()),
+                            key: k,
+                            slice,
+                        });
+                    }
+                }
+            }
+            let mut out = Out::default();
+            services::service(skey, svc, &refs, &ctx, &mut out, &mut eps);
+            let obj = Arc::clone(svc);
+            entries.push((skey.clone(), SvcEntry { obj, out, at: Vec::new() }));
+        }
+        self.recomputed = entries.len();
+        self.services = entries.into_iter().collect();
     }
 
     /// Brings the slice mirror and the groups up to date; marks the groups

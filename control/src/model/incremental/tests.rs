@@ -342,3 +342,29 @@ fn a_service_losing_a_vip_gets_it_back_when_the_winner_changes_only_its_endpoint
     ]);
     assert_eq!(r, [5, 1, 1, 1, 1]);
 }
+
+#[test]
+fn a_first_state_with_orphans_stray_slices_and_shared_slices_equals_the_full_build() {
+    run(&[
+        &|s| {
+            base(s);
+            s.endpoint_slices
+                .insert(key("ghost-1"), slice("ghost", &["10.9.9.9"], None));
+            s.endpoint_slices
+                .insert(key("web-0-b"), slice("web-0", &["10.1.0.2", "10.1.0.4"], None));
+            let mut sl = slice("web-2", &["10.1.2.5"], None);
+            sl.metadata.labels = None;
+            s.endpoint_slices.insert(key("stray"), sl);
+        },
+        &|s| {
+            s.services
+                .insert(key("ghost"), service("ghost", "10.96.1.1", 80, None));
+        },
+        // Everything gone, then back: the model starts over.
+        &|s| {
+            s.services.clear();
+            s.endpoint_slices.clear();
+        },
+        &base,
+    ]);
+}
