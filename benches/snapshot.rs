@@ -153,7 +153,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut model = Model::new(node());
             let snap = snapshot(model.update(&state), 1);
-            black_box(publisher.publish_parts(snap, 0).expect("publish").generation)
+            black_box(
+                publisher
+                    .publish_parts(snap, 0)
+                    .expect("publish")
+                    .generation,
+            )
         })
     });
     g.bench_function("full_build_fn", |b| {

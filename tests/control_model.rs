@@ -1184,7 +1184,10 @@ fn the_incremental_model_equals_the_full_build_as_manifests_come_and_go() {
             labels.insert(zone.into(), "zone-b".into());
             check(&mut model, &state, "after node-a moved to zone-b");
             let a = state.nodes.get_mut("node-a").expect("node-a");
-            a.metadata.labels.get_or_insert_with(Default::default).insert(zone.into(), "zone-a".into());
+            a.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(zone.into(), "zone-a".into());
             check(&mut model, &state, "after node-a came back to zone-a");
         }
     }
@@ -1194,7 +1197,11 @@ fn the_incremental_model_equals_the_full_build_as_manifests_come_and_go() {
         for k in only.services.keys() {
             state.services.remove(k);
         }
-        check(&mut model, &state, &format!("after removing {f}'s Services"));
+        check(
+            &mut model,
+            &state,
+            &format!("after removing {f}'s Services"),
+        );
         for k in only.endpoint_slices.keys() {
             state.endpoint_slices.remove(k);
         }

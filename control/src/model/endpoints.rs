@@ -124,7 +124,10 @@ impl<'a> SliceIndex<'a> {
 /// slice of a Service in its namespace, `Ok(None)` when it is not
 /// kube-proxy's to read (another proxy's, a headless Service's, FQDN),
 /// `Err` with the report when it can belong to no Service.
-pub(crate) fn classify<'a>(key: &ObjKey, slice: &'a EndpointSlice) -> Result<Option<&'a str>, Report> {
+pub(crate) fn classify<'a>(
+    key: &ObjKey,
+    slice: &'a EndpointSlice,
+) -> Result<Option<&'a str>, Report> {
     let labels = meta_map(&slice.metadata.labels);
     if labels.contains_key(HEADLESS_LABEL) || labels.contains_key(SERVICE_PROXY_NAME_LABEL) {
         return Ok(None);

@@ -29,8 +29,8 @@ use super::services::{self, Ctx, Out};
 use super::{
     complete, nodes, own_node_report, resolve, spec_order, HealthCheck, NodeIdentity, NodeView,
 };
-use dataplane::lb::ServiceSpec;
 use crate::source::{ClusterState, ObjKey, Report};
+use dataplane::lb::ServiceSpec;
 
 /// What one EndpointSlice contributes, as last seen.
 struct SliceEntry {
@@ -345,7 +345,14 @@ impl Model {
             let mut out = Out::default();
             services::service(skey, svc, &refs, &ctx, &mut out, &mut eps);
             let obj = Arc::clone(svc);
-            entries.push((skey.clone(), SvcEntry { obj, out, at: Vec::new() }));
+            entries.push((
+                skey.clone(),
+                SvcEntry {
+                    obj,
+                    out,
+                    at: Vec::new(),
+                },
+            ));
         }
         self.recomputed = entries.len();
         self.services = entries.into_iter().collect();
@@ -539,10 +546,7 @@ impl Model {
 /// Whether two lists of specs have the same names, protocols and ports in
 /// the same order (so they take the same places in the sorted view).
 fn same_names(a: &[ServiceSpec], b: &[ServiceSpec]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| spec_order(x) == spec_order(y))
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| spec_order(x) == spec_order(y))
 }
 
 #[cfg(test)]

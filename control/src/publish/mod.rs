@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataplane::state::shm::{monotonic_ns, Publisher, Role, Shm};
 use dataplane::config::PodSection;
+use dataplane::state::shm::{monotonic_ns, Publisher, Role, Shm};
 use dataplane::state::snapshot::SnapshotRef;
 use tokio::sync::watch;
 
@@ -45,7 +45,11 @@ pub struct Loop {
 
 /// The snapshot of the current inputs (the model's view and the pods),
 /// borrowed: control encodes it straight from the model.
-pub fn snapshot<'a>(update: &Update, view: &'a NodeView, pods: &'a [PodSection]) -> SnapshotRef<'a> {
+pub fn snapshot<'a>(
+    update: &Update,
+    view: &'a NodeView,
+    pods: &'a [PodSection],
+) -> SnapshotRef<'a> {
     SnapshotRef {
         revision: update.revision,
         built_ns: monotonic_ns(),

@@ -33,7 +33,14 @@ fn service(name: &str, ip: &str, port: i32, node_port: Option<i32>) -> Service {
     Service {
         metadata: meta("app", name),
         spec: Some(KSpec {
-            type_: Some(if node_port.is_some() { "NodePort" } else { "ClusterIP" }.into()),
+            type_: Some(
+                if node_port.is_some() {
+                    "NodePort"
+                } else {
+                    "ClusterIP"
+                }
+                .into(),
+            ),
             cluster_ip: Some(ip.into()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
@@ -61,7 +68,14 @@ fn slice(svc: &str, ips: &[&str], zone: Option<&str>) -> EndpointSlice {
             .iter()
             .map(|ip| Endpoint {
                 addresses: vec![ip.to_string()],
-                node_name: Some(if ip.ends_with(".1") { "node-a" } else { "node-b" }.into()),
+                node_name: Some(
+                    if ip.ends_with(".1") {
+                        "node-a"
+                    } else {
+                        "node-b"
+                    }
+                    .into(),
+                ),
                 hints: zone.map(|z| EndpointHints {
                     for_zones: Some(vec![ForZone { name: z.into() }]),
                     for_nodes: None,
@@ -116,7 +130,8 @@ fn run(steps: &[&dyn Fn(&mut ClusterState)]) -> Vec<usize> {
 }
 
 fn base(s: &mut ClusterState) {
-    s.nodes.insert("node-a".into(), node_obj("node-a", "zone-a"));
+    s.nodes
+        .insert("node-a".into(), node_obj("node-a", "zone-a"));
     for i in 0..5 {
         let name = format!("web-{i}");
         s.services.insert(
@@ -125,23 +140,23 @@ fn base(s: &mut ClusterState) {
         );
         s.endpoint_slices.insert(
             key(&format!("{name}-abc")),
-            slice(&name, &[&format!("10.1.{i}.1"), &format!("10.1.{i}.2")], None),
+            slice(
+                &name,
+                &[&format!("10.1.{i}.1"), &format!("10.1.{i}.2")],
+                None,
+            ),
         );
     }
 }
 
 #[test]
 fn an_untouched_state_recomputes_nothing_and_one_changed_slice_recomputes_one_service() {
-    let r = run(&[
-        &base,
-        &|_| {},
-        &|s| {
-            s.endpoint_slices.insert(
-                key("web-3-abc"),
-                slice("web-3", &["10.1.3.1", "10.1.3.7"], None),
-            );
-        },
-    ]);
+    let r = run(&[&base, &|_| {}, &|s| {
+        s.endpoint_slices.insert(
+            key("web-3-abc"),
+            slice("web-3", &["10.1.3.1", "10.1.3.7"], None),
+        );
+    }]);
     assert_eq!(r, [5, 0, 1]);
 }
 
@@ -254,10 +269,14 @@ fn vip_and_node_port_conflicts_move_when_the_winner_changes_or_goes() {
         },
         // Two NodePorts on 30080; the first in name order keeps it.
         &|s| {
-            s.services
-                .insert(key("web-0"), service("web-0", "10.96.0.10", 80, Some(30080)));
-            s.services
-                .insert(key("web-3"), service("web-3", "10.96.0.13", 80, Some(30080)));
+            s.services.insert(
+                key("web-0"),
+                service("web-0", "10.96.0.10", 80, Some(30080)),
+            );
+            s.services.insert(
+                key("web-3"),
+                service("web-3", "10.96.0.13", 80, Some(30080)),
+            );
         },
         &|s| {
             s.services.remove(&key("web-0"));
@@ -280,14 +299,17 @@ fn a_zone_change_of_this_node_recomputes_every_service_and_follows_the_hints() {
             );
         },
         &|s| {
-            s.nodes.insert("node-a".into(), node_obj("node-a", "zone-b"));
+            s.nodes
+                .insert("node-a".into(), node_obj("node-a", "zone-b"));
         },
         &|s| {
             s.nodes.clear();
         },
         &|s| {
-            s.nodes.insert("node-a".into(), node_obj("node-a", "zone-a"));
-            s.nodes.insert("node-b".into(), node_obj("node-b", "zone-b"));
+            s.nodes
+                .insert("node-a".into(), node_obj("node-a", "zone-a"));
+            s.nodes
+                .insert("node-b".into(), node_obj("node-b", "zone-b"));
         },
     ]);
     assert_eq!(r, [5, 5, 5, 5]);
@@ -318,10 +340,14 @@ fn a_service_losing_a_vip_gets_it_back_when_the_winner_changes_only_its_endpoint
     let r = run(&[
         &|s| {
             base(s);
-            s.services
-                .insert(key("web-4"), service("web-4", "10.96.0.11", 80, Some(30001)));
-            s.services
-                .insert(key("web-1"), service("web-1", "10.96.0.11", 80, Some(30001)));
+            s.services.insert(
+                key("web-4"),
+                service("web-4", "10.96.0.11", 80, Some(30001)),
+            );
+            s.services.insert(
+                key("web-1"),
+                service("web-1", "10.96.0.11", 80, Some(30001)),
+            );
         },
         &|s| {
             s.endpoint_slices
@@ -332,12 +358,16 @@ fn a_service_losing_a_vip_gets_it_back_when_the_winner_changes_only_its_endpoint
                 .insert(key("web-1-abc"), slice("web-1", &["10.1.1.9"], None));
         },
         &|s| {
-            s.services
-                .insert(key("web-1"), service("web-1", "10.96.0.21", 80, Some(30002)));
+            s.services.insert(
+                key("web-1"),
+                service("web-1", "10.96.0.21", 80, Some(30002)),
+            );
         },
         &|s| {
-            s.services
-                .insert(key("web-1"), service("web-1", "10.96.0.11", 80, Some(30001)));
+            s.services.insert(
+                key("web-1"),
+                service("web-1", "10.96.0.11", 80, Some(30001)),
+            );
         },
     ]);
     assert_eq!(r, [5, 1, 1, 1, 1]);
@@ -350,8 +380,10 @@ fn a_first_state_with_orphans_stray_slices_and_shared_slices_equals_the_full_bui
             base(s);
             s.endpoint_slices
                 .insert(key("ghost-1"), slice("ghost", &["10.9.9.9"], None));
-            s.endpoint_slices
-                .insert(key("web-0-b"), slice("web-0", &["10.1.0.2", "10.1.0.4"], None));
+            s.endpoint_slices.insert(
+                key("web-0-b"),
+                slice("web-0", &["10.1.0.2", "10.1.0.4"], None),
+            );
             let mut sl = slice("web-2", &["10.1.2.5"], None);
             sl.metadata.labels = None;
             s.endpoint_slices.insert(key("stray"), sl);
