@@ -55,12 +55,19 @@ fn service(i: u32) -> Service {
         metadata: meta(&name, i),
         // Every fourth a NodePort Service (the range has room for 2,768).
         spec: Some(ServiceSpec {
-            type_: Some(if i % 4 == 0 { "NodePort" } else { "ClusterIP" }.into()),
+            type_: Some(
+                if i.is_multiple_of(4) {
+                    "NodePort"
+                } else {
+                    "ClusterIP"
+                }
+                .into(),
+            ),
             cluster_ip: Some(Ipv4Addr::from(0x0a60_0000 + i).to_string()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
-                node_port: (i % 4 == 0).then_some(30000 + (i / 4) as i32),
+                node_port: i.is_multiple_of(4).then_some(30000 + (i / 4) as i32),
                 ..Default::default()
             }]),
             ..Default::default()
