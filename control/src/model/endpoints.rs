@@ -75,34 +75,15 @@ impl<'a> SliceIndex<'a> {
     pub fn new(state: &'a ClusterState, reports: &mut Vec<Report>) -> SliceIndex<'a> {
         let mut entries = Vec::with_capacity(state.endpoint_slices.len());
         for (key, slice) in &state.endpoint_slices {
-            let labels = meta_map(&slice.metadata.labels);
-            if labels.contains_key(HEADLESS_LABEL) || labels.contains_key(SERVICE_PROXY_NAME_LABEL)
-            {
-                continue;
+            match classify(key, slice) {
+                Ok(Some(svc)) => entries.push(SliceRef {
+                    svc: (key.namespace.as_str(), svc),
+                    key,
+                    slice,
+                }),
+                Ok(None) => {}
+                Err(r) => reports.push(r),
             }
-            let Some(svc) = labels.get(SERVICE_NAME_LABEL).filter(|s| !s.is_empty()) else {
-                reports.push(Report {
-                    origin: format!("EndpointSlice {key}"),
-                    reason: format!("no {SERVICE_NAME_LABEL} label: ignored"),
-                });
-                continue;
-            };
-            match slice.address_type.as_str() {
-                "IPv4" | "IPv6" => {}
-                "FQDN" => continue,
-                other => {
-                    reports.push(Report {
-                        origin: format!("EndpointSlice {key}"),
-                        reason: format!("addressType {other:?} is not IPv4 or IPv6: ignored"),
-                    });
-                    continue;
-                }
-            }
-            entries.push(SliceRef {
-                svc: (key.namespace.as_str(), svc.as_str()),
-                key,
-                slice,
-            });
         }
         // Stable, and nearly sorted already when slices are named after their
         // Service (the controller's `<service>-<random>`).
@@ -139,12 +120,45 @@ impl<'a> SliceIndex<'a> {
     }
 }
 
+/// Whose slice `slice` is: `Ok(Some(service name))` when it is a usable
+/// slice of a Service in its namespace, `Ok(None)` when it is not
+/// kube-proxy's to read (another proxy's, a headless Service's, FQDN),
+/// `Err` with the report when it can belong to no Service.
+pub(crate) fn classify<'a>(
+    key: &ObjKey,
+    slice: &'a EndpointSlice,
+) -> Result<Option<&'a str>, Report> {
+    let labels = meta_map(&slice.metadata.labels);
+    if labels.contains_key(HEADLESS_LABEL) || labels.contains_key(SERVICE_PROXY_NAME_LABEL) {
+        return Ok(None);
+    }
+    let Some(svc) = labels.get(SERVICE_NAME_LABEL).filter(|s| !s.is_empty()) else {
+        return Err(Report {
+            origin: format!("EndpointSlice {key}"),
+            reason: format!("no {SERVICE_NAME_LABEL} label: ignored"),
+        });
+    };
+    match slice.address_type.as_str() {
+        "IPv4" | "IPv6" => Ok(Some(svc.as_str())),
+        "FQDN" => Ok(None),
+        other => Err(Report {
+            origin: format!("EndpointSlice {key}"),
+            reason: format!("addressType {other:?} is not IPv4 or IPv6: ignored"),
+        }),
+    }
+}
+
 fn orphan(r: &SliceRef<'_>, reports: &mut Vec<Report>) {
     let (ns, svc) = r.svc;
-    reports.push(Report {
-        origin: format!("EndpointSlice {}", r.key),
+    reports.push(orphan_report(r.key, ns, svc));
+}
+
+/// The report of a slice naming Service `ns/svc`, which does not exist.
+pub(crate) fn orphan_report(slice: &ObjKey, ns: &str, svc: &str) -> Report {
+    Report {
+        origin: format!("EndpointSlice {slice}"),
         reason: format!("its Service {ns}/{svc} does not exist: ignored"),
-    });
+    }
 }
 
 /// Bad endpoints of one slice, counted so 100,000 of them make one report.

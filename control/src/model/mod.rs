@@ -1,6 +1,9 @@
 //! Kubernetes objects → the node's view, with kube-proxy's semantics.
 //!
 //! Input: a [`ClusterState`] and who this node is ([`NodeIdentity`]).
+//! [`build`] computes the view from scratch; [`Model`] keeps each Service's
+//! results and recomputes only the Services whose objects changed (what
+//! control's loop uses: one EndpointSlice change costs one Service).
 //! Output: a [`NodeView`]: one [`ServiceSpec`] per Service port the dataplane
 //! must answer on, the other nodes reached over VXLAN, the health-check ports
 //! to serve, and reports about objects that could not be used. Pure and
@@ -38,11 +41,14 @@ use dataplane::lb::{ServiceSpec, MAX_BACKENDS};
 use crate::source::{ClusterState, Report};
 
 mod endpoints;
+mod incremental;
 mod nodes;
 mod services;
 #[cfg(test)]
 mod tests;
 mod topology;
+
+pub use incremental::Model;
 
 pub use nodes::{
     own_node_annotations, FLANNEL_BACKEND_DATA, FLANNEL_BACKEND_TYPE, FLANNEL_BACKEND_V6_DATA,
@@ -113,18 +119,12 @@ pub struct NodeView {
     pub reports: Vec<Report>,
 }
 
-/// Builds the node's view.
+/// Builds the node's view from scratch (the reference the incremental
+/// [`Model`] must equal).
 pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     let mut reports = Vec::new();
     let zone = nodes::zone_of(state, &node.name);
-    if !state.nodes.is_empty() && !state.nodes.contains_key(&node.name) {
-        reports.push(Report {
-            origin: format!("Node {}", node.name),
-            reason: "this node's own Node object is not among the Nodes: no zone, so zone \
-                     hints are not used"
-                .into(),
-        });
-    }
+    own_node_report(state, node, &mut reports);
     let mut slices = endpoints::SliceIndex::new(state, &mut reports);
     let ctx = services::Ctx { node, zone };
 
@@ -137,13 +137,63 @@ pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
     }
     slices.finish(&mut reports);
     reports.append(&mut out.reports);
+    finish(out.specs, out.health, reports, state, node)
+}
 
-    let mut services = out.specs;
-    services.sort_by(|a, b| (&a.name, a.proto, a.port).cmp(&(&b.name, b.proto, b.port)));
-    drop_conflicts(&mut services, &mut reports);
-    cap_total_backends(&mut services, &mut reports);
+/// Reports this node's own Node missing from a state that has Nodes.
+fn own_node_report(state: &ClusterState, node: &NodeIdentity, reports: &mut Vec<Report>) {
+    if !state.nodes.is_empty() && !state.nodes.contains_key(&node.name) {
+        reports.push(Report {
+            origin: format!("Node {}", node.name),
+            reason: "this node's own Node object is not among the Nodes: no zone, so zone \
+                     hints are not used"
+                .into(),
+        });
+    }
+}
 
-    let mut health_checks = out.health;
+/// The steps over the whole node, after the Services' own: order, VIP and
+/// NodePort conflicts, the node's backend cap, the remote nodes, reports
+/// sorted and deduplicated. `services` must come in the Services' key order
+/// (then port order), so equal names keep one order whoever built them.
+fn finish(
+    mut services: Vec<ServiceSpec>,
+    health_checks: Vec<HealthCheck>,
+    mut reports: Vec<Report>,
+    state: &ClusterState,
+    node: &NodeIdentity,
+) -> NodeView {
+    sort_specs(&mut services);
+    resolve(&mut services, &mut reports, &mut Vec::new());
+    complete(services, health_checks, reports, state, node)
+}
+
+/// The node's order of specs: by name, then protocol and port (stable).
+fn sort_specs(services: &mut [ServiceSpec]) {
+    services.sort_by(|a, b| spec_order(a).cmp(&spec_order(b)));
+}
+
+/// What the node's order sorts specs by.
+fn spec_order(s: &ServiceSpec) -> (&str, u8, u16) {
+    (&s.name, s.proto, s.port)
+}
+
+/// VIP and NodePort conflicts, then the node's backend cap, over sorted
+/// specs; the indexes of the specs they changed are added to `touched`.
+fn resolve(specs: &mut [ServiceSpec], reports: &mut Vec<Report>, touched: &mut Vec<usize>) {
+    drop_conflicts(specs, reports, touched);
+    cap_backends(specs, reports, touched);
+}
+
+/// The rest of the view around resolved specs: health checks in order, the
+/// remote nodes, reports sorted and deduplicated.
+fn complete(
+    services: Vec<ServiceSpec>,
+    mut health_checks: Vec<HealthCheck>,
+    mut reports: Vec<Report>,
+    state: &ClusterState,
+    node: &NodeIdentity,
+) -> NodeView {
     health_checks.sort_by(|a, b| (&a.service, a.port).cmp(&(&b.service, b.port)));
 
     let remotes = nodes::remotes(state, node, &mut reports);
@@ -160,10 +210,16 @@ pub fn build(state: &ClusterState, node: &NodeIdentity) -> NodeView {
 
 /// Keeps the node's total under the dataplane's [`MAX_BACKENDS`]: the Services
 /// past the budget (in name order) lose their backends, reported.
+#[cfg(test)]
 fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
+    cap_backends(specs, reports, &mut Vec::new());
+}
+
+/// [`MAX_BACKENDS`] over the node, recording the specs cut in `touched`.
+fn cap_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>, touched: &mut Vec<usize>) {
     let max = MAX_BACKENDS as usize;
     let mut total = 0usize;
-    for s in specs.iter_mut() {
+    for (i, s) in specs.iter_mut().enumerate() {
         let room = max.saturating_sub(total);
         if s.backends.len() > room {
             reports.push(Report {
@@ -176,18 +232,63 @@ fn cap_total_backends(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
                 ),
             });
             s.backends.truncate(room);
+            touched.push(i);
         }
         total += s.backends.len();
     }
 }
 
+/// FxHash's mixing step (rustc's hasher): the conflict maps hash a few
+/// integers per spec on every update, where SipHash's resistance to chosen
+/// keys buys nothing (the keys are the cluster's own Services).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 /// A VIP (address, port, protocol) or NodePort (port, protocol) claimed by two
 /// Service ports: the first in name order keeps it (as the dataplane's table
 /// builder would), the later loses it, reported, so the view shows exactly
 /// what is served.
-fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
-    let mut vips: HashMap<(IpAddr, u16, u8), usize> = HashMap::with_capacity(specs.len() * 2);
-    let mut node_ports: HashMap<(u16, u8), usize> = HashMap::new();
+fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>, touched: &mut Vec<usize>) {
+    let mut vips: FxMap<(IpAddr, u16, u8), usize> =
+        FxMap::with_capacity_and_hasher(specs.len() * 2, Default::default());
+    let mut node_ports: FxMap<(u16, u8), usize> = FxMap::default();
     for i in 0..specs.len() {
         let (before, rest) = specs.split_at_mut(i);
         let Some(s) = rest.first_mut() else {
@@ -216,6 +317,9 @@ fn drop_conflicts(specs: &mut [ServiceSpec], reports: &mut Vec<Report>) {
                     s.node_port = None;
                 }
             }
+        }
+        if !lost.is_empty() {
+            touched.push(i);
         }
         for l in lost {
             reports.push(Report {

@@ -17,15 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dataplane::config::PodSection;
 use dataplane::state::shm::{monotonic_ns, Publisher, Role, Shm};
-use dataplane::state::snapshot::Snapshot;
+use dataplane::state::snapshot::SnapshotRef;
 use tokio::sync::watch;
 
 use crate::cni_server::Store;
 use crate::metrics::health::HealthServers;
 use crate::metrics::prom::{Metrics, HEARTBEAT_STALE_NS};
-use crate::model::{self, HealthCheck, NodeIdentity};
-use crate::source::{Health, Report, Update};
+use crate::model::{Model, NodeIdentity, NodeView};
+use crate::source::{Health, Update};
 
 /// Everything the loop needs.
 pub struct Loop {
@@ -42,37 +43,33 @@ pub struct Loop {
     pub source_name: String,
 }
 
-/// Builds the snapshot for the current inputs, with what else the view
-/// holds (health checks, reports: the attachments' reports included).
-pub fn assemble(
+/// The snapshot of the current inputs (the model's view and the pods),
+/// borrowed: control encodes it straight from the model.
+pub fn snapshot<'a>(
     update: &Update,
-    store: &Store,
-    node: &NodeIdentity,
-) -> (Snapshot, Vec<HealthCheck>, Vec<Report>) {
-    let view = model::build(&update.state, node);
-    let (pods, mut reports) = pods::pods(&store.snapshot());
-    reports.extend(view.reports);
-    let snap = Snapshot {
+    view: &'a NodeView,
+    pods: &'a [PodSection],
+) -> SnapshotRef<'a> {
+    SnapshotRef {
         revision: update.revision,
         built_ns: monotonic_ns(),
-        services: view.services,
-        remotes: view.remotes,
+        services: &view.services,
+        remotes: &view.remotes,
         pods,
-    };
-    (snap, view.health_checks, reports)
-}
-
-fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
-    a.services == b.services && a.remotes == b.remotes && a.pods == b.pods
+    }
 }
 
 impl Loop {
     /// Runs until `stop` is set (checked at least every second).
     pub async fn run(mut self, stop: Arc<AtomicBool>) {
         let mut publisher = Publisher::new(&self.shm);
+        let mut model = Model::new(self.node.clone());
         let proxy_healthy = Arc::new(AtomicBool::new(false));
         let mut health = HealthServers::new(self.health_bind, Arc::clone(&proxy_healthy));
-        let mut last: Option<Snapshot> = None;
+        // The pods of the last published snapshot; whether the last publish
+        // failed (the model's view is then not what the slot holds).
+        let mut last_pods: Option<Vec<PodSection>> = None;
+        let mut publish_failed = false;
         let mut seen_reports: BTreeSet<String> = BTreeSet::new();
         let mut last_health: Option<Health> = None;
         let mut dirty = true;
@@ -127,15 +124,20 @@ impl Loop {
                 // it has (the previous snapshot, or its own config).
                 continue;
             }
-            let (snap, health_checks, view_reports) = match self.store.lock() {
-                Ok(store) => assemble(&update, &store, &self.node),
+            let (pods, pod_reports) = match self.store.lock() {
+                Ok(store) => pods::pods(&store.snapshot()),
                 Err(_) => {
                     log::error!("attachment store poisoned");
                     continue;
                 }
             };
+            // Only the Services whose objects changed are recomputed.
+            model.update(&update.state);
+            let view_changed = model.changed();
+            let view = model.view();
             let mut reports = update.reports.clone();
-            reports.extend(view_reports);
+            reports.extend(pod_reports);
+            reports.extend(view.reports.iter().cloned());
             let now_reports: BTreeSet<String> = reports.iter().map(|r| r.to_string()).collect();
             for r in now_reports.difference(&seen_reports) {
                 log::warn!("{r}");
@@ -144,14 +146,17 @@ impl Loop {
             self.metrics
                 .reports
                 .set(i64::try_from(reports.len()).unwrap_or(i64::MAX));
-            health.reconcile(&health_checks).await;
+            health.reconcile(&view.health_checks).await;
             for (port, why) in &health.failures {
                 log::warn!("healthCheckNodePort {port}: {why}");
             }
-            if last.as_ref().is_some_and(|l| same_content(l, &snap)) {
+            // Unchanged since the last publish that went through: nothing
+            // to do (a failed publish is retried with the next change).
+            if !view_changed && !publish_failed && last_pods.as_ref() == Some(&pods) {
                 continue;
             }
-            match publisher.publish(&snap, monotonic_ns()) {
+            let snap = snapshot(&update, view, &pods);
+            match publisher.publish_parts(snap, monotonic_ns()) {
                 Ok(p) => {
                     let latency = changed_at.elapsed();
                     self.metrics
@@ -165,10 +170,12 @@ impl Loop {
                         snap.pods.len(),
                         p.bytes,
                     );
-                    last = Some(snap);
+                    publish_failed = false;
+                    last_pods = Some(pods);
                 }
                 Err(e) => {
                     self.metrics.publish_errors.inc();
+                    publish_failed = true;
                     log::error!("not published, the live snapshot keeps serving: {e}");
                 }
             }

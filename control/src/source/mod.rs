@@ -43,16 +43,99 @@ impl std::fmt::Display for ObjKey {
 /// The objects the node needs, as the API server (or the manifests) has them.
 /// Namespaced objects without a namespace are filed under `default`, as
 /// kubectl does.
+///
+/// Each object sits behind an `Arc` ([`Objects`]): a source publishes a new
+/// state by cloning the maps (a reference count per object, no deep copy),
+/// and the model tells an untouched object by its pointer
+/// ([`crate::model::Model`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterState {
-    pub services: BTreeMap<ObjKey, Service>,
-    pub endpoint_slices: BTreeMap<ObjKey, EndpointSlice>,
+    pub services: Objects<ObjKey, Service>,
+    pub endpoint_slices: Objects<ObjKey, EndpointSlice>,
     /// Cluster-scoped: keyed by name.
-    pub nodes: BTreeMap<String, Node>,
+    pub nodes: Objects<String, Node>,
     /// Cluster-scoped: keyed by name.
-    pub namespaces: BTreeMap<String, Namespace>,
-    pub pods: BTreeMap<ObjKey, Pod>,
-    pub network_policies: BTreeMap<ObjKey, NetworkPolicy>,
+    pub namespaces: Objects<String, Namespace>,
+    pub pods: Objects<ObjKey, Pod>,
+    pub network_policies: Objects<ObjKey, NetworkPolicy>,
+}
+
+/// One kind's objects by key, each shared (`Arc`): reads go through the
+/// map ([`Deref`](std::ops::Deref) to a `BTreeMap<K, Arc<T>>`); [`insert`]
+/// takes an object or an `Arc` of one.
+///
+/// [`insert`]: Objects::insert
+#[derive(Debug)]
+pub struct Objects<K, T>(BTreeMap<K, Arc<T>>);
+
+impl<K: Ord, T> Objects<K, T> {
+    /// Adds or replaces the object at `key`; returns the one replaced.
+    pub fn insert(&mut self, key: K, obj: impl Into<Arc<T>>) -> Option<Arc<T>> {
+        self.0.insert(key, obj.into())
+    }
+}
+
+impl<K: Ord, T: Clone> Objects<K, T> {
+    /// The object at `key`, to change in place: copied first when another
+    /// state shares it (copy on write), so a published state never changes.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut T>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.0.get_mut(key).map(Arc::make_mut)
+    }
+}
+
+impl<K, T> Default for Objects<K, T> {
+    fn default() -> Self {
+        Objects(BTreeMap::new())
+    }
+}
+
+// By hand: cloning shares the objects, so `T` need not be `Clone`.
+impl<K: Clone, T> Clone for Objects<K, T> {
+    fn clone(&self) -> Self {
+        Objects(self.0.clone())
+    }
+}
+
+impl<K: PartialEq, T: PartialEq> PartialEq for Objects<K, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|((ka, a), (kb, b))| ka == kb && (Arc::ptr_eq(a, b) || a == b))
+    }
+}
+
+impl<K, T> std::ops::Deref for Objects<K, T> {
+    type Target = BTreeMap<K, Arc<T>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<K, T> std::ops::DerefMut for Objects<K, T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a, K, T> IntoIterator for &'a Objects<K, T> {
+    type Item = (&'a K, &'a Arc<T>);
+    type IntoIter = std::collections::btree_map::Iter<'a, K, Arc<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<K: Ord, T> FromIterator<(K, Arc<T>)> for Objects<K, T> {
+    fn from_iter<I: IntoIterator<Item = (K, Arc<T>)>>(iter: I) -> Self {
+        Objects(iter.into_iter().collect())
+    }
 }
 
 /// How a source is doing (exported as a metric and by `twillctl status`).

@@ -277,7 +277,10 @@ impl ServiceTableBuilder {
             backends: Vec::with_capacity(total),
             maglev_entries: 0,
             vips: FxHashMap::with_capacity_and_hasher(n_vips, Default::default()),
-            nodeports: FxHashMap::default(),
+            nodeports: FxHashMap::with_capacity_and_hasher(
+                self.specs.iter().filter(|s| s.node_port.is_some()).count(),
+                Default::default(),
+            ),
             conflicts: Vec::new(),
             maglev_max_size: max,
         };

@@ -48,6 +48,17 @@ pub struct Snapshot {
     pub pods: Vec<PodSection>,
 }
 
+/// A snapshot's parts borrowed from wherever they live (control encodes
+/// its model's view without copying it into a [`Snapshot`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotRef<'a> {
+    pub revision: u64,
+    pub built_ns: u64,
+    pub services: &'a [ServiceSpec],
+    pub remotes: &'a [RemoteSection],
+    pub pods: &'a [PodSection],
+}
+
 /// Why bytes are not a snapshot this build reads.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -142,60 +153,18 @@ impl Snapshot {
     }
 
     /// Appends the encoding to `out` (reuse one buffer across publishes).
-    /// Lists longer than `u32::MAX` are not representable; control's tables
-    /// are far below that.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let backends: usize = self.services.iter().map(|s| s.backends.len()).sum();
-        out.reserve(64 + self.services.len() * 64 + backends * 24);
-        let mut e = Enc(out);
-        e.u32(MAGIC);
-        e.u32(SNAPSHOT_VERSION);
-        e.u64(self.revision);
-        e.u64(self.built_ns);
-        e.count(self.services.len());
-        for s in &self.services {
-            e.str(&s.name);
-            e.u8(s.proto);
-            e.u16(s.port);
-            e.count(s.vips.len());
-            for &(ip, kind) in &s.vips {
-                e.ip(ip);
-                e.u8(vip_code(kind));
-            }
-            e.opt(s.node_port, |e, p| e.u16(p));
-            e.u8(u8::from(s.ext_local) | u8::from(s.int_local) << 1);
-            e.opt(s.affinity_timeout_s, |e, t| e.u32(t));
-            e.count(s.backends.len());
-            for b in &s.backends {
-                e.ip(b.ip);
-                e.u16(b.port);
-                e.u8(u8::from(b.ready)
-                    | u8::from(b.serving) << 1
-                    | u8::from(b.terminating) << 2
-                    | u8::from(b.local) << 3);
-            }
-        }
-        e.count(self.remotes.len());
-        for r in &self.remotes {
-            e.str(&r.name);
-            e.opt(r.ipv4, |e, a| e.ip(IpAddr::V4(a)));
-            e.opt(r.ipv6, |e, a| e.ip(IpAddr::V6(a)));
-            e.count(r.pod_cidrs.len());
-            for p in &r.pod_cidrs {
-                e.ip(p.addr);
-                e.u8(p.len);
-            }
-            e.0.extend_from_slice(&r.vtep_mac);
-            e.opt(r.underlay_mac.get(), |e, m| e.0.extend_from_slice(&m));
-        }
-        e.count(self.pods.len());
-        for p in &self.pods {
-            e.str(&p.name);
-            e.str(&p.interface);
-            e.0.extend_from_slice(&p.mac);
-            e.opt(p.ipv4, |e, a| e.ip(IpAddr::V4(a)));
-            e.opt(p.ipv6, |e, a| e.ip(IpAddr::V6(a)));
-            e.opt(p.worker, |e, w| e.u64(w as u64));
+        self.parts().encode_into(out);
+    }
+
+    /// The snapshot as borrowed parts.
+    pub fn parts(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
+            revision: self.revision,
+            built_ns: self.built_ns,
+            services: &self.services,
+            remotes: &self.remotes,
+            pods: &self.pods,
         }
     }
 
@@ -243,6 +212,66 @@ impl Snapshot {
             remotes,
             pods,
         })
+    }
+}
+
+impl SnapshotRef<'_> {
+    /// Appends the encoding to `out` (reuse one buffer across publishes).
+    /// Lists longer than `u32::MAX` are not representable; control's tables
+    /// are far below that.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let backends: usize = self.services.iter().map(|s| s.backends.len()).sum();
+        out.reserve(64 + self.services.len() * 64 + backends * 24);
+        let mut e = Enc(out);
+        e.u32(MAGIC);
+        e.u32(SNAPSHOT_VERSION);
+        e.u64(self.revision);
+        e.u64(self.built_ns);
+        e.count(self.services.len());
+        for s in self.services {
+            e.str(&s.name);
+            e.u8(s.proto);
+            e.u16(s.port);
+            e.count(s.vips.len());
+            for &(ip, kind) in &s.vips {
+                e.ip(ip);
+                e.u8(vip_code(kind));
+            }
+            e.opt(s.node_port, |e, p| e.u16(p));
+            e.u8(u8::from(s.ext_local) | u8::from(s.int_local) << 1);
+            e.opt(s.affinity_timeout_s, |e, t| e.u32(t));
+            e.count(s.backends.len());
+            for b in &s.backends {
+                e.ip(b.ip);
+                e.u16(b.port);
+                e.u8(u8::from(b.ready)
+                    | u8::from(b.serving) << 1
+                    | u8::from(b.terminating) << 2
+                    | u8::from(b.local) << 3);
+            }
+        }
+        e.count(self.remotes.len());
+        for r in self.remotes {
+            e.str(&r.name);
+            e.opt(r.ipv4, |e, a| e.ip(IpAddr::V4(a)));
+            e.opt(r.ipv6, |e, a| e.ip(IpAddr::V6(a)));
+            e.count(r.pod_cidrs.len());
+            for p in &r.pod_cidrs {
+                e.ip(p.addr);
+                e.u8(p.len);
+            }
+            e.0.extend_from_slice(&r.vtep_mac);
+            e.opt(r.underlay_mac.get(), |e, m| e.0.extend_from_slice(&m));
+        }
+        e.count(self.pods.len());
+        for p in self.pods {
+            e.str(&p.name);
+            e.str(&p.interface);
+            e.0.extend_from_slice(&p.mac);
+            e.opt(p.ipv4, |e, a| e.ip(IpAddr::V4(a)));
+            e.opt(p.ipv6, |e, a| e.ip(IpAddr::V6(a)));
+            e.opt(p.worker, |e, w| e.u64(w as u64));
+        }
     }
 }
 

@@ -277,22 +277,22 @@ fn assemble(cache: &BTreeMap<PathBuf, Entry>) -> (ClusterState, Vec<Report>) {
 fn insert(state: &mut ClusterState, object: Object) {
     match object {
         Object::Service(k, o) => {
-            state.services.insert(k, *o);
+            state.services.insert(k, o);
         }
         Object::EndpointSlice(k, o) => {
-            state.endpoint_slices.insert(k, *o);
+            state.endpoint_slices.insert(k, o);
         }
         Object::Node(k, o) => {
-            state.nodes.insert(k, *o);
+            state.nodes.insert(k, o);
         }
         Object::Namespace(k, o) => {
-            state.namespaces.insert(k, *o);
+            state.namespaces.insert(k, o);
         }
         Object::Pod(k, o) => {
-            state.pods.insert(k, *o);
+            state.pods.insert(k, o);
         }
         Object::NetworkPolicy(k, o) => {
-            state.network_policies.insert(k, *o);
+            state.network_policies.insert(k, o);
         }
     }
 }

@@ -13,6 +13,8 @@
 //! deserializer's line number is mapped back to the field path. That costs
 //! nothing when the document is good.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -21,16 +23,17 @@ use serde_json::{Map, Value};
 
 use crate::source::{ObjKey, Report};
 
-/// An object twill keeps, with its key (boxed: Pods are much larger than
-/// Namespaces).
+/// An object twill keeps, with its key (shared: the state assembled from
+/// the files takes the same `Arc`, so an unchanged file's objects are not
+/// copied, and the model knows them unchanged by their pointer).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Object {
-    Service(ObjKey, Box<Service>),
-    EndpointSlice(ObjKey, Box<EndpointSlice>),
-    Node(String, Box<Node>),
-    Namespace(String, Box<Namespace>),
-    Pod(ObjKey, Box<Pod>),
-    NetworkPolicy(ObjKey, Box<NetworkPolicy>),
+    Service(ObjKey, Arc<Service>),
+    EndpointSlice(ObjKey, Arc<EndpointSlice>),
+    Node(String, Arc<Node>),
+    Namespace(String, Arc<Namespace>),
+    Pod(ObjKey, Arc<Pod>),
+    NetworkPolicy(ObjKey, Arc<NetworkPolicy>),
 }
 
 impl Object {
@@ -338,29 +341,29 @@ fn place(value: Value, origin: String, list: Option<InList<'_>>, out: &mut Parse
     let object = match kind.as_str() {
         "Service" => typed::<Service>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::Service(key, Box::new(o))
+            Object::Service(key, Arc::new(o))
         }),
         "EndpointSlice" => typed::<EndpointSlice>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::EndpointSlice(key, Box::new(o))
+            Object::EndpointSlice(key, Arc::new(o))
         }),
         "Pod" => typed::<Pod>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::Pod(key, Box::new(o))
+            Object::Pod(key, Arc::new(o))
         }),
         "NetworkPolicy" => typed::<NetworkPolicy>(&value).map(|mut o| {
             o.metadata.namespace = Some(namespace);
-            Object::NetworkPolicy(key, Box::new(o))
+            Object::NetworkPolicy(key, Arc::new(o))
         }),
         // Cluster-scoped: a namespace in the manifest is ignored, as the API
         // server does.
         "Node" => typed::<Node>(&value).map(|mut o| {
             o.metadata.namespace = None;
-            Object::Node(name, Box::new(o))
+            Object::Node(name, Arc::new(o))
         }),
         "Namespace" => typed::<Namespace>(&value).map(|mut o| {
             o.metadata.namespace = None;
-            Object::Namespace(name, Box::new(o))
+            Object::Namespace(name, Arc::new(o))
         }),
         _ => return, // unreachable: KINDS was checked above
     };

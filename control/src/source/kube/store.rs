@@ -11,6 +11,7 @@
 //! error and is watching.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ::kube::runtime::watcher::Event;
 use ::kube::ResourceExt;
@@ -18,7 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::source::{ClusterState, Health, ObjKey, Report};
+use crate::source::{ClusterState, Health, ObjKey, Objects, Report};
 
 /// The six kinds the source watches, in the order of [`Kind::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,7 +75,7 @@ pub trait Watched:
     /// The object's key, `None` when it has no name (a real API server never
     /// sends one).
     fn key(&self) -> Option<Self::Key>;
-    fn slot(state: &mut ClusterState) -> &mut BTreeMap<Self::Key, Self>;
+    fn slot(state: &mut ClusterState) -> &mut Objects<Self::Key, Self>;
     fn wrap(event: Event<Self>) -> KindEvent;
     /// Drops what no consumer reads before the object is kept: see
     /// [`strip`], and per kind more (a Node's image list).
@@ -101,7 +102,7 @@ macro_rules! watched {
             fn key(&self) -> Option<$key> {
                 $keyfn(self)
             }
-            fn slot(state: &mut ClusterState) -> &mut BTreeMap<$key, Self> {
+            fn slot(state: &mut ClusterState) -> &mut Objects<$key, Self> {
                 &mut state.$field
             }
             fn wrap(event: Event<Self>) -> KindEvent {
@@ -237,11 +238,19 @@ impl Store {
                 None => self.skip_nameless(K::WATCHED),
             },
             Event::InitDone => {
-                let listed = std::mem::take(K::slot(&mut self.relist));
+                let mut listed = std::mem::take(K::slot(&mut self.relist));
                 let current = K::slot(&mut self.state);
                 // A relist that returns what the watch already delivered
-                // publishes no update.
-                if *current != listed {
+                // publishes no update; an object listed as it was keeps its
+                // `Arc`, so the model sees it untouched without comparing.
+                let mut same = listed.len() == current.len();
+                for (key, obj) in listed.iter_mut() {
+                    match current.get(key) {
+                        Some(old) if **old == **obj => *obj = Arc::clone(old),
+                        _ => same = false,
+                    }
+                }
+                if !same {
                     *current = listed;
                     self.changed = true;
                 }

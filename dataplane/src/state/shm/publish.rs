@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::*;
 
 use super::layout::{live_parts, live_word, READER_ANNOUNCE};
 use super::{pid_alive, Shm, ShmError};
-use crate::state::snapshot::{DecodeError, Snapshot};
+use crate::state::snapshot::{DecodeError, Snapshot, SnapshotRef};
 
 /// A checksum of snapshot bytes: four lanes of multiply-xorshift over
 /// little-endian words, folded with the length. For detecting a damaged
@@ -316,6 +316,15 @@ impl Publisher {
 
     /// Encodes `snap` and publishes it as the next generation.
     pub fn publish(&mut self, snap: &Snapshot, now_ns: u64) -> Result<Published, PublishError> {
+        self.publish_parts(snap.parts(), now_ns)
+    }
+
+    /// [`publish`](Self::publish) from borrowed parts.
+    pub fn publish_parts(
+        &mut self,
+        snap: SnapshotRef<'_>,
+        now_ns: u64,
+    ) -> Result<Published, PublishError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         snap.encode_into(&mut buf);
