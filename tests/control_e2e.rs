@@ -1092,6 +1092,14 @@ fn health_probe(ns: &str) -> Result<(u16, serde_json::Value), String> {
     Ok((status, json))
 }
 
+/// [`health_probe`] 10 ms after the last one, so that [`settle`]'s bound
+/// is its time ([`MEASURE`]) rather than its count: the kernel answers a
+/// probe in well under a millisecond.
+fn health_probe_paced(ns: &str) -> Result<(u16, serde_json::Value), String> {
+    std::thread::sleep(Duration::from_millis(10));
+    health_probe(ns)
+}
+
 #[test]
 fn a_local_services_health_check_node_port_answers_load_balancers_with_this_nodes_endpoints() {
     let _serial = lock();
@@ -1112,10 +1120,13 @@ fn a_local_services_health_check_node_port_answers_load_balancers_with_this_node
     // the range that no Service serves to the kernel when it has a socket
     // for it. 200 with the count of this node's ready endpoints, as
     // kube-proxy answers.
+    // Control marks the dataplane healthy within a second of its first
+    // heartbeat (it looks once per second when nothing changes): until then
+    // the answer is 503 with serviceProxyHealthy false, as kube-proxy's.
     let (_, seen) = settle(
         Instant::now(),
         1,
-        || health_probe(&n.under).map(|(code, body)| format!("{code} {body}")),
+        || health_probe_paced(&n.under).map(|(code, body)| format!("{code} {body}")),
         |r| r.as_ref().is_ok_and(|t| t.starts_with("200 ")),
     );
     let (code, body) = health_probe(&n.under)
@@ -1140,7 +1151,10 @@ fn a_local_services_health_check_node_port_answers_load_balancers_with_this_node
     let (after, seen) = settle(
         edit,
         3,
-        || health_probe(&n.under).map(|(code, body)| format!("{code} {}", body["localEndpoints"])),
+        || {
+            health_probe_paced(&n.under)
+                .map(|(code, body)| format!("{code} {}", body["localEndpoints"]))
+        },
         |r| r.as_ref().is_ok_and(|t| t == "503 0"),
     );
     let after = after.unwrap_or_else(|| panic!("503 after the edit: {seen:?}\n{}", n.logs()));
