@@ -168,6 +168,12 @@ pub fn populated(path: &Path) -> Shm {
                 rx_bytes: 6000,
                 tx_packets: 0,
                 tx_bytes: 0,
+                // The pod's spoofed frames came in on port 1.
+                drops: {
+                    let mut d = [0; DropReason::COUNT];
+                    d[DropReason::Spoofed.index()] = 3 + w;
+                    d
+                },
             },
         );
         s.store_port(
@@ -177,6 +183,7 @@ pub fn populated(path: &Path) -> Shm {
                 rx_bytes: 4000,
                 tx_packets: 90,
                 tx_bytes: 9000,
+                ..PortCounters::default()
             },
         );
         shm.worker_slot(w as usize).unwrap().announce(1, now);
