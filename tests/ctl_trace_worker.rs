@@ -4,7 +4,9 @@
 //! workers announce the generation of the tables they were given, store
 //! their counters and per-port counts, and record the armed trace's frames
 //! with their verdicts; a UDP stream through a ClusterIP (and its echoes)
-//! is counted under the Service's stable id. Needs root.
+//! is counted under the Service's stable id, and datagrams to a ClusterIP
+//! port no Service has are counted as drops under the sending pod's
+//! interface name. Needs root.
 
 mod io_support;
 
@@ -17,10 +19,10 @@ use dataplane::config::fmt_mac;
 use dataplane::io::{
     netns, IfaceMode, RunOptions, SteerConfig, Steering, Workers, WorkersBuilder, XskConfig,
 };
-use dataplane::pipeline::Pipeline;
+use dataplane::pipeline::{DropReason, Pipeline};
 use dataplane::proto;
 use dataplane::state::demo::{self, CLIENT_MAC, CLIENT_PORT, WEB_LOCAL_MAC, WEB_LOCAL_PORT};
-use dataplane::state::shm::{Layout, ServiceCounts, Shm, TraceFilter, TraceVerdict};
+use dataplane::state::shm::{Layout, PortKind, ServiceCounts, Shm, TraceFilter, TraceVerdict};
 use dataplane::{conntrack, lb};
 use io_support::Topo;
 
@@ -215,6 +217,7 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
 /// and of one without endpoints.
 const ECHO_VIP: &str = "10.96.0.77";
 const NOBODY_VIP: &str = "10.96.0.78";
+const NO_SERVICE_DATAGRAMS: u64 = 3;
 
 #[test]
 fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_memory() {
@@ -227,6 +230,10 @@ fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_me
     let _ = std::fs::remove_dir_all(&dir);
     let shm = Shm::create_or_open(&dir.join("node.shm"), &layout()).expect("shm file");
     shm.back_service_counters(2).expect("back the counters");
+    // The ports named as the dataplane names them before they carry traffic.
+    let names = shm.port_names_writer();
+    names.set(CLIENT_PORT, "p1", &PortKind::Pod("default/client".into()));
+    names.set(WEB_LOCAL_PORT, "p2", &PortKind::Pod("default/web".into()));
 
     let mut topo = Topo::new("ctsv");
     let node = topo.netns("node");
@@ -307,6 +314,10 @@ fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_me
             }
             // One datagram to the Service without endpoints: a reject.
             sock.send_to(&[1; 10], (NOBODY_VIP, 9001)).unwrap();
+            // Datagrams to a ClusterIP port no Service has: dropped.
+            for _ in 0..NO_SERVICE_DATAGRAMS {
+                sock.send_to(&[2; 10], (NOBODY_VIP, 9002)).unwrap();
+            }
             echoed
         });
         (rx.join().expect("receiver"), tx.join().expect("sender"))
@@ -348,6 +359,41 @@ fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_me
     assert_eq!(nobody.counts.rejects, 1, "{report:?}");
     let web = report.services.iter().find(|s| s.name == "web").unwrap();
     assert_eq!(web.counts, ServiceCounts::default(), "no traffic to web");
+
+    // The drops, read from the file only: under the interface they came in
+    // on (found by name, as twillctl and control do) and their reason.
+    let t0 = Instant::now();
+    let (p1, drops) = loop {
+        let f = Shm::open(&dir.join("node.shm")).unwrap();
+        let p1 = f
+            .port_names()
+            .into_iter()
+            .find(|n| n.interface == "p1")
+            .expect("p1 is named");
+        assert_eq!(p1.kind, PortKind::Pod("default/client".into()));
+        let mut drops = [0u64; DropReason::COUNT];
+        let mut p2_drops = 0;
+        for w in f.all_stats() {
+            let p = w.ports[usize::from(p1.port)];
+            for (d, n) in drops.iter_mut().zip(p.drops) {
+                *d += n;
+            }
+            p2_drops += w.ports[usize::from(WEB_LOCAL_PORT)].drops[DropReason::NoService.index()];
+        }
+        assert_eq!(p2_drops, 0, "nothing dropped came in on p2");
+        if drops[DropReason::NoService.index()] >= NO_SERVICE_DATAGRAMS
+            || t0.elapsed() > Duration::from_secs(5)
+        {
+            break (p1, drops);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(p1.port, CLIENT_PORT);
+    assert_eq!(
+        drops[DropReason::NoService.index()],
+        NO_SERVICE_DATAGRAMS,
+        "{drops:?}"
+    );
 
     w.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -249,6 +249,39 @@ fn stats_sums_the_workers_and_names_drop_reasons() {
 }
 
 #[test]
+fn stats_shows_each_interface_by_name_with_the_drops_that_came_in_on_it() {
+    let d = TempDir::new("ctl-stats-if");
+    let f = d.path("node.shm");
+    let _shm = populated(&f);
+    let out = ok(&f, &["stats"]);
+    // The per-port table names the interfaces; the drops table puts the
+    // spoofed frames (3 + 4 over the two workers) on the client pod's.
+    assert!(out.contains("eth0"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("veth-client") && l.contains("Spoofed"))
+        .unwrap_or_else(|| panic!("no drops line for veth-client: {out}"));
+    assert!(line.contains("default/client"), "{line}");
+    assert!(line.split_whitespace().any(|w| w == "7"), "{line}");
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("eth0") && l.contains("Spoofed")),
+        "{out}"
+    );
+    let v = json(&f, &["stats"]);
+    let ports = v["total"]["ports"].as_array().unwrap();
+    assert_eq!(ports[0]["interface"], "eth0");
+    assert_eq!(ports[0]["kind"], "uplink");
+    assert_eq!(ports[0]["dropped"], 0);
+    assert_eq!(ports[1]["interface"], "veth-client");
+    assert_eq!(ports[1]["kind"], "pod");
+    assert_eq!(ports[1]["pod"], "default/client");
+    assert_eq!(ports[1]["drops"]["Spoofed"], 7);
+    assert_eq!(ports[1]["dropped"], 7);
+    assert_eq!(v["workers"][1]["ports"][1]["drops"]["Spoofed"], 4);
+}
+
+#[test]
 fn trace_prints_the_verdicts_a_worker_records_and_disarms() {
     let d = TempDir::new("ctl-trace");
     let f = d.path("node.shm");

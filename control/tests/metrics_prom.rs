@@ -45,17 +45,39 @@ fn a_scrape_reads_ports_drops_and_conntrack_from_the_file_and_controls_own_metri
     let s = samples(&text);
     // Ports: two workers summed.
     assert_eq!(
-        get(&s, r#"twill_port_packets_total{port="0",direction="rx"}"#),
+        get(
+            &s,
+            r#"twill_port_packets_total{port="0",interface="eth0",direction="rx"}"#
+        ),
         81.0
     );
     assert_eq!(
-        get(&s, r#"twill_port_packets_total{port="0",direction="tx"}"#),
+        get(
+            &s,
+            r#"twill_port_packets_total{port="0",interface="eth0",direction="tx"}"#
+        ),
         180.0
     );
     assert_eq!(
-        get(&s, r#"twill_port_bytes_total{port="1",direction="rx"}"#),
+        get(
+            &s,
+            r#"twill_port_bytes_total{port="1",interface="veth-client",direction="rx"}"#
+        ),
         12000.0
     );
+    // Drops by ingress interface and reason: only the non-zero ones.
+    assert_eq!(
+        get(
+            &s,
+            r#"twill_port_drops_total{port="1",interface="veth-client",reason="Spoofed"}"#
+        ),
+        7.0
+    );
+    let port_drops: Vec<&String> = s
+        .keys()
+        .filter(|k| k.starts_with("twill_port_drops_total{"))
+        .collect();
+    assert_eq!(port_drops.len(), 1, "{port_drops:?}");
     // Drops by reason, every reason present (zero or not).
     assert_eq!(get(&s, r#"twill_drops_total{reason="NoBackend"}"#), 14.0);
     assert_eq!(get(&s, r#"twill_drops_total{reason="Spoofed"}"#), 7.0);

@@ -4,7 +4,9 @@
 //!
 //! Port tx counts are the frames each worker's pipeline sent to that port
 //! (transmitted there, or handed to the worker serving it); rx counts the
-//! frames received on that port's sockets.
+//! frames received on that port's sockets. Each port is shown with the
+//! interface the dataplane named it as (and the pod, for a pod's port), and
+//! with the frames received there and dropped, by reason.
 //!
 //! `stats --services`: the Service directory (stable id, epoch, name) with
 //! each Service port's counters summed over workers (see
@@ -13,8 +15,12 @@
 
 use std::io::Write;
 
-use dataplane::pipeline::Counters;
-use dataplane::state::shm::{monotonic_ns, PortCounters, ServiceCounts, Shm, WorkerStats};
+use dataplane::pipeline::{Counters, DropReason};
+use std::collections::BTreeMap;
+
+use dataplane::state::shm::{
+    monotonic_ns, PortCounters, PortKind, PortName, ServiceCounts, Shm, WorkerStats,
+};
 use serde_json::{json, Value};
 
 use super::table::Table;
@@ -104,14 +110,54 @@ fn counters_json(c: &Counters) -> Value {
     m.into()
 }
 
-fn ports_json(ports: &[PortCounters], all: bool) -> Vec<Value> {
+/// The ports the dataplane named, by port.
+type Names = BTreeMap<usize, PortName>;
+
+fn names(shm: &Shm) -> Names {
+    shm.port_names()
+        .into_iter()
+        .map(|n| (usize::from(n.port), n))
+        .collect()
+}
+
+/// A port's non-zero drops, by reason name.
+fn port_drops(p: &PortCounters) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.name(), p.drops.get(r.index()).copied().unwrap_or(0)))
+        .filter(|&(_, n)| n != 0)
+}
+
+/// The interface name shown for port `i` ("-" if the dataplane has not
+/// named it).
+fn iface(names: &Names, i: usize) -> String {
+    names
+        .get(&i)
+        .map_or_else(|| "-".into(), |n| n.interface.clone())
+}
+
+fn ports_json(ports: &[PortCounters], all: bool, names: &Names) -> Vec<Value> {
     ports
         .iter()
         .enumerate()
-        .filter(|(_, p)| all || **p != PortCounters::default())
+        .filter(|(i, p)| all || **p != PortCounters::default() || names.contains_key(i))
         .map(|(i, p)| {
-            json!({"port": i, "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                   "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes})
+            let (interface, kind, pod) = match names.get(&i) {
+                Some(n) => match &n.kind {
+                    PortKind::Uplink => (Some(n.interface.as_str()), Some("uplink"), None),
+                    PortKind::Pod(pod) => {
+                        (Some(n.interface.as_str()), Some("pod"), Some(pod.as_str()))
+                    }
+                },
+                None => (None, None, None),
+            };
+            let drops: serde_json::Map<String, Value> = port_drops(p)
+                .map(|(r, n)| (r.to_string(), n.into()))
+                .collect();
+            json!({"port": i, "interface": interface, "kind": kind, "pod": pod,
+                   "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                   "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+                   "dropped": p.dropped(), "drops": drops})
         })
         .collect()
 }
@@ -121,6 +167,7 @@ pub fn stats(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<()
     let now = monotonic_ns();
     let workers = shm.all_stats();
     let sum = totals(&workers);
+    let names = names(shm);
     if json {
         let ws: Vec<Value> = workers
             .iter()
@@ -129,7 +176,7 @@ pub fn stats(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<()
                     "worker": w.worker, "pid": w.pid,
                     "updated_age_ns": (w.updated_ns != 0).then(|| now.saturating_sub(w.updated_ns)),
                     "counters": counters_json(&w.counters),
-                    "ports": ports_json(&w.ports, all),
+                    "ports": ports_json(&w.ports, all, &names),
                 })
             })
             .collect();
@@ -138,7 +185,7 @@ pub fn stats(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<()
             &json!({
                 "workers": ws,
                 "total": {"counters": counters_json(&sum.counters),
-                          "ports": ports_json(&sum.ports, all)},
+                          "ports": ports_json(&sum.ports, all, &names)},
             }),
         );
     }
@@ -188,11 +235,13 @@ pub fn stats(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<()
     writeln!(out)?;
     let mut t = Table::new(&[
         "PORT",
+        "INTERFACE",
         "WORKER",
         "RX_PACKETS",
         "RX_BYTES",
         "TX_PACKETS",
         "TX_BYTES",
+        "DROPPED",
     ]);
     let zero = PortCounters::default();
     for (i, p) in sum.ports.iter().enumerate() {
@@ -205,25 +254,51 @@ pub fn stats(shm: &Shm, all: bool, json: bool, out: &mut dyn Write) -> Result<()
             };
             t.row(vec![
                 port_name(i as u16),
+                iface(&names, i),
                 w.worker.to_string(),
                 wp.rx_packets.to_string(),
                 wp.rx_bytes.to_string(),
                 wp.tx_packets.to_string(),
                 wp.tx_bytes.to_string(),
+                wp.dropped().to_string(),
             ]);
         }
         t.row(vec![
             port_name(i as u16),
+            iface(&names, i),
             "total".into(),
             p.rx_packets.to_string(),
             p.rx_bytes.to_string(),
             p.tx_packets.to_string(),
             p.tx_bytes.to_string(),
+            p.dropped().to_string(),
         ]);
     }
     if t.is_empty() {
         writeln!(out, "no port has counted a frame yet")?;
     } else {
+        t.write(out)?;
+    }
+
+    // Drops by the interface they came in on (all workers).
+    let mut t = Table::new(&["INTERFACE", "POD", "DROP REASON", "COUNT"]);
+    for (i, p) in sum.ports.iter().enumerate() {
+        let pod = match names.get(&i).map(|n| &n.kind) {
+            Some(PortKind::Pod(pod)) => pod.clone(),
+            Some(PortKind::Uplink) => "(uplink)".into(),
+            None => format!("(port {i})"),
+        };
+        for (r, n) in port_drops(p) {
+            t.row(vec![
+                iface(&names, i),
+                pod.clone(),
+                r.to_string(),
+                n.to_string(),
+            ]);
+        }
+    }
+    if !t.is_empty() {
+        writeln!(out)?;
         t.write(out)?;
     }
 

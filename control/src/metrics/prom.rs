@@ -237,9 +237,30 @@ impl Collector for ShmCollector {
         let sum = crate::ctl::stats::totals(&workers);
         let c = &sum.counters;
 
+        // The interface each port is, as the dataplane named it ("" for a
+        // port it has not named: released, or a dataplane without names).
+        let names: std::collections::BTreeMap<usize, String> = self
+            .shm
+            .port_names()
+            .into_iter()
+            .map(|n| (usize::from(n.port), n.interface))
+            .collect();
         let mut packets = Vec::new();
         let mut bytes = Vec::new();
+        let mut port_drops = Vec::new();
         for (port, p) in sum.ports.iter().enumerate() {
+            let iface = names.get(&port).cloned().unwrap_or_default();
+            for r in DropReason::ALL {
+                let n = p.drops.get(r.index()).copied().unwrap_or(0);
+                if n != 0 {
+                    let l = vec![
+                        ("port", port.to_string()),
+                        ("interface", iface.clone()),
+                        ("reason", r.name().to_string()),
+                    ];
+                    port_drops.push((l, n));
+                }
+            }
             if p.rx_packets == 0 && p.tx_packets == 0 {
                 continue;
             }
@@ -247,11 +268,21 @@ impl Collector for ShmCollector {
                 ("rx", p.rx_packets, p.rx_bytes),
                 ("tx", p.tx_packets, p.tx_bytes),
             ] {
-                let l = vec![("port", port.to_string()), ("direction", dir.to_string())];
+                let l = vec![
+                    ("port", port.to_string()),
+                    ("interface", iface.clone()),
+                    ("direction", dir.to_string()),
+                ];
                 packets.push((l.clone(), n));
                 bytes.push((l, b));
             }
         }
+        counter_family(
+            &mut enc,
+            "port_drops",
+            "Frames received on a dataplane port and dropped, by reason, all workers",
+            &port_drops,
+        )?;
         counter_family(
             &mut enc,
             "port_packets",

@@ -15,7 +15,7 @@ use dataplane::lb::{BackendSpec, ServiceSpec, VipKind};
 use dataplane::pipeline::{Counters, DropReason};
 use dataplane::proto;
 use dataplane::route::Prefix;
-use dataplane::state::shm::{monotonic_ns, Layout, PortCounters, Publisher, Role, Shm};
+use dataplane::state::shm::{monotonic_ns, Layout, PortCounters, PortKind, Publisher, Role, Shm};
 use dataplane::state::snapshot::Snapshot;
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -149,6 +149,10 @@ pub fn populated(path: &Path) -> Shm {
     shm.register(Role::Control, now);
     shm.register(Role::Dataplane, now);
     Publisher::new(&shm).publish(&snapshot(), now).unwrap();
+    // Port names as the dataplane writes them: the uplink and the client pod.
+    let names = shm.port_names_writer();
+    names.set(0, "eth0", &PortKind::Uplink);
+    names.set(1, "veth-client", &PortKind::Pod("default/client".into()));
     for w in 0..2u64 {
         let s = shm.stats_writer(w as usize).unwrap();
         let mut c = Counters {
@@ -168,6 +172,12 @@ pub fn populated(path: &Path) -> Shm {
                 rx_bytes: 6000,
                 tx_packets: 0,
                 tx_bytes: 0,
+                // The pod's spoofed frames came in on port 1.
+                drops: {
+                    let mut d = [0; DropReason::COUNT];
+                    d[DropReason::Spoofed.index()] = 3 + w;
+                    d
+                },
             },
         );
         s.store_port(
@@ -177,6 +187,7 @@ pub fn populated(path: &Path) -> Shm {
                 rx_bytes: 4000,
                 tx_packets: 90,
                 tx_bytes: 9000,
+                ..PortCounters::default()
             },
         );
         shm.worker_slot(w as usize).unwrap().announce(1, now);

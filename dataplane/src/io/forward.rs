@@ -369,9 +369,12 @@ impl Forwarder {
                     self.xsk.free(t);
                     self.stats.pass_unhandled += 1;
                 }
-                Verdict::Drop(_) => {
+                Verdict::Drop(reason) => {
                     self.xsk.free(t);
                     self.stats.dropped += 1;
+                    if let Some(h) = hooks.as_deref_mut() {
+                        h.count_drop(port, reason);
+                    }
                 }
             }
         }

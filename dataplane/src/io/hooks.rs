@@ -6,7 +6,8 @@
 //!
 //! Shape and cost. Everything here runs per batch, never per packet, except
 //! two plain adds into a worker-local array (the per-port rx/tx packet and
-//! byte counts, whose port varies per frame). The per-batch work is plain
+//! byte counts, whose port varies per frame) and, per dropped frame, one add
+//! under its ingress port and reason. The per-batch work is plain
 //! `Relaxed` stores on cache lines only this worker writes (its announce line,
 //! its stats block: the pipeline's `Counters` and the ports the batch
 //! touched), no syscall, no read-modify-write on a shared line. The trace
@@ -19,7 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::pipeline::{Counters, Verdict, BATCH};
+use crate::pipeline::{Counters, DropReason, Verdict, BATCH};
 use crate::state::shm::{
     PortCounters, Shm, ShmError, StatsWriter, Trace, TraceFilter, TraceRecord, WorkerSlot,
 };
@@ -246,6 +247,19 @@ impl ShmHooks {
         if let Some(p) = self.ports.get_mut(usize::from(port)) {
             p.rx_packets += packets;
             p.rx_bytes += bytes;
+            self.touch(port);
+        }
+    }
+
+    /// One frame received on `port` dropped for `reason` (a plain add into
+    /// the worker-local totals; stored with the port's other words at the
+    /// next flush).
+    #[inline]
+    pub fn count_drop(&mut self, port: PortId, reason: DropReason) {
+        if let Some(p) = self.ports.get_mut(usize::from(port)) {
+            if let Some(d) = p.drops.get_mut(reason.index()) {
+                *d += 1;
+            }
             self.touch(port);
         }
     }

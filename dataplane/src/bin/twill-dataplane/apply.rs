@@ -18,7 +18,7 @@ use anyhow::anyhow;
 use dataplane::config::{Macs, NodeFile, PodSection, RemoteSection, UPLINK_PORT};
 use dataplane::io::{IfaceMode, Steering, Workers, WorkersBuilder};
 use dataplane::lb::ServiceSpec;
-use dataplane::state::shm::ServiceDirectory;
+use dataplane::state::shm::{PortKind, PortNames, ServiceDirectory};
 use dataplane::state::snapshot::Snapshot;
 use dataplane::state::Tables;
 use dataplane::PortId;
@@ -74,12 +74,15 @@ impl Desired {
     }
 }
 
-/// Interface → port, stable across snapshots.
-#[derive(Debug, Default)]
+/// Interface → port, stable across snapshots; with shared memory, each
+/// port's interface name is written there before the port carries traffic
+/// and cleared when it is released (so per-port counters can be labelled).
+#[derive(Default)]
 pub struct Ports {
     by_iface: BTreeMap<String, PortId>,
     next: PortId,
     free: Vec<PortId>,
+    names: Option<PortNames>,
 }
 
 impl Ports {
@@ -88,6 +91,20 @@ impl Ports {
             by_iface: BTreeMap::new(),
             next: UPLINK_PORT + 1,
             free: Vec::new(),
+            names: None,
+        }
+    }
+
+    /// Writes port names into shared memory from now on.
+    pub fn set_names(&mut self, names: PortNames) {
+        self.names = Some(names);
+    }
+
+    /// Names `port` as interface `iface` of `kind` (no-op without shared
+    /// memory).
+    pub fn name(&self, port: PortId, iface: &str, kind: &PortKind) {
+        if let Some(n) = &self.names {
+            n.set(port, iface, kind);
         }
     }
 
@@ -113,6 +130,9 @@ impl Ports {
 
     pub fn release(&mut self, iface: &str) -> Option<PortId> {
         let p = self.by_iface.remove(iface)?;
+        if let Some(n) = &self.names {
+            n.clear(p);
+        }
         self.free.insert(0, p);
         Some(p)
     }
@@ -156,6 +176,7 @@ pub fn attach_initial(
 ) -> anyhow::Result<()> {
     for p in &d.pods {
         let port = ports.assign(&p.interface)?;
+        ports.name(port, &p.interface, &PortKind::Pod(p.name.clone()));
         match b.attach(p.worker, &p.interface, port, IfaceMode::Pod) {
             Ok((w, _)) => log::info!(
                 "pod {} on {} is port {port} on worker {w}",
@@ -206,6 +227,7 @@ pub fn apply_changes(
                 continue;
             }
         };
+        ports.name(port, iface, &PortKind::Pod(p.name.clone()));
         match workers.attach(p.worker, iface, port, IfaceMode::Pod) {
             Ok((w, _)) => log::info!("pod {} on {iface} is port {port} on worker {w}", p.name),
             Err(e) => {

@@ -25,7 +25,7 @@ use dataplane::io::{
     RunOptions, SteerConfig, Steering, WorkerReport, WorkersBuilder, XskConfig, ZeroCopy,
 };
 use dataplane::pipeline::{DropReason, Pipeline};
-use dataplane::state::shm::{monotonic_ns, Layout, Reader, Role, ServiceDirectory, Shm};
+use dataplane::state::shm::{monotonic_ns, Layout, PortKind, Reader, Role, ServiceDirectory, Shm};
 use dataplane::{conntrack, lb, Mac};
 
 use crate::apply::{self, Desired, Ports};
@@ -84,6 +84,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut macs = resolve(&file, &desired.remotes, &up, true)?;
     let mut ports = Ports::new();
+    if let Some(shm) = &shm {
+        let names = shm.port_names_writer();
+        names.set(UPLINK_PORT, &file.node.uplink, &PortKind::Uplink);
+        ports.set_names(names);
+    }
     for p in &desired.pods {
         ports.assign(&p.interface)?;
     }

@@ -289,3 +289,34 @@ fn the_per_batch_hooks_cost_far_less_than_the_batch_they_follow() {
     assert_eq!(s.ports[2].tx_packets, 7 * ROUNDS * (64 + 32 + 64));
     assert_eq!(s.ports[3].tx_packets, 7 * ROUNDS * 32);
 }
+
+#[test]
+fn drops_are_counted_under_their_ingress_port_and_reason_and_stored_at_the_flush() {
+    let d = TempFile::new();
+    let shm = d.shm();
+    let mut h = ShmHooks::new(&shm, 0).unwrap();
+    h.count_rx(3, 4, 400);
+    h.count_drop(3, DropReason::Spoofed);
+    h.count_drop(3, DropReason::Spoofed);
+    h.count_drop(3, DropReason::NoBackend);
+    h.count_drop(99, DropReason::Spoofed); // past the file's ports: ignored
+                                           // Nothing is visible before the flush: the totals are worker-local.
+    assert_eq!(shm.worker_stats(0).unwrap().ports[3].dropped(), 0);
+    h.flush(&Counters::default(), 5);
+    let s = shm.worker_stats(0).unwrap();
+    let p = s.ports[3];
+    assert_eq!(p.drops[DropReason::Spoofed.index()], 2);
+    assert_eq!(p.drops[DropReason::NoBackend.index()], 1);
+    assert_eq!(p.dropped(), 3);
+    assert_eq!(p.rx_packets, 4);
+    assert!(s
+        .ports
+        .iter()
+        .enumerate()
+        .all(|(i, p)| i == 3 || p.dropped() == 0));
+    // Running totals: a later flush stores the sum, not the delta.
+    h.count_drop(3, DropReason::Spoofed);
+    h.flush(&Counters::default(), 6);
+    let p = shm.worker_stats(0).unwrap().ports[3];
+    assert_eq!(p.drops[DropReason::Spoofed.index()], 3);
+}

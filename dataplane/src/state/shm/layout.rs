@@ -7,13 +7,13 @@
 use std::sync::atomic::AtomicU64;
 
 use crate::conntrack::Table;
-use crate::pipeline::Counters;
+use crate::pipeline::{Counters, DropReason};
 
 /// "TWILLSHM", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TWILLSHM");
 /// The layout version this code reads and writes. Bump it on any change of
 /// the header, a region's format, the stats block or the conntrack entry.
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 /// Bytes reserved for the header at the start of the file.
 pub const HEADER_BYTES: usize = 16384;
 /// Most table slots a file may have.
@@ -37,8 +37,10 @@ pub const MAX_SLOT_BYTES: u64 = 1 << 30;
 pub const STATS_FIXED_WORDS: usize = 2;
 /// Words of the pipeline's [`Counters`] block.
 pub const COUNTER_WORDS: usize = std::mem::size_of::<Counters>() / 8;
-/// Words per port in a stats block: rx packets, rx bytes, tx packets, tx bytes.
-pub const PORT_WORDS: usize = 4;
+/// Words per port in a stats block: rx packets, rx bytes, tx packets, tx
+/// bytes, then the frames received on the port and dropped, per
+/// [`DropReason`] (in `DropReason::ALL` order).
+pub const PORT_WORDS: usize = 4 + DropReason::COUNT;
 /// Bytes of one trace record.
 pub const TRACE_RECORD_BYTES: usize = 64;
 /// Bytes of the trace control block before the records.
@@ -95,6 +97,9 @@ pub struct Geometry {
     pub stats_off: u64,
     /// Bytes per worker stats block (a multiple of 64: no false sharing).
     pub stats_stride: u64,
+    /// The port names (`ports` module): one entry per port.
+    pub names_off: u64,
+    pub names_bytes: u64,
     pub conntrack_off: u64,
     pub conntrack_bytes: u64,
     pub trace_off: u64,
@@ -114,7 +119,7 @@ pub struct Geometry {
 }
 
 /// Number of words a [`Geometry`] is stored as.
-pub const GEO_WORDS: usize = 22;
+pub const GEO_WORDS: usize = 24;
 
 /// Why a layout cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -168,11 +173,14 @@ impl Layout {
             return Err(LayoutError::ConntrackCapacity(l.conntrack_capacity));
         }
         let too = || LayoutError::TooLarge;
-        let words = (STATS_FIXED_WORDS + COUNTER_WORDS) as u64 + u64::from(l.ports) * 4;
+        let words =
+            (STATS_FIXED_WORDS + COUNTER_WORDS) as u64 + u64::from(l.ports) * PORT_WORDS as u64;
         let stats_stride = round_up(words * 8, 64).ok_or_else(too)?;
         let stats_off = HEADER_BYTES as u64;
         let stats_end = stats_off + stats_stride * u64::from(l.workers);
-        let conntrack_off = round_up(stats_end, PAGE).ok_or_else(too)?;
+        let names_off = round_up(stats_end, 64).ok_or_else(too)?;
+        let names_bytes = u64::from(l.ports) * super::ports::ENTRY_BYTES as u64;
+        let conntrack_off = round_up(names_off + names_bytes, PAGE).ok_or_else(too)?;
         let ct = Table::shared_layout(l.conntrack_capacity as usize);
         let conntrack_bytes = round_up(ct.bytes as u64, PAGE).ok_or_else(too)?;
         let trace_off = conntrack_off.checked_add(conntrack_bytes).ok_or_else(too)?;
@@ -201,6 +209,8 @@ impl Layout {
             counter_words: COUNTER_WORDS as u64,
             stats_off,
             stats_stride,
+            names_off,
+            names_bytes,
             conntrack_off,
             conntrack_bytes,
             trace_off,
@@ -243,6 +253,8 @@ impl Geometry {
             self.svcdir_bytes,
             self.svcctr_off,
             self.svcctr_stride,
+            self.names_off,
+            self.names_bytes,
         ]
     }
 

@@ -8,7 +8,10 @@
 //!          slot descriptors, control and dataplane pid + heartbeat,
 //!          64 announce lines (workers 0..N, the snapshot reader last)
 //! stats    one block per worker: updated_ns, pid, the pipeline Counters,
-//!          then rx/tx packets/bytes per port (64-byte multiple each)
+//!          then per port rx/tx packets/bytes and drops by reason of the
+//!          frames received there (64-byte multiple each)
+//! names    per port: interface name, kind (uplink / pod) and pod name,
+//!          each entry under its own sequence word (`ports`)
 //! ct       the conntrack table: header, entries, index (`conntrack::Table`)
 //! trace    control words (filter, remaining, head) + a ring of 64-byte records
 //! svcdir   the Service directory: stable id -> Service-port name, epoch and
@@ -69,6 +72,7 @@
 #![allow(unsafe_code)]
 
 pub mod layout;
+mod ports;
 mod publish;
 pub mod region;
 mod services;
@@ -91,6 +95,7 @@ pub use layout::{
     Geometry, Layout, LayoutError, LAYOUT_VERSION, MAX_SERVICES, MAX_SLOTS, MAX_WORKERS,
     READER_ANNOUNCE,
 };
+pub use ports::{PortKind, PortName, PortNames, IFNAME_BYTES, POD_NAME_BYTES};
 pub use publish::{
     checksum, AnnounceInfo, PublishError, Published, Publisher, ReadError, Reader, SlotInfo,
     WorkerSlot,

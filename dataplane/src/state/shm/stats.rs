@@ -5,7 +5,8 @@
 //!
 //! Block of worker `w` at `stats_off + w * stats_stride`, in 64-bit words:
 //! `[updated_ns, pid, Counters words…, then per port: rx_packets, rx_bytes,
-//! tx_packets, tx_bytes]`. Per-Service counters are not here but in the
+//! tx_packets, tx_bytes, drops per DropReason…]` (the drops of frames
+//! received on that port: which interface bad traffic comes in on). Per-Service counters are not here but in the
 //! `services` module (under stable ids: a Service's index changes with
 //! every generation).
 
@@ -14,24 +15,74 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::layout::{COUNTER_WORDS, PORT_WORDS, STATS_FIXED_WORDS};
 use super::region::Slab;
 use super::{Shm, ShmError};
-use crate::pipeline::Counters;
+use crate::pipeline::{Counters, DropReason};
 use crate::PortId;
 
 /// One port's counts as one worker saw them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortCounters {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Frames received on the port and dropped, indexed by
+    /// [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for PortCounters {
+    // Not derived: `Default` for arrays stops at 32 elements.
+    fn default() -> PortCounters {
+        PortCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl PortCounters {
+    /// Frames received on the port and dropped, all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().fold(0u64, |a, &d| a.wrapping_add(d))
+    }
+
+    /// The block's words for this port, in layout order.
+    fn to_words(self) -> [u64; PORT_WORDS] {
+        let mut w = [0u64; PORT_WORDS];
+        w[..4].copy_from_slice(&[
+            self.rx_packets,
+            self.rx_bytes,
+            self.tx_packets,
+            self.tx_bytes,
+        ]);
+        w[4..].copy_from_slice(&self.drops);
+        w
+    }
+
+    fn from_words(w: &[AtomicU64]) -> PortCounters {
+        let at = |i: usize| w.get(i).map_or(0, |v| v.load(Relaxed));
+        PortCounters {
+            rx_packets: at(0),
+            rx_bytes: at(1),
+            tx_packets: at(2),
+            tx_bytes: at(3),
+            drops: std::array::from_fn(|r| at(4 + r)),
+        }
+    }
 }
 
 impl std::ops::AddAssign for PortCounters {
     fn add_assign(&mut self, o: PortCounters) {
-        self.rx_packets += o.rx_packets;
-        self.rx_bytes += o.rx_bytes;
-        self.tx_packets += o.tx_packets;
-        self.tx_bytes += o.tx_bytes;
+        self.rx_packets = self.rx_packets.wrapping_add(o.rx_packets);
+        self.rx_bytes = self.rx_bytes.wrapping_add(o.rx_bytes);
+        self.tx_packets = self.tx_packets.wrapping_add(o.tx_packets);
+        self.tx_bytes = self.tx_bytes.wrapping_add(o.tx_bytes);
+        for (d, v) in self.drops.iter_mut().zip(o.drops) {
+            *d = d.wrapping_add(v);
+        }
     }
 }
 
@@ -79,10 +130,9 @@ impl StatsWriter {
     #[inline]
     pub fn store_port(&self, port: PortId, p: &PortCounters) {
         if let Some(w) = self.port_words(port) {
-            w[0].store(p.rx_packets, Relaxed);
-            w[1].store(p.rx_bytes, Relaxed);
-            w[2].store(p.tx_packets, Relaxed);
-            w[3].store(p.tx_bytes, Relaxed);
+            for (d, v) in w.iter().zip(p.to_words()) {
+                d.store(v, Relaxed);
+            }
         }
     }
 
@@ -91,10 +141,7 @@ impl StatsWriter {
     #[inline]
     pub fn add_port(&self, port: PortId, p: &PortCounters) {
         if let Some(w) = self.port_words(port) {
-            for (d, v) in w
-                .iter()
-                .zip([p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes])
-            {
+            for (d, v) in w.iter().zip(p.to_words()) {
                 d.store(d.load(Relaxed).wrapping_add(v), Relaxed);
             }
         }
@@ -144,12 +191,7 @@ impl Shm {
         let ports = words[STATS_FIXED_WORDS + COUNTER_WORDS..]
             .chunks_exact(PORT_WORDS)
             .take(self.inner.geo.layout.ports as usize)
-            .map(|p| PortCounters {
-                rx_packets: p[0].load(Relaxed),
-                rx_bytes: p[1].load(Relaxed),
-                tx_packets: p[2].load(Relaxed),
-                tx_bytes: p[3].load(Relaxed),
-            })
+            .map(PortCounters::from_words)
             .collect();
         Some(WorkerStats {
             worker,

@@ -367,6 +367,7 @@ fn stats_written_by_a_worker_are_read_through_another_handle() {
             rx_bytes: 500,
             tx_packets: 1,
             tx_bytes: 60,
+            drops: std::array::from_fn(|r| r as u64),
         },
     );
     w.add_port(
@@ -386,6 +387,9 @@ fn stats_written_by_a_worker_are_read_through_another_handle() {
     assert_eq!(s.ports.len(), 4);
     assert_eq!(s.ports[2].rx_packets, 6);
     assert_eq!(s.ports[2].tx_bytes, 60);
+    let spoofed = crate::pipeline::DropReason::Spoofed.index();
+    assert_eq!(s.ports[2].drops[spoofed], spoofed as u64);
+    assert_eq!(s.ports[1].dropped(), 0);
     assert_eq!(other.worker_stats(0).unwrap().counters, Default::default());
     assert!(other.worker_stats(2).is_none());
     assert!(matches!(
@@ -745,14 +749,14 @@ fn a_corrupted_live_word_or_slot_descriptor_is_a_read_error() {
 fn a_file_of_the_previous_layout_version_gets_the_version_error() {
     let d = TempDir::new();
     Shm::create_or_open(&d.file(), &small()).unwrap();
-    write_word(&d.file(), 8, 1);
+    write_word(&d.file(), 8, LAYOUT_VERSION - 1);
     let e = Shm::open(&d.file()).unwrap_err();
     assert!(
         matches!(
             e,
             ShmError::Version {
-                found: 1,
-                supported: 2,
+                found: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -1005,4 +1009,26 @@ fn the_service_counter_lines_are_sparse_until_the_dataplane_backs_its_workers() 
         shm.back_service_counters(3).is_err(),
         "past the file's workers"
     );
+}
+
+#[test]
+fn port_names_written_by_the_dataplane_are_read_by_another_opener_and_cleared() {
+    let d = TempDir::new();
+    let shm = Shm::create_or_open(&d.file(), &small()).unwrap();
+    let w = shm.port_names_writer();
+    w.set(0, "eth0", &PortKind::Uplink);
+    w.set(2, "veth-web", &PortKind::Pod("default/web-0".into()));
+    w.set(60000, "past-the-ports", &PortKind::Uplink); // ignored, no panic
+    let other = Shm::open(&d.file()).unwrap();
+    let names = other.port_names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!((names[0].port, names[0].interface.as_str()), (0, "eth0"));
+    assert_eq!(names[1].port, 2);
+    assert_eq!(names[1].kind, PortKind::Pod("default/web-0".into()));
+    // A detached pod's entry is cleared; a new writer (a restarted
+    // dataplane) clears them all.
+    w.clear(2);
+    assert_eq!(other.port_names().len(), 1);
+    let _w2 = shm.port_names_writer();
+    assert!(other.port_names().is_empty());
 }
