@@ -74,18 +74,23 @@ fn start(node: &str, shm: &Shm) -> Workers {
     .expect("set-up thread")
 }
 
-#[test]
-fn workers_announce_their_generation_store_their_counters_and_trace_matching_frames() {
-    const DATAGRAMS: u64 = 200;
+/// A fresh shared-memory file in its own temporary directory (`what` names
+/// the directory; the test removes it).
+fn shm_file(what: &str) -> (std::path::PathBuf, Shm) {
     let dir = std::env::temp_dir().join(format!(
-        "twill-ctl-trace-{}-{}",
+        "twill-ctl-{what}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let shm = Shm::create_or_open(&dir.join("node.shm"), &layout()).expect("shm file");
+    (dir, shm)
+}
 
-    let mut topo = Topo::new("ctr");
+/// The node namespace and the demo's two pods on it: the client (10.244.1.2)
+/// behind `p1` and the local web pod (10.244.1.3) behind `p2`.
+fn two_pods(tag: &str) -> (Topo, String, String, String) {
+    let mut topo = Topo::new(tag);
     let node = topo.netns("node");
     let pod1 = topo.netns("pod1");
     let pod2 = topo.netns("pod2");
@@ -93,6 +98,14 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
     topo.veth(&node, "p2", &pod2, "eth0");
     io_support::pod(&topo, &pod1, &fmt_mac(&CLIENT_MAC), "10.244.1.2");
     io_support::pod(&topo, &pod2, &fmt_mac(&WEB_LOCAL_MAC), "10.244.1.3");
+    (topo, node, pod1, pod2)
+}
+
+#[test]
+fn workers_announce_their_generation_store_their_counters_and_trace_matching_frames() {
+    const DATAGRAMS: u64 = 200;
+    let (dir, shm) = shm_file("trace");
+    let (topo, node, pod1, pod2) = two_pods("ctr");
 
     let mut w = start(&node, &shm);
     // Tables "from generation 5": every worker announces it, even idle.
@@ -222,27 +235,14 @@ const NO_SERVICE_DATAGRAMS: u64 = 3;
 #[test]
 fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_memory() {
     const DATAGRAMS: u64 = 100;
-    let dir = std::env::temp_dir().join(format!(
-        "twill-ctl-svc-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let shm = Shm::create_or_open(&dir.join("node.shm"), &layout()).expect("shm file");
+    let (dir, shm) = shm_file("svc");
     shm.back_service_counters(2).expect("back the counters");
     // The ports named as the dataplane names them before they carry traffic.
     let names = shm.port_names_writer();
     names.set(CLIENT_PORT, "p1", &PortKind::Pod("default/client".into()));
     names.set(WEB_LOCAL_PORT, "p2", &PortKind::Pod("default/web".into()));
 
-    let mut topo = Topo::new("ctsv");
-    let node = topo.netns("node");
-    let pod1 = topo.netns("pod1");
-    let pod2 = topo.netns("pod2");
-    topo.veth(&node, "p1", &pod1, "eth0");
-    topo.veth(&node, "p2", &pod2, "eth0");
-    io_support::pod(&topo, &pod1, &fmt_mac(&CLIENT_MAC), "10.244.1.2");
-    io_support::pod(&topo, &pod2, &fmt_mac(&WEB_LOCAL_MAC), "10.244.1.3");
+    let (_topo, node, pod1, pod2) = two_pods("ctsv");
 
     let mut w = start(&node, &shm);
     // The demo Services plus an echo Service on pod 2 and one with no
