@@ -239,17 +239,8 @@ impl Model {
                 continue;
             };
             self.orphans.remove(key);
-            refs.clear();
-            for k in group.into_iter().flatten() {
-                // The slices mirror the state: every grouped key is there.
-                if let Some((k, slice)) = state.endpoint_slices.get_key_value(k) {
-                    refs.push(SliceRef {
-                        svc: (skey.namespace.as_str(), skey.name.as_str()),
-                        key: k,
-                        slice,
-                    });
-                }
-            }
+            // The slices mirror the state: every grouped key is there.
+            push_slices(&mut refs, state, skey, group.into_iter().flatten());
             let mut out = Out::default();
             services::service(skey, svc, &refs, &ctx, &mut out, &mut eps);
             self.recomputed += 1;
@@ -330,18 +321,8 @@ impl Model {
         for (skey, svc) in &state.services {
             // Both in key order: walk the groups alongside.
             while groups.next_if(|(g, _)| *g < skey).is_some() {}
-            refs.clear();
-            if let Some((_, list)) = groups.next_if(|(g, _)| *g == skey) {
-                for k in list {
-                    if let Some((k, slice)) = state.endpoint_slices.get_key_value(k) {
-                        refs.push(SliceRef {
-                            svc: (skey.namespace.as_str(), skey.name.as_str()),
-                            key: k,
-                            slice,
-                        });
-                    }
-                }
-            }
+            let list = groups.next_if(|(g, _)| *g == skey).map(|(_, l)| l);
+            push_slices(&mut refs, state, skey, list.into_iter().flatten());
             let mut out = Out::default();
             services::service(skey, svc, &refs, &ctx, &mut out, &mut eps);
             let obj = Arc::clone(svc);
@@ -540,6 +521,26 @@ impl Model {
         }
         self.changed = differs || self.view.remotes != old_remotes;
         self.touched = touched;
+    }
+}
+
+/// Replaces `refs` with Service `skey`'s slices among `keys` (those the
+/// state still holds).
+fn push_slices<'a>(
+    refs: &mut Vec<SliceRef<'a>>,
+    state: &'a ClusterState,
+    skey: &'a ObjKey,
+    keys: impl IntoIterator<Item = &'a ObjKey>,
+) {
+    refs.clear();
+    for k in keys {
+        if let Some((key, slice)) = state.endpoint_slices.get_key_value(k) {
+            refs.push(SliceRef {
+                svc: (skey.namespace.as_str(), skey.name.as_str()),
+                key,
+                slice,
+            });
+        }
     }
 }
 
