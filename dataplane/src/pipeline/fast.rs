@@ -256,21 +256,26 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 }
 
 /// The first pass's rest for a frame [`parse`] accepted: its flow looked
-/// up in the flow cache, and the line the second pass reads first
-/// prefetched (the conntrack entry of a cached flow, else the key's index
-/// bucket, by the index hash then computed).
+/// up in the flow cache (`l.cached`); for a flow not cached, the key's
+/// conntrack index hash computed and its bucket prefetched.
 #[inline(always)]
 pub(crate) fn look(ct: &Table, flows: &mut FlowCache, l: &mut Lean) {
     l.cached = 0;
     if flows.on {
         l.cached = flows.find(l.k0, l.k1);
         if l.cached != 0 {
-            ct.prefetch_entry(flows.get(l.cached).id);
             return;
         }
     }
     l.h = Table::key_hash(&V4::of_lean(l).words());
     ct.prefetch_hashed(l.h);
+}
+
+/// For a cached flow left to the second pass: its conntrack entry (the one
+/// line [`finish`] reads first) prefetched.
+#[inline(always)]
+pub(crate) fn prefetch_cached(ct: &Table, flows: &FlowCache, l: &Lean) {
+    ct.prefetch_entry(flows.get(l.cached).id);
 }
 
 /// The IPv4 TCP/UDP shape of the module doc (`own`: the sending pod's

@@ -248,15 +248,35 @@ impl Pipeline {
         let meta = &mut self.meta[..frames.len()];
         let lean = &mut self.lean[..frames.len()];
         let mut ports = fast::Ports::new(env.t, self.fast);
+        // Frames sent by the fast path.
+        let mut sent = 0;
+        // Some frame is left to the second pass.
+        let mut deferred = false;
         for (((f, m), v), l) in frames
             .iter_mut()
             .zip(meta.iter_mut())
             .zip(verdicts.iter_mut())
             .zip(lean.iter_mut())
         {
-            if fast::parse(env.t, &mut ports, f, l) {
-                l.step = fast::Step::Fast;
-                fast::look(env.ct, &mut st.flows, l);
+            // Filled in a local (registers) and stored only when deferred.
+            let mut x = fast::Lean::default();
+            if fast::parse(env.t, &mut ports, f, &mut x) {
+                fast::look(env.ct, &mut st.flows, &mut x);
+                if x.cached != 0 {
+                    if !deferred {
+                        // Every earlier frame is decided, so finishing
+                        // this one now keeps the batch's order (conntrack
+                        // sees its packets in order); its conntrack entry
+                        // is one line of the flow cache's working set.
+                        sent += u64::from(fast::finish(&env, st, f, m, &x, v));
+                        l.step = fast::Step::Done;
+                        continue;
+                    }
+                    fast::prefetch_cached(env.ct, &st.flows, &x);
+                }
+                x.step = fast::Step::Fast;
+                *l = x;
+                deferred = true;
                 continue;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
@@ -265,6 +285,7 @@ impl Pipeline {
                 continue;
             }
             l.step = fast::Step::General;
+            deferred = true;
             // Start the conntrack index miss now; the flow stage reads the
             // bucket after the rest of the batch has been parsed.
             env.ct.prefetch(&m.key);
@@ -272,22 +293,23 @@ impl Pipeline {
         // Flow and forwarding in one pass (the stages stay separate
         // functions; one loop saves the second walk over the batch and its
         // meta reloads). By now the batch's bucket prefetches have landed.
-        let mut sent = 0;
-        for (((f, m), v), l) in frames
-            .iter_mut()
-            .zip(meta.iter_mut())
-            .zip(verdicts.iter_mut())
-            .zip(lean.iter())
-        {
-            match l.step {
-                fast::Step::Fast => sent += u64::from(fast::finish(&env, st, f, m, l, v)),
-                fast::Step::General => {
-                    *v = match flow::run(&env, st, f, m) {
-                        Some(x) => x,
-                        None => forward::run(&env, st, f, m),
+        if deferred {
+            for (((f, m), v), l) in frames
+                .iter_mut()
+                .zip(meta.iter_mut())
+                .zip(verdicts.iter_mut())
+                .zip(lean.iter())
+            {
+                match l.step {
+                    fast::Step::Fast => sent += u64::from(fast::finish(&env, st, f, m, l, v)),
+                    fast::Step::General => {
+                        *v = match flow::run(&env, st, f, m) {
+                            Some(x) => x,
+                            None => forward::run(&env, st, f, m),
+                        }
                     }
+                    fast::Step::Done => {}
                 }
-                fast::Step::Done => {}
             }
         }
         st.flows.end_batch();
