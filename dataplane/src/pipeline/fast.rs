@@ -60,14 +60,14 @@
 
 use super::drop::DropReason;
 use super::flow;
-use super::flows::{Edit, FlowCache, Slot};
+use super::flows::{Edit, FlowCache, Out, Slot, MACS, PRE};
 use super::forward;
 use super::nat;
 use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
 use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
-use crate::conntrack::{Dir, FlowKey, Table};
+use crate::conntrack::{Dir, FlowKey, LeanHit, Table};
 use crate::proto;
 use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
 use crate::wire::checksum;
@@ -128,10 +128,16 @@ struct V4 {
 impl V4 {
     #[inline(always)]
     fn of_lean(l: &Lean) -> V4 {
+        V4::of_key(l.k0, l.k1)
+    }
+
+    /// The key of `Lean::k0` and `k1`.
+    #[inline(always)]
+    fn of_key(k0: u64, k1: u64) -> V4 {
         V4 {
-            s: l.k0 & 0xffff_ffff,
-            d: l.k0 >> 32,
-            p: l.k1,
+            s: k0 & 0xffff_ffff,
+            d: k0 >> 32,
+            p: k1,
         }
     }
 
@@ -271,6 +277,17 @@ pub(crate) fn look(ct: &Table, flows: &mut FlowCache, l: &mut Lean) {
     ct.prefetch_hashed(l.h);
 }
 
+/// Leaves a frame [`parse`] and [`look`] accepted to the second pass.
+/// Not inlined: it takes `x` by value, so that the first pass keeps its
+/// fields in registers rather than building it in memory.
+#[inline(never)]
+pub(crate) fn defer(l: &mut Lean, x: Lean) {
+    *l = Lean {
+        step: Step::Fast,
+        ..x
+    };
+}
+
 /// For a cached flow left to the second pass: its conntrack entry (the one
 /// line [`finish`] reads first) prefetched.
 #[inline(always)]
@@ -364,6 +381,7 @@ fn overlay(d: &[u8], node: [u8; 4], port: u16, vni: u32) -> Option<usize> {
 pub(crate) fn finish(
     env: &Env,
     st: &mut State,
+    flows: &mut FlowCache,
     frame: &mut Frame,
     m: &mut Meta,
     l: &Lean,
@@ -380,13 +398,15 @@ pub(crate) fn finish(
     if l.cached != 0 {
         // A cached flow whose conntrack entry still holds it: what the full
         // lookup below would have given, without the index, the route
-        // lookup or the checksum arithmetic.
-        let c = st.flows.get(l.cached);
-        let (edit, route) = (c.edit(), c.route);
+        // lookup, the checksum arithmetic or the remote node's headers.
+        let c = flows.get(l.cached);
         if env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
             st.cnt.ct_hits += 1;
             env.svc.packet(c.user, c.reply, u64::from(l.end));
-            return dispatch(env, st, frame, m, l, v, edit, route, true);
+            if send(st, frame, c, l, v) {
+                return true;
+            }
+            return dispatch(env, st, frame, m, l, v, c.edit(), c.route, true);
         }
     }
     let k = V4::of_lean(l);
@@ -425,25 +445,124 @@ pub(crate) fn finish(
         .packet(h.user, h.dir == Dir::Reply, u64::from(l.end));
     let x = if h.nat { V4::of(&h.xlate) } else { k };
     let route = route_of(st, x);
-    let mut edit = Edit::new(k, x, h.nat);
-    if h.nat && st.flows.on {
-        edit.sport = vxlan::source_port(entropy_v4(k));
-        st.flows.put(Slot {
-            k0: l.k0,
-            k1: l.k1,
-            xa: edit.xa,
-            xp: edit.xp,
-            route,
-            id: h.id,
-            seq: h.seq,
-            user: h.user,
-            ip: edit.ip,
-            l4: edit.l4,
-            sport: edit.sport,
-            reply: h.dir == Dir::Reply,
-        });
+    let edit = Edit::new(k, x, h.nat);
+    if h.nat && flows.on {
+        flows.put(cached(env.t, l.k0, l.k1, &edit, route, &h));
     }
     dispatch(env, st, frame, m, l, v, edit, route, true)
+}
+
+/// The flow cache's slot for a conntrack hit with NAT (`h`) of `l`'s
+/// flow, translated by `e` and routed to `route`: with what its packets
+/// are sent by (see `flows::Out`).
+#[inline(never)]
+fn cached(t: &Tables, k0: u64, k1: u64, e: &Edit, route: RouteTarget, h: &LeanHit) -> Slot {
+    let c = t.config();
+    let mut s = Slot {
+        k0,
+        k1,
+        xa: e.xa,
+        xp: e.xp,
+        id: h.id,
+        seq: h.seq,
+        user: h.user,
+        ip: e.ip,
+        l4: e.l4,
+        out: Out::General,
+        reply: h.dir == Dir::Reply,
+        port: 0,
+        limit: 0,
+        route,
+        pre: [0; PRE],
+        sum: 0,
+    };
+    let macs = match route {
+        RouteTarget::RemoteNode(idx) => match t.remote(idx) {
+            Some(
+                r @ RemoteNode {
+                    outer: 4,
+                    outer4: Some(o),
+                    ..
+                },
+            ) => {
+                s.pre[..OVERHEAD_V4].copy_from_slice(&o.hdr);
+                let sport = vxlan::source_port(entropy_v4(V4::of_key(k0, k1)));
+                s.pre[34..36].copy_from_slice(&sport.to_be_bytes());
+                s.sum = checksum::fold(o.sum);
+                s.limit = r.inner_limit[0];
+                (s.out, s.port) = (Out::Remote, c.uplink);
+                Some((r.vtep_mac, c.vtep_mac))
+            }
+            _ => None,
+        },
+        RouteTarget::LocalPod(idx) => t.pod(idx).map(|pod| {
+            (s.out, s.port) = (Out::Deliver, pod.port);
+            (pod.mac, c.gateway_mac)
+        }),
+        RouteTarget::Outside => {
+            (s.out, s.port) = (Out::Deliver, c.uplink);
+            Some((c.uplink_gateway_mac, c.uplink_mac))
+        }
+        _ => None,
+    };
+    if let Some((dst, src)) = macs {
+        s.pre[MACS..MACS + 6].copy_from_slice(&dst);
+        s.pre[MACS + 6..].copy_from_slice(&src);
+    }
+    s
+}
+
+/// A cached flow's packet sent as its slot says, when it fits (`dispatch`
+/// takes any other): the rewrite, then the slot's bytes in front of the IP
+/// header, and for VXLAN the outer header's per-packet fields (lengths,
+/// identification, checksum from the template's partial sum).
+#[inline(always)]
+fn send(st: &mut State, frame: &mut Frame, c: &Slot, l: &Lean, v: &mut Verdict) -> bool {
+    match c.out {
+        Out::Remote if l.outer_end == 0 && usize::from(l.end) - ETH_LEN <= usize::from(c.limit) => {
+            let inner = frame.len();
+            let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
+                return false;
+            };
+            // Unreachable elses: the span holds both, at these places.
+            let Ok(h) = <&mut [u8; HDRS]>::try_from(&mut s[OVERHEAD_V4..]) else {
+                return false;
+            };
+            rewrite(h, &c.edit());
+            let Ok(outer) = <&mut [u8; PRE]>::try_from(&mut s[..PRE]) else {
+                return false;
+            };
+            // The outer headers and the inner Ethernet addresses: one copy.
+            *outer = c.pre;
+            st.ident = st.ident.wrapping_add(1);
+            outer_fields(outer, inner, st.ident, u32::from(c.sum));
+            st.cnt.encap += 1;
+        }
+        Out::Deliver => {
+            let Some(h) = frame.span_mut::<HDRS>(0) else {
+                return false;
+            };
+            rewrite(h, &c.edit());
+            h[..12].copy_from_slice(&c.pre[MACS..]);
+        }
+        _ => return false,
+    }
+    *v = Verdict::Tx(c.port);
+    true
+}
+
+/// The per-packet fields of outer headers over IPv4 in front of an inner
+/// frame of `inner` bytes: the IPv4 total length, identification and
+/// checksum (from `sum`, the template's partial sum) and the UDP length.
+#[inline(always)]
+fn outer_fields<const N: usize>(outer: &mut [u8; N], inner: usize, ident: u16, sum: u32) {
+    let udp_len = (UDP_LEN + VXLAN_LEN + inner) as u16;
+    let total = 20 + udp_len;
+    outer[16..18].copy_from_slice(&total.to_be_bytes());
+    outer[18..20].copy_from_slice(&ident.to_be_bytes());
+    let cs = checksum::finish(sum + u32::from(total) + u32::from(ident));
+    outer[24..26].copy_from_slice(&cs.to_be_bytes());
+    outer[38..40].copy_from_slice(&udp_len.to_be_bytes());
 }
 
 /// [`finish`] once the flow (`tracked`: a conntrack hit) and its route are
@@ -489,9 +608,9 @@ fn dispatch(
     // Anything else (a new flow, an ICMP error to build, a drop): the
     // general stages.
     *v = if tracked {
-        general_hit(env, st, frame, m, l, V4::of_edit(&edit), edit.nat)
+        general_hit(env, st, frame, m, *l, V4::of_edit(&edit), edit.nat)
     } else {
-        general_miss(env, st, frame, m, l, route)
+        general_miss(env, st, frame, m, *l, route)
     };
     false
 }
@@ -506,10 +625,10 @@ fn general_miss(
     st: &mut State,
     frame: &mut Frame,
     m: &mut Meta,
-    l: &Lean,
+    l: Lean,
     route: RouteTarget,
 ) -> Verdict {
-    fill(env, m, l, frame);
+    fill(env, m, &l, frame);
     match flow::first_packet(env, st, frame, m, route) {
         Some(v) => v,
         None => forward::run(env, st, frame, m),
@@ -525,11 +644,11 @@ fn general_hit(
     st: &mut State,
     frame: &mut Frame,
     m: &mut Meta,
-    l: &Lean,
+    l: Lean,
     x: V4,
     nat: bool,
 ) -> Verdict {
-    fill(env, m, l, frame);
+    fill(env, m, &l, frame);
     if nat {
         let xkey = FlowKey::from_words(&x.words());
         nat::rewrite(frame.data_mut(), m, &m.key, &xkey);
@@ -617,7 +736,7 @@ fn edit_copy(frame: &mut Frame, e: Edit, macs: Option<(Mac, Mac)>) {
 /// precomputed outer headers (as `vxlan::encap` builds them), written
 /// through one span of the headroom and the frame's headers; true when sent
 /// from here. `l`: the packet's (its key's flow hash picks the outer
-/// source port, unless `e` has it).
+/// source port).
 #[inline(always)]
 fn encap(
     st: &mut State,
@@ -650,19 +769,9 @@ fn encap(
     h[0..6].copy_from_slice(&r.vtep_mac);
     h[6..12].copy_from_slice(&c.vtep_mac);
     *outer = o.hdr;
-    let udp_len = (UDP_LEN + VXLAN_LEN + inner) as u16;
-    let total = 20 + udp_len;
-    let ident = st.ident;
-    outer[16..18].copy_from_slice(&total.to_be_bytes());
-    outer[18..20].copy_from_slice(&ident.to_be_bytes());
-    let cs = checksum::finish(o.sum + u32::from(total) + u32::from(ident));
-    outer[24..26].copy_from_slice(&cs.to_be_bytes());
-    let sport = match e.sport {
-        0 => vxlan::source_port(entropy_v4(V4::of_lean(l))),
-        p => p,
-    };
+    let sport = vxlan::source_port(entropy_v4(V4::of_lean(l)));
     outer[34..36].copy_from_slice(&sport.to_be_bytes());
-    outer[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    outer_fields(outer, inner, st.ident, o.sum);
     st.cnt.encap += 1;
     *v = Verdict::Tx(c.uplink);
     true
@@ -725,7 +834,6 @@ impl Edit {
             // sum is the one value in 1..=0xffff of its residue).
             ip: fold64(addr + 0xfffe),
             l4: fold64(addr + 0xffff_ffff + port(x.p) - port(w.p)),
-            sport: 0,
             nat: true,
         }
     }

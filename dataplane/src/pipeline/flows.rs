@@ -1,8 +1,8 @@
-//! The fast path's flow cache: one worker's exact-match cache (OVS's EMC,
-//! direct-mapped) of the established IPv4 flows with NAT it has forwarded,
+//! The fast path's flow cache: one worker's exact-match cache (as OVS's
+//! EMC) of the established IPv4 flows with NAT it has forwarded,
 //! each slot holding what a conntrack hit and the route lookup gave for the
 //! flow and what the rewrite derives from them (the translated addresses and
-//! ports, both checksum deltas, the route, the outer UDP source port).
+//! ports, both checksum deltas, the route, the headers to send with).
 //!
 //! Why: for such a packet the conntrack index (hash to bucket, control word,
 //! slot, the key compared against the entry, the other tuple read and
@@ -21,14 +21,19 @@
 //! with the route cache when their generation changes. Only the worker
 //! reads and writes its cache (no sharing, no atomics).
 //!
-//! The key is looked up in the first pass (which then prefetches the entry
-//! instead of the index bucket; the conntrack index hash is only computed
-//! for a key not found) by a multiplicative hash of its two words; a
-//! cached slot is read again in the second pass. The cache is
-//! filled by the second pass's full lookups. Two ways per set (the key
-//! hash picks the set): a new flow takes the first way and the first way's
-//! flow moves to the second, so two flows that share a set both stay (one
-//! way alone lost a fifth of the bench's 1024 flows to collisions).
+//! A slot also holds what a cached flow's packets are sent with (`Out`):
+//! the port, and the bytes in front of the IP header (the Ethernet
+//! addresses; toward a remote node, the outer headers with the flow's UDP
+//! source port, and the MTU the flow fits): the slot's second line.
+//!
+//! The key is looked up in the first pass by a multiplicative hash of its
+//! two words (the conntrack index hash is only computed for a key not
+//! found); a cached flow is finished there when every earlier frame of the
+//! batch is, else its entry is prefetched and its slot read again in the
+//! second pass. The cache is filled by full lookups. Four ways per set
+//! (the key hash picks the set), filled in order: two ways lost about 1%
+//! of the bench's 1024 flows to sets of three, and each of those misses
+//! left the rest of its batch to the second pass; one way lost a fifth.
 //!
 //! The cache switches itself off where it does not pay: with more flows
 //! than slots, every packet would pay the probe, a miss on the slot's line
@@ -40,14 +45,40 @@
 //! again with what it still holds.
 
 use crate::state::RouteTarget;
+use crate::PortId;
 
-/// Sets of two slots (a power of two): 512 KiB.
-const SETS: usize = 4096;
-const SLOTS: usize = 2 * SETS;
-const _: () = assert!(SETS.is_power_of_two());
-const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+/// Sets of [`WAYS`] slots (a power of two): 1 MiB.
+const SETS: usize = 2048;
+const WAYS: usize = 4;
+const _: () = assert!(SETS.is_power_of_two() && WAYS.is_power_of_two());
+const _: () = assert!(std::mem::size_of::<Slot>() == 128);
 
-/// One flow: a cache line.
+/// The bytes a cached flow's packets get in front of their IP header: for
+/// [`Out::Remote`] the outer Ethernet, IPv4, UDP and VXLAN headers (the
+/// remote node's template with this flow's UDP source port) then the inner
+/// Ethernet addresses; for [`Out::Deliver`] the Ethernet addresses alone,
+/// at [`MACS`].
+pub(crate) const PRE: usize = 62;
+/// Where a [`Slot::pre`]'s Ethernet addresses start.
+pub(crate) const MACS: usize = PRE - 12;
+
+/// Where a cached flow's packets go, decided when it was cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Out {
+    /// Anything the cached path does not finish: `fast::dispatch` on the
+    /// slot's route.
+    General,
+    /// The Ethernet addresses of `pre` and out of `port`: a local pod, or
+    /// off-cluster.
+    Deliver,
+    /// VXLAN over IPv4 toward a remote node: `pre` pushed in front, out of
+    /// `port` (the uplink), for an inner IP packet of at most `limit` bytes.
+    Remote,
+}
+
+/// One flow: two cache lines, the first what the probe and the conntrack
+/// check read, the second the header bytes written.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Slot {
@@ -60,7 +91,6 @@ pub(crate) struct Slot {
     /// [`Edit`]'s fields (`nat` set).
     pub xa: u64,
     pub xp: u64,
-    pub route: RouteTarget,
     /// The conntrack entry, its version and the packet's direction.
     pub id: u32,
     pub seq: u32,
@@ -68,8 +98,18 @@ pub(crate) struct Slot {
     pub user: u32,
     pub ip: u16,
     pub l4: u16,
-    pub sport: u16,
+    pub out: Out,
     pub reply: bool,
+    pub port: PortId,
+    pub limit: u16,
+    /// The translated destination's route (for [`Out::General`], and for a
+    /// packet the cached action does not fit).
+    pub route: RouteTarget,
+    /// See [`PRE`].
+    pub pre: [u8; PRE],
+    /// [`Out::Remote`]: the outer IPv4 checksum's partial sum over the
+    /// template (folded).
+    pub sum: u16,
 }
 
 impl Slot {
@@ -81,7 +121,6 @@ impl Slot {
             xp: self.xp,
             ip: self.ip,
             l4: self.l4,
-            sport: self.sport,
             nat: true,
         }
     }
@@ -100,8 +139,6 @@ pub(crate) struct Edit {
     /// (addresses, ports).
     pub ip: u16,
     pub l4: u16,
-    /// The outer UDP source port of an encapsulated packet; 0: not known.
-    pub sport: u16,
     /// The packet is translated (if not, `ip`, `l4`, `xa` and `xp` are
     /// unused: the TTL decrement alone).
     pub nat: bool,
@@ -118,8 +155,12 @@ const EMPTY: Slot = Slot {
     user: 0,
     ip: 0,
     l4: 0,
-    sport: 0,
+    out: Out::General,
     reply: false,
+    port: 0,
+    limit: 0,
+    pre: [0; PRE],
+    sum: 0,
 };
 
 /// Probes per window of the on/off decision.
@@ -128,7 +169,7 @@ const WINDOW: u32 = 1024;
 const PAUSE: u32 = 256;
 
 pub(crate) struct FlowCache {
-    slots: Box<[Slot; SLOTS]>,
+    sets: Box<[[Slot; WAYS]; SETS]>,
     /// Probing and filling (see the module doc).
     pub on: bool,
     /// This window's probes, hits, and fills into a free way.
@@ -141,12 +182,12 @@ pub(crate) struct FlowCache {
 
 impl Default for FlowCache {
     fn default() -> Self {
-        let slots: Box<[Slot]> = vec![EMPTY; SLOTS].into_boxed_slice();
+        let sets: Box<[[Slot; WAYS]]> = vec![[EMPTY; WAYS]; SETS].into_boxed_slice();
         FlowCache {
-            // The length is SLOTS by construction.
-            slots: slots
+            // The length is SETS by construction.
+            sets: sets
                 .try_into()
-                .unwrap_or_else(|_| Box::new([EMPTY; SLOTS])),
+                .unwrap_or_else(|_| Box::new([[EMPTY; WAYS]; SETS])),
             on: true,
             probes: 0,
             hits: 0,
@@ -156,37 +197,32 @@ impl Default for FlowCache {
     }
 }
 
-/// The first slot of a key's set: the top bits of a multiplicative hash of
-/// the words' XOR (the top bits of a product depend on every bit of the
-/// factor; the ports meet the source address, which one client's flows
-/// share).
+/// A key's set: the top bits of a multiplicative hash of the words' XOR
+/// (the top bits of a product depend on every bit of the factor; the ports
+/// meet the source address, which one client's flows share).
 #[inline(always)]
 fn set(k0: u64, k1: u64) -> usize {
     let x = (k0 ^ k1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    ((x >> (64 - SETS.trailing_zeros())) as usize * 2) & (SLOTS - 1)
+    (x >> (64 - SETS.trailing_zeros())) as usize & (SETS - 1)
 }
 
 impl FlowCache {
     /// The slot holding key `k0`, `k1`, as a handle for
-    /// [`FlowCache::get`]: its index + 1; 0 if none.
+    /// [`FlowCache::get`]: its index (set * WAYS + way) + 1; 0 if none.
     #[inline(always)]
     pub fn find(&mut self, k0: u64, k1: u64) -> u32 {
         self.probes += 1;
         let i = set(k0, k1);
-        let s = &self.slots[i];
-        if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
-            self.hits += 1;
-            return i as u32 + 1;
-        }
-        // An empty first way: the second is empty too (`put` fills the
-        // first way first, `reset` empties both).
-        if s.k1 == 0 {
-            return 0;
-        }
-        let s = &self.slots[i | 1];
-        if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
-            self.hits += 1;
-            return i as u32 + 2;
+        for (w, s) in self.sets[i].iter().enumerate() {
+            if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
+                self.hits += 1;
+                return (i * WAYS + w) as u32 + 1;
+            }
+            // An empty way: the later ones are empty too (`put` fills the
+            // ways in order, `reset` empties them all).
+            if s.k1 == 0 {
+                return 0;
+            }
         }
         0
     }
@@ -194,20 +230,28 @@ impl FlowCache {
     /// The slot of a nonzero handle from [`FlowCache::find`].
     #[inline(always)]
     pub fn get(&self, handle: u32) -> &Slot {
-        &self.slots[(handle as usize).wrapping_sub(1) & (SLOTS - 1)]
+        let i = (handle as usize).wrapping_sub(1);
+        &self.sets[(i / WAYS) & (SETS - 1)][i % WAYS]
     }
 
-    /// Caches a flow in its set's first way, the first way's flow moving
-    /// to the second (unless it is this one).
+    /// Caches a flow: in place of the same key, else in its set's first
+    /// free way, else in the last way, the others moving up one (the
+    /// first, the longest cached, leaving): the ways stay in the order
+    /// their flows came.
     #[inline(always)]
     pub fn put(&mut self, slot: Slot) {
-        let i = set(slot.k0, slot.k1);
-        let first = self.slots[i];
-        if (first.k0 ^ slot.k0) | (first.k1 ^ slot.k1) != 0 {
-            self.cold += u32::from(self.slots[i | 1].k1 == 0);
-            self.slots[i | 1] = first;
+        let set = &mut self.sets[set(slot.k0, slot.k1)];
+        let same = |s: &Slot| (s.k0 ^ slot.k0) | (s.k1 ^ slot.k1) == 0;
+        match set.iter().position(|s| s.k1 == 0 || same(s)) {
+            Some(w) => {
+                self.cold += u32::from(set[w].k1 == 0);
+                set[w] = slot;
+            }
+            None => {
+                set.copy_within(1.., 0);
+                set[WAYS - 1] = slot;
+            }
         }
-        self.slots[i] = slot;
     }
 
     /// The on/off decision, once per batch (see the module doc).
@@ -231,7 +275,7 @@ impl FlowCache {
 
     /// Empties every slot (the tables changed).
     pub fn reset(&mut self) {
-        for s in self.slots.iter_mut() {
+        for s in self.sets.iter_mut().flatten() {
             s.k1 = 0;
         }
     }
@@ -250,26 +294,34 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_key_is_found_in_either_way_and_a_third_key_of_its_set_evicts_the_oldest() {
+    fn a_cached_key_is_found_in_any_way_and_one_key_more_than_its_set_holds_evicts_the_oldest() {
         let mut c = FlowCache::default();
-        // Three keys of one set.
+        // WAYS + 1 keys of one set.
         let set_of = |k0: u64| set(k0, 4 << 40);
-        let a = 1;
-        let b = (2..).find(|&k| set_of(k) == set_of(a)).unwrap_or(0);
-        let d = (b + 1..).find(|&k| set_of(k) == set_of(a)).unwrap_or(0);
-        assert_eq!(c.find(a, 4 << 40), 0);
-        c.put(slot(a));
-        c.put(slot(b));
-        assert_ne!(c.find(a, 4 << 40), 0);
-        assert_ne!(c.find(b, 4 << 40), 0);
-        let hb = c.find(b, 4 << 40);
-        assert_eq!(c.get(hb).k0, b);
-        c.put(slot(d));
-        assert_eq!(c.find(a, 4 << 40), 0);
-        assert_ne!(c.find(b, 4 << 40), 0);
-        assert_ne!(c.find(d, 4 << 40), 0);
+        let mut keys = vec![1u64];
+        while keys.len() < WAYS + 1 {
+            let last = keys[keys.len() - 1];
+            keys.push((last + 1..).find(|&k| set_of(k) == set_of(1)).unwrap_or(0));
+        }
+        assert_eq!(c.find(keys[0], 4 << 40), 0);
+        for &k in &keys[..WAYS] {
+            c.put(slot(k));
+        }
+        for &k in &keys[..WAYS] {
+            let h = c.find(k, 4 << 40);
+            assert_ne!(h, 0);
+            assert_eq!(c.get(h).k0, k);
+        }
+        // Cached again in place: nothing leaves.
+        c.put(slot(keys[1]));
+        assert_ne!(c.find(keys[0], 4 << 40), 0);
+        c.put(slot(keys[WAYS]));
+        assert_eq!(c.find(keys[0], 4 << 40), 0);
+        for &k in &keys[1..] {
+            assert_ne!(c.find(k, 4 << 40), 0);
+        }
         c.reset();
-        assert_eq!(c.find(b, 4 << 40), 0);
+        assert_eq!(c.find(keys[1], 4 << 40), 0);
     }
 
     #[test]

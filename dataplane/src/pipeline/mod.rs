@@ -108,8 +108,6 @@ pub(crate) struct Env<'a> {
 pub(crate) struct State {
     pub cnt: Counters,
     pub route: forward::RouteCache,
-    /// The fast path's established flows (see `flows`).
-    pub flows: flows::FlowCache,
     pub frags: frag::Frags,
     pub stash: frag::Stash,
     /// First fragments seen this batch whose stashed fragments are to be released.
@@ -128,6 +126,9 @@ pub struct Pipeline {
     lean: Vec<fast::Lean>,
     /// Whether the fast path runs (off: the general stages alone, for tests).
     fast: bool,
+    /// The fast path's established flows (see `flows`; apart from `State`
+    /// so that a cached flow's slot is read in place while `State` changes).
+    flows: flows::FlowCache,
     st: State,
     counters: Counters,
     /// Per-Service counters (see `state::shm::ServiceCounters`).
@@ -148,10 +149,10 @@ impl Pipeline {
             meta: vec![Meta::default(); BATCH],
             lean: vec![fast::Lean::default(); BATCH],
             fast: true,
+            flows: flows::FlowCache::default(),
             st: State {
                 cnt: Counters::default(),
                 route: forward::RouteCache::default(),
-                flows: flows::FlowCache::default(),
                 frags: frag::Frags::new(frag_capacity, FRAG_TIMEOUT_NS),
                 stash: frag::Stash::new(STASH_SLOTS),
                 release: Vec::with_capacity(BATCH),
@@ -175,7 +176,7 @@ impl Pipeline {
     pub fn set_tables(&mut self, tables: Arc<Tables>) {
         if tables.generation() != self.tables.generation() {
             self.st.route.reset();
-            self.st.flows.reset();
+            self.flows.reset();
         }
         self.tables = tables;
     }
@@ -245,47 +246,46 @@ impl Pipeline {
             now,
         };
         let st = &mut self.st;
-        let meta = &mut self.meta[..frames.len()];
-        let lean = &mut self.lean[..frames.len()];
+        let flows = &mut self.flows;
+        let n = frames.len();
+        let meta = &mut self.meta[..n];
+        let lean = &mut self.lean[..n];
+        let verdicts = &mut verdicts[..n];
         let mut ports = fast::Ports::new(env.t, self.fast);
         // Frames sent by the fast path.
         let mut sent = 0;
-        // Some frame is left to the second pass.
-        let mut deferred = false;
-        for (((f, m), v), l) in frames
-            .iter_mut()
-            .zip(meta.iter_mut())
-            .zip(verdicts.iter_mut())
-            .zip(lean.iter_mut())
-        {
+        // The first frame left to the second pass (n: none). Before it,
+        // every frame is decided in the first; from it on, every frame
+        // has its `Lean::step`.
+        let mut first = n;
+        for i in 0..n {
+            let (f, m, v) = (&mut frames[i], &mut meta[i], &mut verdicts[i]);
             // Filled in a local (registers) and stored only when deferred.
             let mut x = fast::Lean::default();
             if fast::parse(env.t, &mut ports, f, &mut x) {
-                fast::look(env.ct, &mut st.flows, &mut x);
+                fast::look(env.ct, flows, &mut x);
                 if x.cached != 0 {
-                    if !deferred {
+                    if first == n {
                         // Every earlier frame is decided, so finishing
                         // this one now keeps the batch's order (conntrack
                         // sees its packets in order); its conntrack entry
                         // is one line of the flow cache's working set.
-                        sent += u64::from(fast::finish(&env, st, f, m, &x, v));
-                        l.step = fast::Step::Done;
+                        sent += u64::from(fast::finish(&env, st, flows, f, m, &x, v));
                         continue;
                     }
-                    fast::prefetch_cached(env.ct, &st.flows, &x);
+                    fast::prefetch_cached(env.ct, flows, &x);
                 }
-                x.step = fast::Step::Fast;
-                *l = x;
-                deferred = true;
+                fast::defer(&mut lean[i], x);
+                first = first.min(i);
                 continue;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
                 *v = x;
-                l.step = fast::Step::Done;
+                lean[i].step = fast::Step::Done;
                 continue;
             }
-            l.step = fast::Step::General;
-            deferred = true;
+            lean[i].step = fast::Step::General;
+            first = first.min(i);
             // Start the conntrack index miss now; the flow stage reads the
             // bucket after the rest of the batch has been parsed.
             env.ct.prefetch(&m.key);
@@ -293,26 +293,20 @@ impl Pipeline {
         // Flow and forwarding in one pass (the stages stay separate
         // functions; one loop saves the second walk over the batch and its
         // meta reloads). By now the batch's bucket prefetches have landed.
-        if deferred {
-            for (((f, m), v), l) in frames
-                .iter_mut()
-                .zip(meta.iter_mut())
-                .zip(verdicts.iter_mut())
-                .zip(lean.iter())
-            {
-                match l.step {
-                    fast::Step::Fast => sent += u64::from(fast::finish(&env, st, f, m, l, v)),
-                    fast::Step::General => {
-                        *v = match flow::run(&env, st, f, m) {
-                            Some(x) => x,
-                            None => forward::run(&env, st, f, m),
-                        }
+        for i in first..n {
+            let (f, m, v, l) = (&mut frames[i], &mut meta[i], &mut verdicts[i], &lean[i]);
+            match l.step {
+                fast::Step::Fast => sent += u64::from(fast::finish(&env, st, flows, f, m, l, v)),
+                fast::Step::General => {
+                    *v = match flow::run(&env, st, f, m) {
+                        Some(x) => x,
+                        None => forward::run(&env, st, f, m),
                     }
-                    fast::Step::Done => {}
                 }
+                fast::Step::Done => {}
             }
         }
-        st.flows.end_batch();
+        flows.end_batch();
         // Every frame sent by the fast path: nothing else to count.
         if sent == verdicts.len() as u64 {
             st.cnt.rx += sent;
