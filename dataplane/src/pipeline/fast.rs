@@ -60,7 +60,7 @@
 
 use super::drop::DropReason;
 use super::flow;
-use super::flows::{Edit, FlowCache, Out, Slot, MACS, PRE};
+use super::flows::{Edit, FlowCache, Out, Slot, MACS, OUTER_SUM, PRE};
 use super::forward;
 use super::nat;
 use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
@@ -262,30 +262,21 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 }
 
 /// The first pass's rest for a frame [`parse`] accepted: its flow looked
-/// up in the flow cache (`l.cached`); for a flow not cached, the key's
-/// conntrack index hash computed and its bucket prefetched.
+/// up in the flow cache (its slot, and its handle in `l.cached`); for a
+/// flow not cached, the key's conntrack index hash computed and its bucket
+/// prefetched.
 #[inline(always)]
-pub(crate) fn look(ct: &Table, flows: &mut FlowCache, l: &mut Lean) {
+pub(crate) fn look<'a>(ct: &Table, flows: &'a mut FlowCache, l: &mut Lean) -> Option<&'a Slot> {
     l.cached = 0;
     if flows.on {
-        l.cached = flows.find(l.k0, l.k1);
-        if l.cached != 0 {
-            return;
+        if let Some((h, c)) = flows.find(l.k0, l.k1) {
+            l.cached = h;
+            return Some(c);
         }
     }
     l.h = Table::key_hash(&V4::of_lean(l).words());
     ct.prefetch_hashed(l.h);
-}
-
-/// Leaves a frame [`parse`] and [`look`] accepted to the second pass.
-/// Not inlined: it takes `x` by value, so that the first pass keeps its
-/// fields in registers rather than building it in memory.
-#[inline(never)]
-pub(crate) fn defer(l: &mut Lean, x: Lean) {
-    *l = Lean {
-        step: Step::Fast,
-        ..x
-    };
+    None
 }
 
 /// For a cached flow left to the second pass: its conntrack entry (the one
@@ -306,14 +297,15 @@ fn ipv4(d: &[u8], own: Option<u32>, l: &mut Lean) -> bool {
     let Some(ip) = h[L3..].first_chunk::<20>() else {
         return false;
     };
-    // Ethertype IPv4 and version 4 with a 20-byte header, the TOS byte free;
-    // flags and fragment offset (DF free), TTL and protocol: two words.
-    let tag = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    // Ethertype IPv4 and version 4 with a 20-byte header (the TOS byte
+    // free); flags and fragment offset (DF free), TTL and protocol: a word.
+    let ethertype = u16::from_le_bytes([h[12], h[13]]);
     let ftp = u32::from_le_bytes([ip[6], ip[7], ip[8], ip[9]]);
     let (ttl, p) = ((ftp >> 16) as u8, (ftp >> 24) as u8);
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     let l4len = if p == proto::TCP { 20 } else { 8 };
-    if tag & 0x00ff_ffff != 0x0045_0008
+    if ethertype != 0x0008
+        || ip[0] != 0x45
         || ftp & 0xff3f != 0
         || (p != proto::TCP && p != proto::UDP)
         || ttl <= 1
@@ -374,14 +366,35 @@ fn overlay(d: &[u8], node: [u8; 4], port: u16, vni: u32) -> Option<usize> {
     Some(end)
 }
 
-/// The flow and forwarding stages for a frame [`parse`] and [`look`]
-/// accepted: its verdict in `v`; true when that is a `Tx` decided here (the
-/// batch skips its verdict tally when every frame's is).
+/// A cached flow's frame in the first pass: finished when its conntrack
+/// entry still holds it (`Some`, true when sent), else left untouched for
+/// [`finish`] in the second pass (`None`). Kept to the cached flow's own
+/// steps, so that the first pass's loop stays small for the frames it
+/// leaves to the second.
 #[inline(always)]
-pub(crate) fn finish(
+pub(crate) fn finish_cached(
     env: &Env,
     st: &mut State,
-    flows: &mut FlowCache,
+    c: &Slot,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l: &Lean,
+    v: &mut Verdict,
+) -> Option<bool> {
+    if !env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
+        return None;
+    }
+    Some(hit(env, st, c, frame, m, l, v))
+}
+
+/// A cached flow's frame whose conntrack entry holds it: decapsulated (if
+/// VXLAN), counted, then sent as the slot says or, when that does not fit,
+/// by `dispatch`.
+#[inline(always)]
+fn hit(
+    env: &Env,
+    st: &mut State,
+    c: &Slot,
     frame: &mut Frame,
     m: &mut Meta,
     l: &Lean,
@@ -395,20 +408,59 @@ pub(crate) fn finish(
     // `parse` saw the IP packet end within the frame: the frame's length is
     // now `l.end`.
     frame.trim(l.end as usize);
+    st.cnt.ct_hits += 1;
+    env.svc.packet(c.user, c.reply, u64::from(l.end));
+    if send(st, frame, c, l, v) {
+        return true;
+    }
+    hit_other(env, st, c, frame, m, l, v)
+}
+
+/// [`hit`]'s frame that its slot's action does not fit (too big, no room):
+/// `dispatch` on the slot's route.
+#[cold]
+#[inline(never)]
+fn hit_other(
+    env: &Env,
+    st: &mut State,
+    c: &Slot,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l: &Lean,
+    v: &mut Verdict,
+) -> bool {
+    dispatch(env, st, frame, m, l, v, c.edit(), c.route, true)
+}
+
+/// The flow and forwarding stages for a frame [`parse`] and [`look`]
+/// accepted: its verdict in `v`; true when that is a `Tx` decided here (the
+/// batch skips its verdict tally when every frame's is).
+#[inline(always)]
+pub(crate) fn finish(
+    env: &Env,
+    st: &mut State,
+    flows: &mut FlowCache,
+    frame: &mut Frame,
+    m: &mut Meta,
+    l: &Lean,
+    v: &mut Verdict,
+) -> bool {
     if l.cached != 0 {
         // A cached flow whose conntrack entry still holds it: what the full
         // lookup below would have given, without the index, the route
         // lookup, the checksum arithmetic or the remote node's headers.
-        let c = flows.get(l.cached);
-        if env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
-            st.cnt.ct_hits += 1;
-            env.svc.packet(c.user, c.reply, u64::from(l.end));
-            if send(st, frame, c, l, v) {
-                return true;
-            }
-            return dispatch(env, st, frame, m, l, v, c.edit(), c.route, true);
+        if let Some(sent) = finish_cached(env, st, flows.get(l.cached), frame, m, l, v) {
+            return sent;
         }
     }
+    if l.outer_end != 0 {
+        frame.trim(l.outer_end as usize);
+        frame.pull_head(OVERHEAD_V4);
+        st.cnt.decap += 1;
+    }
+    // `parse` saw the IP packet end within the frame: the frame's length is
+    // now `l.end`.
+    frame.trim(l.end as usize);
     let k = V4::of_lean(l);
     let hash = if l.cached != 0 {
         Table::key_hash(&k.words())
@@ -474,7 +526,6 @@ fn cached(t: &Tables, k0: u64, k1: u64, e: &Edit, route: RouteTarget, h: &LeanHi
         limit: 0,
         route,
         pre: [0; PRE],
-        sum: 0,
     };
     let macs = match route {
         RouteTarget::RemoteNode(idx) => match t.remote(idx) {
@@ -488,7 +539,10 @@ fn cached(t: &Tables, k0: u64, k1: u64, e: &Edit, route: RouteTarget, h: &LeanHi
                 s.pre[..OVERHEAD_V4].copy_from_slice(&o.hdr);
                 let sport = vxlan::source_port(entropy_v4(V4::of_key(k0, k1)));
                 s.pre[34..36].copy_from_slice(&sport.to_be_bytes());
-                s.sum = checksum::fold(o.sum);
+                let sum = checksum::fold(o.sum).to_ne_bytes();
+                s.pre[OUTER_SUM..OUTER_SUM + 2].copy_from_slice(&sum);
+                // The inner frame's ethertype: the fast path's is IPv4.
+                s.pre[PRE - 2..].copy_from_slice(&[0x08, 0x00]);
                 s.limit = r.inner_limit[0];
                 (s.out, s.port) = (Out::Remote, c.uplink);
                 Some((r.vtep_mac, c.vtep_mac))
@@ -507,7 +561,7 @@ fn cached(t: &Tables, k0: u64, k1: u64, e: &Edit, route: RouteTarget, h: &LeanHi
     };
     if let Some((dst, src)) = macs {
         s.pre[MACS..MACS + 6].copy_from_slice(&dst);
-        s.pre[MACS + 6..].copy_from_slice(&src);
+        s.pre[MACS + 6..MACS + 12].copy_from_slice(&src);
     }
     s
 }
@@ -521,6 +575,7 @@ fn send(st: &mut State, frame: &mut Frame, c: &Slot, l: &Lean, v: &mut Verdict) 
     match c.out {
         Out::Remote if l.outer_end == 0 && usize::from(l.end) - ETH_LEN <= usize::from(c.limit) => {
             let inner = frame.len();
+            let sum = u16::from_ne_bytes([c.pre[OUTER_SUM], c.pre[OUTER_SUM + 1]]);
             let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
                 return false;
             };
@@ -532,10 +587,10 @@ fn send(st: &mut State, frame: &mut Frame, c: &Slot, l: &Lean, v: &mut Verdict) 
             let Ok(outer) = <&mut [u8; PRE]>::try_from(&mut s[..PRE]) else {
                 return false;
             };
-            // The outer headers and the inner Ethernet addresses: one copy.
+            // The outer headers and the inner Ethernet header: one copy.
             *outer = c.pre;
             st.ident = st.ident.wrapping_add(1);
-            outer_fields(outer, inner, st.ident, u32::from(c.sum));
+            outer_fields(outer, inner, st.ident, u32::from(sum));
             st.cnt.encap += 1;
         }
         Out::Deliver => {
@@ -543,7 +598,7 @@ fn send(st: &mut State, frame: &mut Frame, c: &Slot, l: &Lean, v: &mut Verdict) 
                 return false;
             };
             rewrite(h, &c.edit());
-            h[..12].copy_from_slice(&c.pre[MACS..]);
+            h[..12].copy_from_slice(&c.pre[MACS..MACS + 12]);
         }
         _ => return false,
     }

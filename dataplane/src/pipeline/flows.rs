@@ -55,12 +55,17 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 128);
 
 /// The bytes a cached flow's packets get in front of their IP header: for
 /// [`Out::Remote`] the outer Ethernet, IPv4, UDP and VXLAN headers (the
-/// remote node's template with this flow's UDP source port) then the inner
-/// Ethernet addresses; for [`Out::Deliver`] the Ethernet addresses alone,
-/// at [`MACS`].
-pub(crate) const PRE: usize = 62;
-/// Where a [`Slot::pre`]'s Ethernet addresses start.
-pub(crate) const MACS: usize = PRE - 12;
+/// remote node's template with this flow's UDP source port, and in the
+/// IPv4 checksum field the template's partial sum, see [`OUTER_SUM`]) then
+/// the inner Ethernet header; for [`Out::Deliver`] the Ethernet addresses
+/// alone, at [`MACS`]. 64 bytes: a copy of four 16-byte words.
+pub(crate) const PRE: usize = 64;
+/// Where a [`Slot::pre`]'s inner Ethernet addresses start.
+pub(crate) const MACS: usize = 50;
+/// Where a [`Slot::pre`] of [`Out::Remote`] keeps the outer IPv4
+/// checksum's partial sum over the template (folded, native byte order):
+/// the checksum field itself, which each packet's checksum overwrites.
+pub(crate) const OUTER_SUM: usize = 24;
 
 /// Where a cached flow's packets go, decided when it was cached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,9 +112,6 @@ pub(crate) struct Slot {
     pub route: RouteTarget,
     /// See [`PRE`].
     pub pre: [u8; PRE],
-    /// [`Out::Remote`]: the outer IPv4 checksum's partial sum over the
-    /// template (folded).
-    pub sum: u16,
 }
 
 impl Slot {
@@ -160,7 +162,6 @@ const EMPTY: Slot = Slot {
     port: 0,
     limit: 0,
     pre: [0; PRE],
-    sum: 0,
 };
 
 /// Probes per window of the on/off decision.
@@ -172,9 +173,9 @@ pub(crate) struct FlowCache {
     sets: Box<[[Slot; WAYS]; SETS]>,
     /// Probing and filling (see the module doc).
     pub on: bool,
-    /// This window's probes, hits, and fills into a free way.
-    probes: u32,
+    /// This window's hits, misses, and fills into a free way.
     hits: u32,
+    misses: u32,
     cold: u32,
     /// Batches left before a paused cache is tried again.
     pause: u32,
@@ -189,8 +190,8 @@ impl Default for FlowCache {
                 .try_into()
                 .unwrap_or_else(|_| Box::new([[EMPTY; WAYS]; SETS])),
             on: true,
-            probes: 0,
             hits: 0,
+            misses: 0,
             cold: 0,
             pause: 0,
         }
@@ -207,24 +208,24 @@ fn set(k0: u64, k1: u64) -> usize {
 }
 
 impl FlowCache {
-    /// The slot holding key `k0`, `k1`, as a handle for
-    /// [`FlowCache::get`]: its index (set * WAYS + way) + 1; 0 if none.
+    /// The slot holding key `k0`, `k1`, with a handle for it (for
+    /// [`FlowCache::get`]: its index, set * WAYS + way, + 1).
     #[inline(always)]
-    pub fn find(&mut self, k0: u64, k1: u64) -> u32 {
-        self.probes += 1;
+    pub fn find(&mut self, k0: u64, k1: u64) -> Option<(u32, &Slot)> {
         let i = set(k0, k1);
         for (w, s) in self.sets[i].iter().enumerate() {
             if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
                 self.hits += 1;
-                return (i * WAYS + w) as u32 + 1;
+                return Some(((i * WAYS + w) as u32 + 1, s));
             }
             // An empty way: the later ones are empty too (`put` fills the
             // ways in order, `reset` empties them all).
             if s.k1 == 0 {
-                return 0;
+                break;
             }
         }
-        0
+        self.misses += 1;
+        None
     }
 
     /// The slot of a nonzero handle from [`FlowCache::find`].
@@ -262,13 +263,13 @@ impl FlowCache {
             if self.pause == 0 {
                 self.on = true;
             }
-        } else if self.probes >= WINDOW {
-            if self.hits + self.cold < self.probes / 2 {
+        } else if self.hits + self.misses >= WINDOW {
+            if self.hits + self.cold < (self.hits + self.misses) / 2 {
                 self.on = false;
                 self.pause = PAUSE;
             }
-            self.probes = 0;
             self.hits = 0;
+            self.misses = 0;
             self.cold = 0;
         }
     }
@@ -303,32 +304,32 @@ mod tests {
             let last = keys[keys.len() - 1];
             keys.push((last + 1..).find(|&k| set_of(k) == set_of(1)).unwrap_or(0));
         }
-        assert_eq!(c.find(keys[0], 4 << 40), 0);
+        assert!(c.find(keys[0], 4 << 40).is_none());
         for &k in &keys[..WAYS] {
             c.put(slot(k));
         }
         for &k in &keys[..WAYS] {
-            let h = c.find(k, 4 << 40);
-            assert_ne!(h, 0);
+            let (h, s) = c.find(k, 4 << 40).expect("cached");
+            assert_eq!(s.k0, k);
             assert_eq!(c.get(h).k0, k);
         }
         // Cached again in place: nothing leaves.
         c.put(slot(keys[1]));
-        assert_ne!(c.find(keys[0], 4 << 40), 0);
+        assert!(c.find(keys[0], 4 << 40).is_some());
         c.put(slot(keys[WAYS]));
-        assert_eq!(c.find(keys[0], 4 << 40), 0);
+        assert!(c.find(keys[0], 4 << 40).is_none());
         for &k in &keys[1..] {
-            assert_ne!(c.find(k, 4 << 40), 0);
+            assert!(c.find(k, 4 << 40).is_some());
         }
         c.reset();
-        assert_eq!(c.find(keys[1], 4 << 40), 0);
+        assert!(c.find(keys[1], 4 << 40).is_none());
     }
 
     #[test]
     fn a_cache_that_misses_switches_off_for_a_pause_then_tries_again() {
         let mut c = FlowCache::default();
         for k in 0..u64::from(WINDOW) {
-            assert_eq!(c.find(k, 4 << 40), 0);
+            assert!(c.find(k, 4 << 40).is_none());
         }
         c.end_batch();
         assert!(!c.on);
@@ -344,7 +345,7 @@ mod tests {
     fn a_cold_cache_filling_up_stays_on() {
         let mut c = FlowCache::default();
         for k in 0..u64::from(WINDOW) {
-            if c.find(k, 4 << 40) == 0 {
+            if c.find(k, 4 << 40).is_none() {
                 c.put(slot(k));
             }
         }

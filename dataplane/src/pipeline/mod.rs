@@ -254,38 +254,61 @@ impl Pipeline {
         let mut ports = fast::Ports::new(env.t, self.fast);
         // Frames sent by the fast path.
         let mut sent = 0;
-        // The first frame left to the second pass (n: none). Before it,
-        // every frame is decided in the first; from it on, every frame
-        // has its `Lean::step`.
-        let mut first = n;
-        for i in 0..n {
-            let (f, m, v) = (&mut frames[i], &mut meta[i], &mut verdicts[i]);
-            // Filled in a local (registers) and stored only when deferred.
-            let mut x = fast::Lean::default();
-            if fast::parse(env.t, &mut ports, f, &mut x) {
-                fast::look(env.ct, flows, &mut x);
-                if x.cached != 0 {
-                    if first == n {
-                        // Every earlier frame is decided, so finishing
-                        // this one now keeps the batch's order (conntrack
-                        // sees its packets in order); its conntrack entry
-                        // is one line of the flow cache's working set.
-                        sent += u64::from(fast::finish(&env, st, flows, f, m, &x, v));
+        // The first pass, in two loops. The first finishes a cached
+        // flow's frame at once while every earlier frame is decided (so
+        // conntrack still sees the batch's packets in order), and stops at
+        // the first frame left to the second pass; the second parses the
+        // rest as before (a loop of its own keeps its registers: a cached
+        // flow's steps inlined there cost every deferred frame spills).
+        let mut first = 0;
+        while first < n {
+            let (f, m, v, l) = (
+                &mut frames[first],
+                &mut meta[first],
+                &mut verdicts[first],
+                &mut lean[first],
+            );
+            if fast::parse(env.t, &mut ports, f, l) {
+                if let Some(c) = fast::look(env.ct, flows, l) {
+                    if let Some(x) = fast::finish_cached(&env, st, c, f, m, l, v) {
+                        sent += u64::from(x);
+                        first += 1;
                         continue;
                     }
-                    fast::prefetch_cached(env.ct, flows, &x);
+                    fast::prefetch_cached(env.ct, flows, l);
                 }
-                fast::defer(&mut lean[i], x);
-                first = first.min(i);
+                l.step = fast::Step::Fast;
+                break;
+            }
+            if let Some(x) = ingress::run(&env, st, f, m) {
+                *v = x;
+                first += 1;
+                continue;
+            }
+            l.step = fast::Step::General;
+            env.ct.prefetch(&m.key);
+            break;
+        }
+        let rest = (first + 1).min(n);
+        for (((f, m), v), l) in frames[rest..]
+            .iter_mut()
+            .zip(meta[rest..].iter_mut())
+            .zip(verdicts[rest..].iter_mut())
+            .zip(lean[rest..].iter_mut())
+        {
+            if fast::parse(env.t, &mut ports, f, l) {
+                l.step = fast::Step::Fast;
+                if let Some(c) = fast::look(env.ct, flows, l) {
+                    env.ct.prefetch_entry(c.id);
+                }
                 continue;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
                 *v = x;
-                lean[i].step = fast::Step::Done;
+                l.step = fast::Step::Done;
                 continue;
             }
-            lean[i].step = fast::Step::General;
-            first = first.min(i);
+            l.step = fast::Step::General;
             // Start the conntrack index miss now; the flow stage reads the
             // bucket after the rest of the batch has been parsed.
             env.ct.prefetch(&m.key);
@@ -293,8 +316,12 @@ impl Pipeline {
         // Flow and forwarding in one pass (the stages stay separate
         // functions; one loop saves the second walk over the batch and its
         // meta reloads). By now the batch's bucket prefetches have landed.
-        for i in first..n {
-            let (f, m, v, l) = (&mut frames[i], &mut meta[i], &mut verdicts[i], &lean[i]);
+        for (((f, m), v), l) in frames[first..]
+            .iter_mut()
+            .zip(meta[first..].iter_mut())
+            .zip(verdicts[first..].iter_mut())
+            .zip(lean[first..].iter())
+        {
             match l.step {
                 fast::Step::Fast => sent += u64::from(fast::finish(&env, st, flows, f, m, l, v)),
                 fast::Step::General => {
