@@ -413,7 +413,7 @@ fn hit(
     if send(st, frame, c, l, v) {
         return true;
     }
-    hit_other(env, st, c, frame, m, l, v)
+    hit_other(env, st, c, frame, m, *l, v)
 }
 
 /// [`hit`]'s frame that its slot's action does not fit (too big, no room):
@@ -426,10 +426,10 @@ fn hit_other(
     c: &Slot,
     frame: &mut Frame,
     m: &mut Meta,
-    l: &Lean,
+    l: Lean,
     v: &mut Verdict,
 ) -> bool {
-    dispatch(env, st, frame, m, l, v, c.edit(), c.route, true)
+    dispatch(env, st, frame, m, &l, v, c.edit(), c.route, true)
 }
 
 /// The flow and forwarding stages for a frame [`parse`] and [`look`]

@@ -262,22 +262,21 @@ impl Pipeline {
         // flow's steps inlined there cost every deferred frame spills).
         let mut first = 0;
         while first < n {
-            let (f, m, v, l) = (
-                &mut frames[first],
-                &mut meta[first],
-                &mut verdicts[first],
-                &mut lean[first],
-            );
-            if fast::parse(env.t, &mut ports, f, l) {
-                if let Some(c) = fast::look(env.ct, flows, l) {
-                    if let Some(x) = fast::finish_cached(&env, st, c, f, m, l, v) {
+            let (f, m, v) = (&mut frames[first], &mut meta[first], &mut verdicts[first]);
+            // In a local, stored only when the frame is left to the second
+            // pass.
+            let mut l = fast::Lean::default();
+            if fast::parse(env.t, &mut ports, f, &mut l) {
+                if let Some(c) = fast::look(env.ct, flows, &mut l) {
+                    if let Some(x) = fast::finish_cached(&env, st, c, f, m, &l, v) {
                         sent += u64::from(x);
                         first += 1;
                         continue;
                     }
-                    fast::prefetch_cached(env.ct, flows, l);
+                    fast::prefetch_cached(env.ct, flows, &l);
                 }
                 l.step = fast::Step::Fast;
+                lean[first] = l;
                 break;
             }
             if let Some(x) = ingress::run(&env, st, f, m) {
@@ -285,7 +284,7 @@ impl Pipeline {
                 first += 1;
                 continue;
             }
-            l.step = fast::Step::General;
+            lean[first].step = fast::Step::General;
             env.ct.prefetch(&m.key);
             break;
         }
