@@ -20,6 +20,7 @@ pub use key::{ip_to_key_bytes, FlowKey};
 pub use state::{CtState, Timeouts};
 pub(crate) use table::{Bucket as CtBucket, Entry as CtEntry, Header as CtHeader};
 pub use table::{
-    CtOpenError, Dir, FlowSnapshot, Hit, InsertError, LeanHit, Opened, SharedLayout, SharedParts,
-    Stats, Table, BYTES_PER_FLOW, ENTRY_BYTES, INDEX_BYTES_PER_FLOW, MAX_CAPACITY, SLOTS_PER_FLOW,
+    CtOpenError, Dir, Expect, FlowSnapshot, Hit, InsertError, LeanHit, Opened, SharedLayout,
+    SharedParts, Stats, Table, BYTES_PER_FLOW, ENTRY_BYTES, INDEX_BYTES_PER_FLOW, MAX_CAPACITY,
+    SLOTS_PER_FLOW,
 };

@@ -301,6 +301,14 @@ impl Word {
         chg & (u32::from(tcp_flags) | ANY) & 0xff == 0
     }
 
+    /// The TCP flags that change this word in direction `reply` (see
+    /// [`Word::steady`]); `None` when any packet does.
+    #[inline]
+    pub(crate) fn change_flags(self, reply: bool) -> Option<u8> {
+        let chg = (self.0 >> (CHG_SHIFT + 8 * u32::from(reply))) as u8;
+        (u32::from(chg) & ANY == 0).then_some(chg)
+    }
+
     #[inline]
     pub(crate) fn assured(self) -> bool {
         self.0 & ASSURED != 0

@@ -175,6 +175,21 @@ pub struct LeanHit {
     /// The entry's version when it was read: with `id` and `dir`, what
     /// [`Table::revisit`] takes to find the flow again without the index.
     pub seq: u32,
+    /// The entry's state word as read, when this packet left it unchanged
+    /// (else 0, which no live entry has): see [`Table::expect`].
+    pub word: u32,
+}
+
+/// What [`Table::revisit`] checks a cached flow's entry against (from
+/// [`Table::expect`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Expect {
+    /// The entry's whole state word.
+    pub word: u32,
+    /// Its timeout, in ticks.
+    pub timeout: i32,
+    /// The TCP flags that would change it in the flow's direction.
+    pub chg: u8,
 }
 
 /// Why an insert was refused.
@@ -574,32 +589,50 @@ impl Table {
         self.probe_lean(kw, tcp_flags, now)
     }
 
-    /// A flow found before (a [`LeanHit`]'s `id`, `seq` and direction,
-    /// kept by the caller) looked at again without the index: true when
-    /// entry `id` still holds that flow (same version, `LIVE`), it has not
-    /// expired and this packet does not change its state; its last-seen
-    /// tick is then updated as [`Table::track`] would. False in every other
-    /// case, with nothing written: the caller then takes
+    /// What [`Table::revisit`] expects of the entry of a [`LeanHit`]
+    /// (`None` when the hit's packet changed the entry's state, so that
+    /// nothing is known to expect yet): its state word unchanged, the
+    /// word's timeout, and which TCP flags would change it in the hit's
+    /// direction.
+    pub fn expect(&self, h: &LeanHit) -> Option<Expect> {
+        let w = Word(h.word);
+        let chg = w.change_flags(h.dir == Dir::Reply)?;
+        (w.life() == LIVE).then(|| Expect {
+            word: h.word,
+            timeout: self.timeout(w),
+            chg,
+        })
+    }
+
+    /// A flow found before (a [`LeanHit`]'s `id` and `seq`, and what
+    /// [`Table::expect`] made of it, kept by the caller) looked at again
+    /// without the index: true when entry `id` still holds that flow (same
+    /// version) in the same state word (so `LIVE`, with the same timeout),
+    /// it has not expired and this packet's flags do not change its state;
+    /// its last-seen tick is then updated as [`Table::track`] would. False
+    /// in every other case, with nothing written: the caller then takes
     /// [`Table::track_hashed`], which handles expiry and state changes.
     ///
     /// The same seqlock read as a lookup's, its first version load being
     /// the one that produced `seq`: the entry's tuples, user word and NAT
     /// flag are only rewritten after a version change, so a caller may
-    /// keep what it derived from them.
+    /// keep what it derived from them. Comparing the whole state word
+    /// rather than deriving its life, timeout and change bits again keeps
+    /// this to a few compares (the flow cache's per-packet check).
     #[inline(always)]
-    pub fn revisit(&self, id: u32, seq: u32, reply: bool, tcp_flags: u8, now: u64) -> bool {
+    pub fn revisit(&self, id: u32, seq: u32, x: &Expect, tcp_flags: u8, now: u64) -> bool {
         let Some(e) = self.entries.get(id as usize) else {
             return false;
         };
-        let word = Word(e.state.load(Relaxed));
+        let word = e.state.load(Relaxed);
         let last = e.last.load(Relaxed);
         fence(Acquire);
-        if e.seq.load(Relaxed) != seq || word.life() != LIVE || !word.steady(reply, tcp_flags) {
+        if e.seq.load(Relaxed) != seq || word != x.word || tcp_flags & x.chg != 0 {
             return false;
         }
         let t = tick(now);
         let age = t.wrapping_sub(last) as i32;
-        if age > self.timeout(word) {
+        if age > x.timeout {
             return false;
         }
         if age > 0 {
@@ -775,7 +808,8 @@ impl Table {
         if age > self.timeout(word) {
             return Found::Expired;
         }
-        if !word.steady(reply, flags) {
+        let steady = word.steady(reply, flags);
+        if !steady {
             self.change(e, s1, word, reply, flags);
         }
         if age > 0 {
@@ -788,6 +822,7 @@ impl Table {
             nat: word.nat(),
             user,
             seq: s1,
+            word: if steady { word.0 } else { 0 },
         })
     }
 

@@ -1041,3 +1041,38 @@ fn prefetching_a_key_changes_nothing() {
     assert_eq!(t.track(&k, 0, 0).map(|x| x.id), Some(h.id));
     assert_eq!(t.check_index().expect("consistent").slots, 2);
 }
+
+#[test]
+fn a_revisit_holds_while_the_entry_keeps_its_version_state_and_time() {
+    let t = table(16);
+    let k = client(1, 40000, proto::TCP);
+    let r = dnat_reply(&k);
+    insert_dnat(&t, &k, SYN, 0);
+    t.track(&r, SYN | ACK, SEC).expect("reply");
+    // The handshake's last ACK changes the state: nothing to expect yet.
+    let ack = t.track_lean(&k.words(), ACK, 2 * SEC).expect("hit");
+    assert_eq!(t.expect(&ack), None);
+    // Established: an ACK changes nothing, so the hit has a word to expect.
+    let h = t.track_lean(&k.words(), ACK, 2 * SEC).expect("hit");
+    let x = t.expect(&h).expect("steady");
+    assert!(t.revisit(h.id, h.seq, &x, ACK, 3 * SEC));
+    // A FIN would change the state: not this path's to take.
+    assert!(!t.revisit(h.id, h.seq, &x, ACK | FIN, 3 * SEC));
+    // Past the established timeout (counted from the last revisit).
+    let est = u64::from(Timeouts::default().tcp_established) * SEC;
+    assert!(!t.revisit(h.id, h.seq, &x, ACK, 3 * SEC + est + TICK));
+    // A state change by the other direction (a FIN from the backend).
+    t.track(&r, FIN | ACK, 4 * SEC).expect("reply");
+    assert!(!t.revisit(h.id, h.seq, &x, ACK, 4 * SEC));
+    // A packet that changes the state leaves nothing to expect.
+    let fin = t.track_lean(&k.words(), FIN | ACK, 5 * SEC).expect("hit");
+    assert_eq!(t.expect(&fin), None);
+    // A removed entry, or one reused, has another version.
+    let k2 = client(2, 40000, proto::UDP);
+    insert_dnat(&t, &k2, 0, 6 * SEC);
+    let h2 = t.track_lean(&k2.words(), 0, 6 * SEC).expect("hit");
+    let x2 = t.expect(&h2).expect("steady");
+    assert!(t.revisit(h2.id, h2.seq, &x2, 0, 6 * SEC));
+    t.remove(h2.id);
+    assert!(!t.revisit(h2.id, h2.seq, &x2, 0, 6 * SEC));
+}

@@ -67,7 +67,7 @@ use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
 use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
-use crate::conntrack::{Dir, FlowKey, LeanHit, Table};
+use crate::conntrack::{Dir, Expect, FlowKey, LeanHit, Table};
 use crate::proto;
 use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
 use crate::wire::checksum;
@@ -381,7 +381,12 @@ pub(crate) fn finish_cached(
     l: &Lean,
     v: &mut Verdict,
 ) -> Option<bool> {
-    if !env.ct.revisit(c.id, c.seq, c.reply, l.tcp_flags, env.now) {
+    let x = Expect {
+        word: c.word,
+        timeout: c.timeout,
+        chg: c.chg,
+    };
+    if !env.ct.revisit(c.id, c.seq, &x, l.tcp_flags, env.now) {
         return None;
     }
     Some(hit(env, st, c, frame, m, l, v))
@@ -429,7 +434,10 @@ fn hit_other(
     l: Lean,
     v: &mut Verdict,
 ) -> bool {
-    dispatch(env, st, frame, m, &l, v, c.edit(), c.route, true)
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&((c.xa >> 32) as u32).to_le_bytes());
+    let route = st.route.lookup(env.t, 4, &dst);
+    dispatch(env, st, frame, m, &l, v, c.edit(), route, true)
 }
 
 /// The flow and forwarding stages for a frame [`parse`] and [`look`]
@@ -499,7 +507,9 @@ pub(crate) fn finish(
     let route = route_of(st, x);
     let edit = Edit::new(k, x, h.nat);
     if h.nat && flows.on {
-        flows.put(cached(env.t, l.k0, l.k1, &edit, route, &h));
+        if let Some(x) = env.ct.expect(&h) {
+            flows.put(cached(env.t, l.k0, l.k1, &edit, route, &h, x));
+        }
     }
     dispatch(env, st, frame, m, l, v, edit, route, true)
 }
@@ -508,7 +518,15 @@ pub(crate) fn finish(
 /// flow, translated by `e` and routed to `route`: with what its packets
 /// are sent by (see `flows::Out`).
 #[inline(never)]
-fn cached(t: &Tables, k0: u64, k1: u64, e: &Edit, route: RouteTarget, h: &LeanHit) -> Slot {
+fn cached(
+    t: &Tables,
+    k0: u64,
+    k1: u64,
+    e: &Edit,
+    route: RouteTarget,
+    h: &LeanHit,
+    x: Expect,
+) -> Slot {
     let c = t.config();
     let mut s = Slot {
         k0,
@@ -517,14 +535,16 @@ fn cached(t: &Tables, k0: u64, k1: u64, e: &Edit, route: RouteTarget, h: &LeanHi
         xp: e.xp,
         id: h.id,
         seq: h.seq,
+        word: x.word,
+        timeout: x.timeout,
         user: h.user,
         ip: e.ip,
         l4: e.l4,
-        out: Out::General,
-        reply: h.dir == Dir::Reply,
         port: 0,
         limit: 0,
-        route,
+        out: Out::General,
+        reply: h.dir == Dir::Reply,
+        chg: x.chg,
         pre: [0; PRE],
     };
     let macs = match route {

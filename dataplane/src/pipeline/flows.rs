@@ -44,7 +44,6 @@
 //! probes it stops probing and filling for [`PAUSE`] batches, then tries
 //! again with what it still holds.
 
-use crate::state::RouteTarget;
 use crate::PortId;
 
 /// Sets of [`WAYS`] slots (a power of two): 1 MiB.
@@ -72,7 +71,7 @@ pub(crate) const OUTER_SUM: usize = 24;
 #[repr(u8)]
 pub(crate) enum Out {
     /// Anything the cached path does not finish: `fast::dispatch` on the
-    /// slot's route.
+    /// translated destination's route.
     General,
     /// The Ethernet addresses of `pre` and out of `port`: a local pod, or
     /// off-cluster.
@@ -96,20 +95,23 @@ pub(crate) struct Slot {
     /// [`Edit`]'s fields (`nat` set).
     pub xa: u64,
     pub xp: u64,
-    /// The conntrack entry, its version and the packet's direction.
+    /// The conntrack entry, its version, and what the entry is expected
+    /// to hold (`conntrack::Table::revisit`).
     pub id: u32,
     pub seq: u32,
+    pub word: u32,
+    pub timeout: i32,
     /// The entry's user word: the flow's stable Service id (its counters).
     pub user: u32,
     pub ip: u16,
     pub l4: u16,
-    pub out: Out,
-    pub reply: bool,
     pub port: PortId,
     pub limit: u16,
-    /// The translated destination's route (for [`Out::General`], and for a
-    /// packet the cached action does not fit).
-    pub route: RouteTarget,
+    pub out: Out,
+    /// The packet's direction in its flow.
+    pub reply: bool,
+    /// The TCP flags that would change the entry's state.
+    pub chg: u8,
     /// See [`PRE`].
     pub pre: [u8; PRE],
 }
@@ -151,19 +153,20 @@ const EMPTY: Slot = Slot {
     k1: 0,
     xa: 0,
     xp: 0,
-    route: RouteTarget::Outside,
     id: 0,
     seq: 0,
+    word: 0,
+    timeout: 0,
     user: 0,
     ip: 0,
     l4: 0,
-    out: Out::General,
-    reply: false,
     port: 0,
     limit: 0,
+    out: Out::General,
+    reply: false,
+    chg: 0,
     pre: [0; PRE],
 };
-
 /// Probes per window of the on/off decision.
 const WINDOW: u32 = 1024;
 /// Batches the cache stays off after a window that did not pay.
