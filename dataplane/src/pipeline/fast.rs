@@ -262,16 +262,19 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 }
 
 /// The first pass's rest for a frame [`parse`] accepted: its flow looked
-/// up in the flow cache (its slot, and its handle in `l.cached`); for a
-/// flow not cached, the key's conntrack index hash computed and its bucket
+/// up in the flow cache (its handle and slot; the caller keeps the handle
+/// in `Lean::cached` if the frame is left to the second pass); for a flow
+/// not cached, the key's conntrack index hash computed and its bucket
 /// prefetched.
 #[inline(always)]
-pub(crate) fn look<'a>(ct: &Table, flows: &'a mut FlowCache, l: &mut Lean) -> Option<&'a Slot> {
-    l.cached = 0;
+pub(crate) fn look<'a>(
+    ct: &Table,
+    flows: &'a mut FlowCache,
+    l: &mut Lean,
+) -> Option<(u32, &'a Slot)> {
     if flows.on {
-        if let Some((h, c)) = flows.find(l.k0, l.k1) {
-            l.cached = h;
-            return Some(c);
+        if let Some(hc) = flows.find(l.k0, l.k1) {
+            return Some(hc);
         }
     }
     l.h = Table::key_hash(&V4::of_lean(l).words());
@@ -635,7 +638,10 @@ fn outer_fields<const N: usize>(outer: &mut [u8; N], inner: usize, ident: u16, s
     let total = 20 + udp_len;
     outer[16..18].copy_from_slice(&total.to_be_bytes());
     outer[18..20].copy_from_slice(&ident.to_be_bytes());
-    let cs = checksum::finish(sum + u32::from(total) + u32::from(ident));
+    // One's-complement fold of the partial sums (each at most 0xffff): the
+    // upper half of the sum plus itself rotated by 16 bits (see `fold64`).
+    let s = sum + u32::from(total) + u32::from(ident);
+    let cs = !(s.wrapping_add(s.rotate_right(16)) >> 16) as u16;
     outer[24..26].copy_from_slice(&cs.to_be_bytes());
     outer[38..40].copy_from_slice(&udp_len.to_be_bytes());
 }
