@@ -262,19 +262,15 @@ pub(crate) fn parse(t: &Tables, ports: &mut Ports, frame: &Frame, l: &mut Lean) 
 }
 
 /// The first pass's rest for a frame [`parse`] accepted: its flow looked
-/// up in the flow cache (its handle and slot; the caller keeps the handle
-/// in `Lean::cached` if the frame is left to the second pass); for a flow
+/// up in the flow cache (its slot; the caller keeps its handle in
+/// `Lean::cached` if the frame is left to the second pass); for a flow
 /// not cached, the key's conntrack index hash computed and its bucket
 /// prefetched.
 #[inline(always)]
-pub(crate) fn look<'a>(
-    ct: &Table,
-    flows: &'a mut FlowCache,
-    l: &mut Lean,
-) -> Option<(u32, &'a Slot)> {
+pub(crate) fn look<'a>(ct: &Table, flows: &'a FlowCache, l: &mut Lean) -> Option<&'a Slot> {
     if flows.on {
-        if let Some(hc) = flows.find(l.k0, l.k1) {
-            return Some(hc);
+        if let Some(c) = flows.find(l.k0, l.k1) {
+            return Some(c);
         }
     }
     l.h = Table::key_hash(&V4::of_lean(l).words());

@@ -44,6 +44,8 @@
 //! probes it stops probing and filling for [`PAUSE`] batches, then tries
 //! again with what it still holds.
 
+use std::cell::Cell;
+
 use crate::PortId;
 
 /// Sets of [`WAYS`] slots (a power of two): 1 MiB.
@@ -176,9 +178,11 @@ pub(crate) struct FlowCache {
     sets: Box<[[Slot; WAYS]; SETS]>,
     /// Probing and filling (see the module doc).
     pub on: bool,
-    /// This window's hits, misses, and fills into a free way.
-    hits: u32,
-    misses: u32,
+    /// This window's hits, misses, and fills into a free way (the probe's
+    /// counts in cells: a probe borrows the cache shared, so that its slot
+    /// and the cache's other reads can be held together).
+    hits: Cell<u32>,
+    misses: Cell<u32>,
     cold: u32,
     /// Batches left before a paused cache is tried again.
     pause: u32,
@@ -193,8 +197,8 @@ impl Default for FlowCache {
                 .try_into()
                 .unwrap_or_else(|_| Box::new([[EMPTY; WAYS]; SETS])),
             on: true,
-            hits: 0,
-            misses: 0,
+            hits: Cell::new(0),
+            misses: Cell::new(0),
             cold: 0,
             pause: 0,
         }
@@ -211,15 +215,14 @@ fn set(k0: u64, k1: u64) -> usize {
 }
 
 impl FlowCache {
-    /// The slot holding key `k0`, `k1`, with a handle for it (for
-    /// [`FlowCache::get`]: its index, set * WAYS + way, + 1).
+    /// The slot holding key `k0`, `k1`.
     #[inline(always)]
-    pub fn find(&mut self, k0: u64, k1: u64) -> Option<(u32, &Slot)> {
-        let i = set(k0, k1);
-        for (w, s) in self.sets[i].iter().enumerate() {
+    pub fn find(&self, k0: u64, k1: u64) -> Option<&Slot> {
+        let set = &self.sets[set(k0, k1)];
+        for s in set {
             if (s.k0 ^ k0) | (s.k1 ^ k1) == 0 {
-                self.hits += 1;
-                return Some(((i * WAYS + w) as u32 + 1, s));
+                self.hits.set(self.hits.get() + 1);
+                return Some(s);
             }
             // An empty way: the later ones are empty too (`put` fills the
             // ways in order, `reset` empties them all).
@@ -227,11 +230,20 @@ impl FlowCache {
                 break;
             }
         }
-        self.misses += 1;
+        self.misses.set(self.misses.get() + 1);
         None
     }
 
-    /// The slot of a nonzero handle from [`FlowCache::find`].
+    /// A nonzero handle for a slot [`FlowCache::find`] gave, for
+    /// [`FlowCache::get`] (its index + 1): taken only for a frame that
+    /// keeps it, so the probe itself carries no index.
+    #[inline]
+    pub fn handle(&self, s: &Slot) -> u32 {
+        let base = self.sets.as_ptr() as usize;
+        ((s as *const Slot as usize).wrapping_sub(base) / std::mem::size_of::<Slot>()) as u32 + 1
+    }
+
+    /// The slot of a nonzero handle from [`FlowCache::handle`].
     #[inline(always)]
     pub fn get(&self, handle: u32) -> &Slot {
         let i = (handle as usize).wrapping_sub(1);
@@ -266,14 +278,17 @@ impl FlowCache {
             if self.pause == 0 {
                 self.on = true;
             }
-        } else if self.hits + self.misses >= WINDOW {
-            if self.hits + self.cold < (self.hits + self.misses) / 2 {
-                self.on = false;
-                self.pause = PAUSE;
+        } else {
+            let (hits, misses) = (self.hits.get(), self.misses.get());
+            if hits + misses >= WINDOW {
+                if hits + self.cold < (hits + misses) / 2 {
+                    self.on = false;
+                    self.pause = PAUSE;
+                }
+                self.hits.set(0);
+                self.misses.set(0);
+                self.cold = 0;
             }
-            self.hits = 0;
-            self.misses = 0;
-            self.cold = 0;
         }
     }
 
@@ -312,9 +327,10 @@ mod tests {
             c.put(slot(k));
         }
         for &k in &keys[..WAYS] {
-            let (h, s) = c.find(k, 4 << 40).expect("cached");
+            let s = *c.find(k, 4 << 40).expect("cached");
             assert_eq!(s.k0, k);
-            assert_eq!(c.get(h).k0, k);
+            let h = c.find(k, 4 << 40).map(|s| c.handle(s));
+            assert_eq!(h.map(|h| c.get(h).k0), Some(k));
         }
         // Cached again in place: nothing leaves.
         c.put(slot(keys[1]));

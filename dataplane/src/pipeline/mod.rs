@@ -267,13 +267,13 @@ impl Pipeline {
             // pass.
             let mut l = fast::Lean::default();
             if fast::parse(env.t, &mut ports, f, &mut l) {
-                if let Some((h, c)) = fast::look(env.ct, flows, &mut l) {
+                if let Some(c) = fast::look(env.ct, flows, &mut l) {
                     if let Some(x) = fast::finish_cached(&env, st, c, f, m, &l, v) {
                         sent += u64::from(x);
                         first += 1;
                         continue;
                     }
-                    l.cached = h;
+                    l.cached = flows.handle(c);
                     fast::prefetch_cached(env.ct, flows, &l);
                 }
                 l.step = fast::Step::Fast;
@@ -299,9 +299,9 @@ impl Pipeline {
             if fast::parse(env.t, &mut ports, f, l) {
                 l.step = fast::Step::Fast;
                 l.cached = 0;
-                if let Some((h, c)) = fast::look(env.ct, flows, l) {
-                    l.cached = h;
+                if let Some(c) = fast::look(env.ct, flows, l) {
                     env.ct.prefetch_entry(c.id);
+                    l.cached = flows.handle(c);
                 }
                 continue;
             }
