@@ -589,16 +589,17 @@ impl Table {
         self.probe_lean(kw, tcp_flags, now)
     }
 
-    /// What [`Table::revisit`] expects of the entry of a [`LeanHit`]
-    /// (`None` when the hit's packet changed the entry's state, so that
+    /// What [`Table::revisit`] expects of the entry of a [`LeanHit`] (its
+    /// `word` and `dir`; `None` when the hit's packet changed the entry's
+    /// state, so that
     /// nothing is known to expect yet): its state word unchanged, the
     /// word's timeout, and which TCP flags would change it in the hit's
     /// direction.
-    pub fn expect(&self, h: &LeanHit) -> Option<Expect> {
-        let w = Word(h.word);
-        let chg = w.change_flags(h.dir == Dir::Reply)?;
+    pub fn expect(&self, word: u32, dir: Dir) -> Option<Expect> {
+        let w = Word(word);
+        let chg = w.change_flags(dir == Dir::Reply)?;
         (w.life() == LIVE).then(|| Expect {
-            word: h.word,
+            word,
             timeout: self.timeout(w),
             chg,
         })

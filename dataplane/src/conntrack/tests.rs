@@ -1051,10 +1051,10 @@ fn a_revisit_holds_while_the_entry_keeps_its_version_state_and_time() {
     t.track(&r, SYN | ACK, SEC).expect("reply");
     // The handshake's last ACK changes the state: nothing to expect yet.
     let ack = t.track_lean(&k.words(), ACK, 2 * SEC).expect("hit");
-    assert_eq!(t.expect(&ack), None);
+    assert_eq!(t.expect(ack.word, ack.dir), None);
     // Established: an ACK changes nothing, so the hit has a word to expect.
     let h = t.track_lean(&k.words(), ACK, 2 * SEC).expect("hit");
-    let x = t.expect(&h).expect("steady");
+    let x = t.expect(h.word, h.dir).expect("steady");
     assert!(t.revisit(h.id, h.seq, &x, ACK, 3 * SEC));
     // A FIN would change the state: not this path's to take.
     assert!(!t.revisit(h.id, h.seq, &x, ACK | FIN, 3 * SEC));
@@ -1066,12 +1066,12 @@ fn a_revisit_holds_while_the_entry_keeps_its_version_state_and_time() {
     assert!(!t.revisit(h.id, h.seq, &x, ACK, 4 * SEC));
     // A packet that changes the state leaves nothing to expect.
     let fin = t.track_lean(&k.words(), FIN | ACK, 5 * SEC).expect("hit");
-    assert_eq!(t.expect(&fin), None);
+    assert_eq!(t.expect(fin.word, fin.dir), None);
     // A removed entry, or one reused, has another version.
     let k2 = client(2, 40000, proto::UDP);
     insert_dnat(&t, &k2, 0, 6 * SEC);
     let h2 = t.track_lean(&k2.words(), 0, 6 * SEC).expect("hit");
-    let x2 = t.expect(&h2).expect("steady");
+    let x2 = t.expect(h2.word, h2.dir).expect("steady");
     assert!(t.revisit(h2.id, h2.seq, &x2, 0, 6 * SEC));
     t.remove(h2.id);
     assert!(!t.revisit(h2.id, h2.seq, &x2, 0, 6 * SEC));

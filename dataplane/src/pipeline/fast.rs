@@ -67,7 +67,7 @@ use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
 use super::verdict::Verdict;
 use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
-use crate::conntrack::{Dir, Expect, FlowKey, LeanHit, Table};
+use crate::conntrack::{Dir, Expect, FlowKey, Table};
 use crate::proto;
 use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
 use crate::wire::checksum;
@@ -279,10 +279,11 @@ pub(crate) fn look<'a>(ct: &Table, flows: &'a FlowCache, l: &mut Lean) -> Option
 }
 
 /// For a cached flow left to the second pass: its conntrack entry (the one
-/// line [`finish`] reads first) prefetched.
+/// line [`finish`] reads first) and its slot's header line prefetched.
 #[inline(always)]
-pub(crate) fn prefetch_cached(ct: &Table, flows: &FlowCache, l: &Lean) {
-    ct.prefetch_entry(flows.get(l.cached).id);
+pub(crate) fn prefetch_cached(ct: &Table, c: &Slot) {
+    ct.prefetch_entry(c.id);
+    crate::state::prefetch::read(&c.pre);
 }
 
 /// The IPv4 TCP/UDP shape of the module doc (`own`: the sending pod's
@@ -506,24 +507,60 @@ pub(crate) fn finish(
     let route = route_of(st, x);
     let edit = Edit::new(k, x, h.nat);
     if h.nat && flows.on {
-        if let Some(x) = env.ct.expect(&h) {
-            flows.put(cached(env.t, l.k0, l.k1, &edit, route, &h, x));
-        }
+        let seen = Seen {
+            id: h.id,
+            seq: h.seq,
+            user: h.user,
+            word: h.word,
+        };
+        remember(env, flows, l.k0, l.k1, edit, route, seen, h.dir);
     }
     dispatch(env, st, frame, m, l, v, edit, route, true)
 }
 
-/// The flow cache's slot for a conntrack hit with NAT (`h`) of `l`'s
-/// flow, translated by `e` and routed to `route`: with what its packets
-/// are sent by (see `flows::Out`).
+/// What the flow cache keeps of a conntrack hit ([`LeanHit`]'s fields):
+/// four words, passed in two registers.
+#[derive(Clone, Copy)]
+struct Seen {
+    id: u32,
+    seq: u32,
+    user: u32,
+    word: u32,
+}
+
+/// Caches the flow of a conntrack hit with NAT (`h`, in direction `dir`)
+/// of the packet with key `k0`, `k1`, translated by `e` and routed to
+/// `route`, with what its packets are sent by (see `flows::Out`), unless
+/// the hit changed the entry's state. Out of line, and given the hit's
+/// words alone: the whole hit passed on kept it in memory on the hot path.
+#[allow(clippy::too_many_arguments)]
 #[inline(never)]
+fn remember(
+    env: &Env,
+    flows: &mut FlowCache,
+    k0: u64,
+    k1: u64,
+    e: Edit,
+    route: RouteTarget,
+    h: Seen,
+    dir: Dir,
+) {
+    if let Some(x) = env.ct.expect(h.word, dir) {
+        flows.put(cached(env.t, k0, k1, &e, route, h, dir, x));
+    }
+}
+
+/// The flow cache's slot for [`remember`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn cached(
     t: &Tables,
     k0: u64,
     k1: u64,
     e: &Edit,
     route: RouteTarget,
-    h: &LeanHit,
+    h: Seen,
+    dir: Dir,
     x: Expect,
 ) -> Slot {
     let c = t.config();
@@ -542,7 +579,7 @@ fn cached(
         port: 0,
         limit: 0,
         out: Out::General,
-        reply: h.dir == Dir::Reply,
+        reply: dir == Dir::Reply,
         chg: x.chg,
         pre: [0; PRE],
     };

@@ -254,14 +254,16 @@ impl Pipeline {
         let mut ports = fast::Ports::new(env.t, self.fast);
         // Frames sent by the fast path.
         let mut sent = 0;
-        // The first pass, in two loops. The first finishes a cached
-        // flow's frame at once while every earlier frame is decided (so
-        // conntrack still sees the batch's packets in order), and stops at
-        // the first frame left to the second pass; the second parses the
-        // rest as before (a loop of its own keeps its registers: a cached
-        // flow's steps inlined there cost every deferred frame spills).
+        // The first pass, in two loops. With few flows cached (`hot`), the
+        // first finishes a cached flow's frame at once while every earlier
+        // frame is decided (so conntrack still sees the batch's packets in
+        // order), and stops at the first frame left to the second pass; the
+        // second parses the rest as before (a loop of its own keeps its
+        // registers: a cached flow's steps inlined there cost every
+        // deferred frame spills).
+        let hot = flows.hot();
         let mut first = 0;
-        while first < n {
+        while hot && first < n {
             let (f, m, v) = (&mut frames[first], &mut meta[first], &mut verdicts[first]);
             // In a local, stored only when the frame is left to the second
             // pass.
@@ -273,8 +275,8 @@ impl Pipeline {
                         first += 1;
                         continue;
                     }
+                    fast::prefetch_cached(env.ct, c);
                     l.cached = flows.handle(c);
-                    fast::prefetch_cached(env.ct, flows, &l);
                 }
                 l.step = fast::Step::Fast;
                 lean[first] = l;
@@ -289,7 +291,7 @@ impl Pipeline {
             env.ct.prefetch(&m.key);
             break;
         }
-        let rest = (first + 1).min(n);
+        let rest = if hot { (first + 1).min(n) } else { 0 };
         for (((f, m), v), l) in frames[rest..]
             .iter_mut()
             .zip(meta[rest..].iter_mut())
@@ -300,7 +302,7 @@ impl Pipeline {
                 l.step = fast::Step::Fast;
                 l.cached = 0;
                 if let Some(c) = fast::look(env.ct, flows, l) {
-                    env.ct.prefetch_entry(c.id);
+                    fast::prefetch_cached(env.ct, c);
                     l.cached = flows.handle(c);
                 }
                 continue;
