@@ -60,7 +60,7 @@
 
 use super::drop::DropReason;
 use super::flow;
-use super::flows::{Edit, FlowCache, Out, Slot, MACS, OUTER_SUM, PRE};
+use super::flows::{Edit, FlowCache, Out, Slot, SPORT_SHIFT};
 use super::forward;
 use super::nat;
 use super::parse::{fold64, header_sum_ok, Frag, Ingress, Meta, ETH_LEN, L4};
@@ -69,8 +69,7 @@ use super::vxlan::{self, OVERHEAD_V4, UDP_LEN, VXLAN_LEN};
 use super::{Env, Frame, State};
 use crate::conntrack::{Dir, Expect, FlowKey, Table};
 use crate::proto;
-use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables};
-use crate::wire::checksum;
+use crate::state::{NodeConfig, PortKind, RemoteNode, RouteTarget, Tables, PRE4_SUM};
 use crate::{Mac, PortId};
 
 const L3: usize = ETH_LEN;
@@ -279,11 +278,10 @@ pub(crate) fn look<'a>(ct: &Table, flows: &'a FlowCache, l: &mut Lean) -> Option
 }
 
 /// For a cached flow left to the second pass: its conntrack entry (the one
-/// line [`finish`] reads first) and its slot's header line prefetched.
+/// line [`finish`] reads first) prefetched.
 #[inline(always)]
 pub(crate) fn prefetch_cached(ct: &Table, c: &Slot) {
     ct.prefetch_entry(c.id);
-    crate::state::prefetch::read(&c.pre);
 }
 
 /// The IPv4 TCP/UDP shape of the module doc (`own`: the sending pod's
@@ -415,7 +413,7 @@ fn hit(
     frame.trim(l.end as usize);
     st.cnt.ct_hits += 1;
     env.svc.packet(c.user, c.reply, u64::from(l.end));
-    if send(st, frame, c, l, v) {
+    if send(env.t, st, frame, c, l, v) {
         return true;
     }
     hit_other(env, st, c, frame, m, *l, v)
@@ -563,7 +561,6 @@ fn cached(
     dir: Dir,
     x: Expect,
 ) -> Slot {
-    let c = t.config();
     let mut s = Slot {
         k0,
         k1,
@@ -576,89 +573,94 @@ fn cached(
         user: h.user,
         ip: e.ip,
         l4: e.l4,
-        port: 0,
+        idx: 0,
         limit: 0,
         out: Out::General,
         reply: dir == Dir::Reply,
         chg: x.chg,
-        pre: [0; PRE],
     };
-    let macs = match route {
-        RouteTarget::RemoteNode(idx) => match t.remote(idx) {
-            Some(
-                r @ RemoteNode {
-                    outer: 4,
-                    outer4: Some(o),
-                    ..
-                },
-            ) => {
-                s.pre[..OVERHEAD_V4].copy_from_slice(&o.hdr);
-                let sport = vxlan::source_port(entropy_v4(V4::of_key(k0, k1)));
-                s.pre[34..36].copy_from_slice(&sport.to_be_bytes());
-                let sum = checksum::fold(o.sum).to_ne_bytes();
-                s.pre[OUTER_SUM..OUTER_SUM + 2].copy_from_slice(&sum);
-                // The inner frame's ethertype: the fast path's is IPv4.
-                s.pre[PRE - 2..].copy_from_slice(&[0x08, 0x00]);
-                s.limit = r.inner_limit[0];
-                (s.out, s.port) = (Out::Remote, c.uplink);
-                Some((r.vtep_mac, c.vtep_mac))
+    match route {
+        RouteTarget::RemoteNode(idx) => {
+            if let (Some(r), Ok(i)) = (t.remote(idx), u16::try_from(idx)) {
+                if r.outer == 4 && r.outer4.is_some() && t.pre4(idx).is_some() {
+                    let sport = vxlan::source_port(entropy_v4(V4::of_key(k0, k1)));
+                    s.xp |= u64::from(sport) << SPORT_SHIFT;
+                    let limit = r.inner_limit[0].saturating_add(ETH_LEN as u16);
+                    (s.out, s.idx, s.limit) = (Out::Remote, i, limit);
+                }
             }
-            _ => None,
-        },
-        RouteTarget::LocalPod(idx) => t.pod(idx).map(|pod| {
-            (s.out, s.port) = (Out::Deliver, pod.port);
-            (pod.mac, c.gateway_mac)
-        }),
-        RouteTarget::Outside => {
-            (s.out, s.port) = (Out::Deliver, c.uplink);
-            Some((c.uplink_gateway_mac, c.uplink_mac))
         }
-        _ => None,
-    };
-    if let Some((dst, src)) = macs {
-        s.pre[MACS..MACS + 6].copy_from_slice(&dst);
-        s.pre[MACS + 6..MACS + 12].copy_from_slice(&src);
+        RouteTarget::LocalPod(idx) => {
+            if let (Some(_), Ok(i)) = (t.pod(idx), u16::try_from(idx)) {
+                (s.out, s.idx) = (Out::Pod, i);
+            }
+        }
+        RouteTarget::Outside => s.out = Out::Outside,
+        _ => {}
     }
     s
 }
 
 /// A cached flow's packet sent as its slot says, when it fits (`dispatch`
-/// takes any other): the rewrite, then the slot's bytes in front of the IP
-/// header, and for VXLAN the outer header's per-packet fields (lengths,
-/// identification, checksum from the template's partial sum).
+/// takes any other): the rewrite, then toward a remote node its `Pre4` in
+/// front of the IP header with the flow's UDP source port and the outer
+/// headers' per-packet fields (lengths, identification, checksum from the
+/// template's partial sum), else the pod's or the uplink's Ethernet
+/// addresses.
 #[inline(always)]
-fn send(st: &mut State, frame: &mut Frame, c: &Slot, l: &Lean, v: &mut Verdict) -> bool {
-    match c.out {
-        Out::Remote if l.outer_end == 0 && usize::from(l.end) - ETH_LEN <= usize::from(c.limit) => {
-            let inner = frame.len();
-            let sum = u16::from_ne_bytes([c.pre[OUTER_SUM], c.pre[OUTER_SUM + 1]]);
-            let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
-                return false;
-            };
-            // Unreachable elses: the span holds both, at these places.
-            let Ok(h) = <&mut [u8; HDRS]>::try_from(&mut s[OVERHEAD_V4..]) else {
-                return false;
-            };
-            rewrite(h, &c.edit());
-            let Ok(outer) = <&mut [u8; PRE]>::try_from(&mut s[..PRE]) else {
-                return false;
-            };
-            // The outer headers and the inner Ethernet header: one copy.
-            *outer = c.pre;
-            st.ident = st.ident.wrapping_add(1);
-            outer_fields(outer, inner, st.ident, u32::from(sum));
-            st.cnt.encap += 1;
-        }
-        Out::Deliver => {
-            let Some(h) = frame.span_mut::<HDRS>(0) else {
-                return false;
-            };
-            rewrite(h, &c.edit());
-            h[..12].copy_from_slice(&c.pre[MACS..MACS + 12]);
-        }
-        _ => return false,
+fn send(
+    t: &Tables,
+    st: &mut State,
+    frame: &mut Frame,
+    c: &Slot,
+    l: &Lean,
+    v: &mut Verdict,
+) -> bool {
+    let cfg = t.config();
+    // Remote first, told by its limit (0 for any other `out`): a test of
+    // `out` itself became a jump table.
+    if l.end <= c.limit && l.outer_end == 0 {
+        let Some(p) = t.pre4(u32::from(c.idx)) else {
+            return false;
+        };
+        let sum = u16::from_ne_bytes([p.0[PRE4_SUM], p.0[PRE4_SUM + 1]]);
+        let inner = frame.len();
+        let Some(s) = frame.push_head_span::<{ OVERHEAD_V4 + HDRS }>(OVERHEAD_V4) else {
+            return false;
+        };
+        // Unreachable elses: the span holds both, at these places.
+        let Ok(h) = <&mut [u8; HDRS]>::try_from(&mut s[OVERHEAD_V4..]) else {
+            return false;
+        };
+        rewrite(h, &c.rewrite_edit());
+        let Ok(outer) = <&mut [u8; 64]>::try_from(&mut s[..64]) else {
+            return false;
+        };
+        // The outer headers and the inner Ethernet header: one copy.
+        *outer = p.0;
+        outer[34..36].copy_from_slice(&c.sport().to_be_bytes());
+        st.ident = st.ident.wrapping_add(1);
+        outer_fields(outer, inner, st.ident, u32::from(sum));
+        st.cnt.encap += 1;
+        *v = Verdict::Tx(cfg.uplink);
+        return true;
     }
-    *v = Verdict::Tx(c.port);
+    let (port, macs) = match c.out {
+        Out::Pod => match t.pod(u32::from(c.idx)) {
+            Some(pod) => (pod.port, (&pod.mac, &cfg.gateway_mac)),
+            None => return false,
+        },
+        Out::Outside => (cfg.uplink, (&cfg.uplink_gateway_mac, &cfg.uplink_mac)),
+        // Remote: too big, or a decapsulated packet (not sent back out).
+        Out::Remote | Out::General => return false,
+    };
+    let Some(h) = frame.span_mut::<HDRS>(0) else {
+        return false;
+    };
+    rewrite(h, &c.rewrite_edit());
+    h[0..6].copy_from_slice(macs.0);
+    h[6..12].copy_from_slice(macs.1);
+    *v = Verdict::Tx(port);
     true
 }
 

@@ -21,10 +21,12 @@
 //! with the route cache when their generation changes. Only the worker
 //! reads and writes its cache (no sharing, no atomics).
 //!
-//! A slot also holds what a cached flow's packets are sent with (`Out`):
-//! the port, and the bytes in front of the IP header (the Ethernet
-//! addresses; toward a remote node, the outer headers with the flow's UDP
-//! source port, and the MTU the flow fits): the slot's second line.
+//! A slot also holds where a cached flow's packets go (`Out`: the pod or
+//! remote node, the flow's outer UDP source port and the MTU it fits); the
+//! bytes in front of the IP header toward a remote node are the node's
+//! (`state::Pre4`), one line copied whole. A slot is one cache line (a
+//! per-flow copy of those bytes, a second line, cost 5 to 10% from 2,000
+//! to 20,000 flows in the bench: one more line per packet to bring in).
 //!
 //! The key is looked up in the first pass by a multiplicative hash of its
 //! two words (the conntrack index hash is only computed for a key not
@@ -46,27 +48,11 @@
 
 use std::cell::Cell;
 
-use crate::PortId;
-
-/// Sets of [`WAYS`] slots (a power of two): 1 MiB.
+/// Sets of [`WAYS`] slots (a power of two): 512 KiB.
 const SETS: usize = 2048;
 const WAYS: usize = 4;
 const _: () = assert!(SETS.is_power_of_two() && WAYS.is_power_of_two());
-const _: () = assert!(std::mem::size_of::<Slot>() == 128);
-
-/// The bytes a cached flow's packets get in front of their IP header: for
-/// [`Out::Remote`] the outer Ethernet, IPv4, UDP and VXLAN headers (the
-/// remote node's template with this flow's UDP source port, and in the
-/// IPv4 checksum field the template's partial sum, see [`OUTER_SUM`]) then
-/// the inner Ethernet header; for [`Out::Deliver`] the Ethernet addresses
-/// alone, at [`MACS`]. 64 bytes: a copy of four 16-byte words.
-pub(crate) const PRE: usize = 64;
-/// Where a [`Slot::pre`]'s inner Ethernet addresses start.
-pub(crate) const MACS: usize = 50;
-/// Where a [`Slot::pre`] of [`Out::Remote`] keeps the outer IPv4
-/// checksum's partial sum over the template (folded, native byte order):
-/// the checksum field itself, which each packet's checksum overwrites.
-pub(crate) const OUTER_SUM: usize = 24;
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 /// Where a cached flow's packets go, decided when it was cached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,16 +61,17 @@ pub(crate) enum Out {
     /// Anything the cached path does not finish: `fast::dispatch` on the
     /// translated destination's route.
     General,
-    /// The Ethernet addresses of `pre` and out of `port`: a local pod, or
-    /// off-cluster.
-    Deliver,
-    /// VXLAN over IPv4 toward a remote node: `pre` pushed in front, out of
-    /// `port` (the uplink), for an inner IP packet of at most `limit` bytes.
+    /// To the local pod `idx`.
+    Pod,
+    /// Off-cluster, out of the uplink.
+    Outside,
+    /// VXLAN over IPv4 toward the remote node `idx` (its `state::Pre4` in
+    /// front, with the flow's UDP source port), for an inner IP packet of
+    /// at most `limit` bytes.
     Remote,
 }
 
-/// One flow: two cache lines, the first what the probe and the conntrack
-/// check read, the second the header bytes written.
+/// One flow: one cache line.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Slot {
@@ -94,7 +81,8 @@ pub(crate) struct Slot {
     /// has (word 4 carries the family).
     pub k0: u64,
     pub k1: u64,
-    /// [`Edit`]'s fields (`nat` set).
+    /// [`Edit`]'s fields (`nat` set); `xp`'s top 16 bits, which a key word
+    /// does not use, hold the outer UDP source port of [`Out::Remote`].
     pub xa: u64,
     pub xp: u64,
     /// The conntrack entry, its version, and what the entry is expected
@@ -107,16 +95,22 @@ pub(crate) struct Slot {
     pub user: u32,
     pub ip: u16,
     pub l4: u16,
-    pub port: PortId,
+    /// The pod or remote node (see [`Out`]).
+    pub idx: u16,
+    /// [`Out::Remote`]: the largest inner frame (the remote node's inner
+    /// IP packet limit and the inner Ethernet header); 0 for any other
+    /// `out` (so a frame fits only toward a remote node: the send path
+    /// tells Remote by it).
     pub limit: u16,
     pub out: Out,
     /// The packet's direction in its flow.
     pub reply: bool,
     /// The TCP flags that would change the entry's state.
     pub chg: u8,
-    /// See [`PRE`].
-    pub pre: [u8; PRE],
 }
+
+/// Where [`Slot::xp`] keeps the outer UDP source port.
+pub(crate) const SPORT_SHIFT: u32 = 48;
 
 impl Slot {
     /// The flow's [`Edit`].
@@ -124,11 +118,27 @@ impl Slot {
     pub fn edit(&self) -> Edit {
         Edit {
             xa: self.xa,
-            xp: self.xp,
+            xp: self.xp & ((1 << SPORT_SHIFT) - 1),
             ip: self.ip,
             l4: self.l4,
             nat: true,
         }
+    }
+
+    /// The [`Edit`] for `fast::rewrite` alone, which reads `xp`'s low 32
+    /// bits only (the source port above left in place).
+    #[inline(always)]
+    pub fn rewrite_edit(&self) -> Edit {
+        Edit {
+            xp: self.xp,
+            ..self.edit()
+        }
+    }
+
+    /// [`Out::Remote`]'s outer UDP source port.
+    #[inline(always)]
+    pub fn sport(&self) -> u16 {
+        (self.xp >> SPORT_SHIFT) as u16
     }
 }
 
@@ -162,12 +172,11 @@ const EMPTY: Slot = Slot {
     user: 0,
     ip: 0,
     l4: 0,
-    port: 0,
+    idx: 0,
     limit: 0,
     out: Out::General,
     reply: false,
     chg: 0,
-    pre: [0; PRE],
 };
 /// Probes per window of the on/off decision.
 const WINDOW: u32 = 1024;
@@ -178,7 +187,7 @@ const PAUSE: u32 = 256;
 const PAUSE_MAX: u32 = 8192;
 /// Flows cached at most for a cached flow's frame to be finished in the
 /// first pass (`FlowCache::hot`): their slots and conntrack entries (about
-/// 224 bytes a flow) then stay in a core's cache, so the line the second
+/// 160 bytes a flow) then stay in a core's cache, so the line the second
 /// pass would have had prefetched is there anyway. Above it, a cached
 /// flow's frame waits for the second pass and its prefetched entry (10,000
 /// flows ran 10% slower finished in the first).

@@ -198,6 +198,33 @@ pub struct RemoteNode {
     pub(crate) inner_limit: [u16; 2],
 }
 
+/// The 64 bytes in front of an inner IPv4 packet sent to a remote node over
+/// an IPv4 underlay, built once per table: the outer headers of
+/// [`RemoteNode`]'s `outer4` (UDP source port 0: each flow writes its own;
+/// in the IPv4 checksum field, [`PRE4_SUM`], the template's partial sum,
+/// folded, native byte order: each packet's checksum overwrites it) and
+/// the inner Ethernet header (the node's VTEP MAC, this node's, IPv4). One
+/// cache line, which the fast path copies whole.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Pre4(pub [u8; 64]);
+
+/// Where a [`Pre4`] keeps the outer checksum's partial sum.
+pub(crate) const PRE4_SUM: usize = 24;
+
+fn pre4(c: &NodeConfig, r: &RemoteNodeSpec, o: Option<&Outer<50>>) -> Pre4 {
+    let mut p = [0u8; 64];
+    if let Some(o) = o {
+        p[..50].copy_from_slice(&o.hdr);
+        let sum = crate::wire::checksum::fold(o.sum);
+        p[PRE4_SUM..PRE4_SUM + 2].copy_from_slice(&sum.to_ne_bytes());
+    }
+    p[50..56].copy_from_slice(&r.vtep_mac);
+    p[56..62].copy_from_slice(&c.vtep_mac);
+    p[62..64].copy_from_slice(&[0x08, 0x00]);
+    Pre4(p)
+}
+
 /// Outer headers of a VXLAN frame toward one remote node, built once per table:
 /// Ethernet, IP, UDP and VXLAN with the per-packet fields (lengths, IPv4
 /// identification and checksum, UDP source port and checksum, IPv6 flow label)
@@ -296,6 +323,8 @@ pub struct Tables {
     ports: Vec<PortKind>,
     pods: Vec<Pod>,
     remotes: Vec<RemoteNode>,
+    /// Each remote node's [`Pre4`] (by the same index).
+    pre4: Vec<Pre4>,
     routes4: Lpm4<RouteTarget>,
     routes6: Lpm6<RouteTarget>,
     services: ServiceTable,
@@ -373,6 +402,12 @@ impl Tables {
 
     pub fn remotes(&self) -> &[RemoteNode] {
         &self.remotes
+    }
+
+    /// A remote node's [`Pre4`] (meaningful when its `outer` is 4).
+    #[inline(always)]
+    pub(crate) fn pre4(&self, idx: u32) -> Option<&Pre4> {
+        self.pre4.get(idx as usize)
     }
 
     #[inline]
@@ -498,6 +533,7 @@ impl TablesBuilder {
             add(*p, RouteTarget::ServiceCidr)?;
         }
         let mut remotes = Vec::with_capacity(self.remotes.len());
+        let mut pre4s = Vec::with_capacity(self.remotes.len());
         for (i, r) in self.remotes.iter().enumerate() {
             for p in &r.pod_cidrs {
                 add(*p, RouteTarget::RemoteNode(i as u32))?;
@@ -511,13 +547,15 @@ impl TablesBuilder {
             {
                 add(host(ip), RouteTarget::RemoteNode(i as u32))?;
             }
+            let o4 = outer4(c, r);
+            pre4s.push(pre4(c, r, o4.as_ref()));
             remotes.push(RemoteNode {
                 ipv4: r.ipv4.map(|a| a.octets()),
                 ipv6: r.ipv6.map(|a| a.octets()),
                 vtep_mac: r.vtep_mac,
                 underlay_mac: r.underlay_mac,
                 name: r.name.clone(),
-                outer4: outer4(c, r),
+                outer4: o4,
                 outer6: outer6(c, r),
                 outer: outer_family(c, r),
                 inner_limit: [
@@ -591,6 +629,7 @@ impl TablesBuilder {
             ports,
             pods,
             remotes,
+            pre4: pre4s,
             routes4,
             routes6,
             services,

@@ -107,6 +107,16 @@ fn outer_headers_are_precomputed_for_each_remote_family() {
     assert_eq!(&o4.hdr[26..30], &NODE_V4.octets());
     assert_eq!(&o4.hdr[30..34], &NODE2_V4.octets());
     assert_eq!(u16::from_be_bytes([o4.hdr[36], o4.hdr[37]]), 8472);
+    // The fast path's line: the same headers, the folded partial sum in
+    // the checksum field, then the inner Ethernet header.
+    let p = t.pre4(0).expect("a remote node has one");
+    assert_eq!(&p.0[..PRE4_SUM], &o4.hdr[..PRE4_SUM]);
+    assert_eq!(&p.0[PRE4_SUM + 2..50], &o4.hdr[PRE4_SUM + 2..]);
+    let sum = u16::from_ne_bytes([p.0[PRE4_SUM], p.0[PRE4_SUM + 1]]);
+    assert_eq!(sum, crate::wire::checksum::fold(o4.sum));
+    assert_eq!(&p.0[50..56], &r.vtep_mac);
+    assert_eq!(&p.0[56..62], &t.config().vtep_mac);
+    assert_eq!(&p.0[62..], &[0x08, 0x00]);
     assert!(r.outer6.is_some());
     let mut b = builder();
     b.config_mut().node_ipv4 = None;
