@@ -33,7 +33,7 @@ pub const UPLINK_PORT: PortId = 0;
 #[error("{file}: {place}{msg}")]
 pub struct ConfigError {
     pub file: String,
-    /// "line N, [section]: " or "field: " (may be empty).
+    /// "line N, \[section\]: " or "field: " (may be empty).
     pub place: String,
     pub msg: String,
 }

@@ -10,53 +10,61 @@
 //! untouched. What a port is (and a pod's own address) is looked up once per
 //! run of frames from one port ([`Ports`]). For a qualifying frame the flow
 //! key's words are built straight from the bytes (no `Meta`) and looked up
-//! in the worker's flow cache ([`super::flows`]), and the line the flow
-//! pass reads first is prefetched: the conntrack entry of a cached flow,
-//! else the key's conntrack index bucket. The flow pass ([`finish`]) then
-//! checks a cached flow against its conntrack entry alone
-//! ([`Table::revisit`]) and takes the translation, route, checksum deltas
-//! and outer source port the cache kept; any other flow is looked up
-//! ([`Table::track_v4`]), its translated destination routed, and an
-//! established flow with NAT cached. A hit toward a local pod, a remote
-//! node (within the path MTU) or off-cluster is finished here, on one
-//! fixed-size span of the buffer taken with one bounds check
-//! ([`Frame::span_mut`]): NAT with one folded checksum delta per header
-//! (the TTL decrement's in the IPv4 one; see [`Edit`]), then the MAC
-//! rewrite, or the remote node's precomputed outer IPv4 headers with the
-//! per-packet fields (lengths, identification, the checksum from the
-//! template's partial sum, the UDP source port). Every other outcome (a
-//! miss: a new flow; a hit routed elsewhere or too big) fills the frame's
-//! `Meta` as parsing would have and runs the general stages on it (a miss
-//! goes straight to the flow stage's first-packet decision, with the route
+//! in the worker's flow cache ([`super::flows`], [`look`]).
+//!
+//! A cached flow is checked against its conntrack entry alone
+//! ([`Table::revisit`]: same version, same state word, not expired, this
+//! packet's flags change nothing) and sent as its slot says ([`send`]): NAT
+//! with one folded checksum delta per header (the TTL decrement's in the
+//! IPv4 one; see [`Edit`]) on one fixed-size span of the buffer taken with
+//! one bounds check, then the pod's or the uplink's Ethernet addresses, or
+//! toward a remote node its 64-byte `Pre4` line (outer headers and inner
+//! Ethernet header) with the flow's UDP source port and the per-packet
+//! fields (lengths, identification, the checksum from the template's
+//! partial sum). While few flows are cached (`FlowCache::hot`) and every
+//! earlier frame of the batch is decided, this happens in the first pass
+//! itself ([`finish_cached`]): no second walk, no `Lean` stored. Otherwise
+//! the frame waits for the second pass with the line it reads first
+//! prefetched (the cached flow's conntrack entry, else the key's index
+//! bucket), where [`finish`] takes a cached flow the same way and looks any
+//! other up ([`Table::track_v4`]), routes its translated destination, and
+//! caches an established flow with NAT. Every other outcome (a miss: a new
+//! flow; a hit routed elsewhere or too big) fills the frame's `Meta` as
+//! parsing would have and runs the general stages on it (a miss goes
+//! straight to the flow stage's first-packet decision, with the route
 //! already found), at the frame's place in the batch, so conntrack sees the
 //! batch's packets in order and results (bytes, verdicts, counters, the
 //! outer IPv4 identification sequence) are the general path's.
 //!
 //! Callgrind, instructions per packet (`bench-pipeline`, see the binary's
-//! help), general path alone -> first fast path -> second -> this one (with
-//! the flow cache): service-encap 749 -> 607 -> 495 -> 371, decap-reverse
-//! 820 -> 589 -> 490 -> 371, pod-to-pod 472 -> 348 -> 290 -> 279, new-flow
-//! 1812 -> 1887 -> 1802 -> 1801 (the last two with the cache switched off
-//! after its first window: nothing to cache). What is left of
-//! service-encap's 371: about 145 in the first pass (about 27 the loop and
-//! the port's run, 55 the checks and the header checksum, 20 the key and the
-//! stores the second pass reads, 25 the flow cache probe and its counts, 10
-//! the entry prefetch); in the second about 20 the loop, 20 reading the
-//! cached flow, 25 the conntrack entry's check and last-seen
-//! (`Table::revisit`), 25 the remote node and MTU checks, 15 the span, 30
-//! the NAT, TTL and checksum rewrite from the cached deltas, 50 the inner
-//! MACs and outer headers, 10 the verdict and counters; about 4 the
-//! per-call conntrack reclaim and 3 the one flow in a hundred the bench's
-//! 1024 flows lose to a full cache set. What the flow cache saves a cached
-//! flow: the conntrack index (hash, bucket, control word, slot, the key
-//! compared in the entry, the other tuple read and swapped), the route
-//! cache, the checksum and flow-hash arithmetic (about 130). With 10,000
-//! flows (more than its slots) it pays for itself too rarely and is off
-//! but for a window now and then (504 against 496 without it). What the
-//! earlier fast paths did away with: the port and pod lookup per frame (now
-//! per run of frames from one port), bounds checks per header write (one
-//! span), the `Meta` flag stores, the verdict tally loop, and a second
-//! conntrack lookup and route lookup for a new flow.
+//! help), general path alone -> first fast path -> second -> with the flow
+//! cache -> this one: service-encap 749 -> 607 -> 495 -> 371 (389 once
+//! per-Service counters came) -> 290, decap-reverse 820 -> 589 -> 490 ->
+//! 391 -> 325, pod-to-pod 472 -> 348 -> 290 -> 277 -> 287, new-flow 1812 ->
+//! 1887 -> 1802 -> 1821 -> 1835. From 389 to 290: cached flows finished in
+//! the first pass (about 30: the second loop, the `Lean` stores and reloads
+//! and the entry prefetch of a line about to be read), the send action in
+//! the slot instead of the route's remote-node lookups and the inner MACs
+//! (about 25), four ways per set (two lost the flows of sets of three, and
+//! each miss left the rest of its batch to the second pass), `revisit`
+//! comparing the whole state word with the timeout and change flags taken
+//! when cached (about 8), the probe handing its slot over and keeping no
+//! index (about 10), the conntrack hit passed on as four words rather than
+//! through memory (about 15 on every full lookup), and smaller cuts (the
+//! header template's partial sum in its checksum field, one rotate for the
+//! outer checksum's fold). What is left of service-encap's 290: about 75
+//! the frame, port and header checks with the header checksum, 25 the key
+//! and its probe, 30 the conntrack check and last-seen, 15 the counters
+//! (per-Service packets and bytes, hits, encap), 30 the NAT, TTL and
+//! checksum rewrite, 50 the headroom span, the 64-byte line, the source
+//! port and the outer fields, and the rest the loop, verdicts and spills.
+//! Wall clock against the session's start (`bench-pipeline`, best of five,
+//! one core): 1,024 flows 18.1 ns against 22.8, and no slower from 2,000
+//! to 1,000,000 flows. What the earlier fast paths did away with: the port
+//! and pod lookup per frame (now per run of frames from one port), bounds
+//! checks per header write (one span), the `Meta` flag stores, the verdict
+//! tally loop, and a second conntrack lookup and route lookup for a new
+//! flow.
 
 use super::drop::DropReason;
 use super::flow;

@@ -2,16 +2,18 @@
 //! EMC) of the established IPv4 flows with NAT it has forwarded,
 //! each slot holding what a conntrack hit and the route lookup gave for the
 //! flow and what the rewrite derives from them (the translated addresses and
-//! ports, both checksum deltas, the route, the headers to send with).
+//! ports, both checksum deltas, where its packets go).
 //!
 //! Why: for such a packet the conntrack index (hash to bucket, control word,
 //! slot, the key compared against the entry, the other tuple read and
 //! swapped), the route cache and the checksum arithmetic are the same every
 //! time; what may change is the conntrack entry itself. So a slot also keeps
-//! the entry's id, direction and version, and a cached packet is checked
-//! against the entry alone (`conntrack::Table::revisit`: same version, live,
-//! not expired, the packet does not change its state), which updates its
-//! last-seen tick as a lookup would. Anything else (a version change, a
+//! the entry's id, direction, version and state word (with the word's
+//! timeout and the TCP flags that would change it, `Table::expect`), and a
+//! cached packet is checked against the entry alone
+//! (`conntrack::Table::revisit`: same version, same state word, not
+//! expired, the packet's flags change nothing), which updates its last-seen
+//! tick as a lookup would. Anything else (a version change, a
 //! state change, expiry) takes the full lookup, so conntrack sees exactly
 //! what it would without the cache.
 //!
@@ -30,21 +32,26 @@
 //!
 //! The key is looked up in the first pass by a multiplicative hash of its
 //! two words (the conntrack index hash is only computed for a key not
-//! found); a cached flow is finished there when every earlier frame of the
-//! batch is, else its entry is prefetched and its slot read again in the
-//! second pass. The cache is filled by full lookups. Four ways per set
-//! (the key hash picks the set), filled in order: two ways lost about 1%
-//! of the bench's 1024 flows to sets of three, and each of those misses
-//! left the rest of its batch to the second pass; one way lost a fifth.
+//! found); while the cache is [`FlowCache::hot`] (few flows: their lines
+//! stay in a core's cache), a cached flow is finished there when every
+//! earlier frame of the batch is; else its entry is prefetched and its slot
+//! read again in the second pass. The cache is filled by full lookups.
+//! Four ways per set (the key hash picks the set), free ways filled in
+//! order, a full set's way taken round robin: two ways lost about 1% of the
+//! bench's 1024 flows to sets of three, and each of those misses left the
+//! rest of its batch to the second pass; one way lost a fifth.
 //!
 //! The cache switches itself off where it does not pay: with more flows
 //! than slots, every packet would pay the probe, a miss on the slot's line
 //! and a fill evicting another flow (10,000 flows ran 35% slower than
 //! without the cache); with untracked flows only (pod to pod), the probe.
 //! Per window of [`WINDOW`] probes it counts the hits and the fills into a
-//! free way (a cold cache filling up); when those are fewer than half the
-//! probes it stops probing and filling for [`PAUSE`] batches, then tries
-//! again with what it still holds.
+//! free way (a cold cache filling up); when those are fewer than three
+//! quarters of the probes it stops probing and filling for [`PAUSE`]
+//! batches, twice as long after each further such window (up to
+//! [`PAUSE_MAX`]), then tries again with what it still holds. (Half, and
+//! a fixed pause, kept it on at 10,000 flows at a 40% loss: a miss costs
+//! the probe and a fill, a hit saves a lookup.)
 
 use std::cell::Cell;
 

@@ -30,7 +30,10 @@
 //! without a `Meta` and finishes established flows itself (same results; see
 //! its module doc for the shape and the callgrind figures), those with NAT
 //! from a per-worker flow cache checked against their conntrack entry
-//! (`flows`).
+//! (`flows`); while few flows are cached, a cached flow's frame is finished
+//! in the first pass as soon as it is parsed, as long as every earlier
+//! frame of the batch is (order kept), and only the frames from the first
+//! one left over take the second pass.
 //!
 //! **Prefetch scheme**: at 1M flows the conntrack index and entries no longer
 //! fit in cache, and a lookup is two dependent misses. So the batch is
