@@ -395,22 +395,8 @@ pub(crate) fn finish_cached(
     if !env.ct.revisit(c.id, c.seq, &x, l.tcp_flags, env.now) {
         return None;
     }
-    Some(hit(env, st, c, frame, m, l, v))
-}
-
-/// A cached flow's frame whose conntrack entry holds it: decapsulated (if
-/// VXLAN), counted, then sent as the slot says or, when that does not fit,
-/// by `dispatch`.
-#[inline(always)]
-fn hit(
-    env: &Env,
-    st: &mut State,
-    c: &Slot,
-    frame: &mut Frame,
-    m: &mut Meta,
-    l: &Lean,
-    v: &mut Verdict,
-) -> bool {
+    // Held: decapsulated (if VXLAN), counted, then sent as the slot says
+    // or, when that does not fit, by `dispatch`.
     if l.outer_end != 0 {
         frame.trim(l.outer_end as usize);
         frame.pull_head(OVERHEAD_V4);
@@ -422,12 +408,12 @@ fn hit(
     st.cnt.ct_hits += 1;
     env.svc.packet(c.user, c.reply, u64::from(l.end));
     if send(env.t, st, frame, c, l, v) {
-        return true;
+        return Some(true);
     }
-    hit_other(env, st, c, frame, m, *l, v)
+    Some(hit_other(env, st, c, frame, m, *l, v))
 }
 
-/// [`hit`]'s frame that its slot's action does not fit (too big, no room):
+/// [`finish_cached`]'s frame that its slot's action does not fit (too big, no room):
 /// `dispatch` on the slot's route.
 #[cold]
 #[inline(never)]
