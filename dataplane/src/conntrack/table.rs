@@ -192,6 +192,13 @@ pub struct Expect {
     pub chg: u8,
 }
 
+/// What [`Table::first_slot`] found.
+enum First {
+    Slot(u64),
+    Absent,
+    Probe,
+}
+
 /// Why an insert was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum InsertError {
@@ -524,22 +531,11 @@ impl Table {
     /// matches. Anything else takes the full probe (one call).
     #[inline(always)]
     pub fn track(&self, key: &FlowKey, tcp_flags: u8, now: u64) -> Option<Hit> {
-        let h = index_hash(&key.words());
-        let (b, tag) = self.home(h);
-        let bucket = self.index.get(b)?;
-        let ctrl = bucket.0[CTRL].load(Acquire);
-        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
-        if m != 0 {
-            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
-            // Committed with the key's tag: the slot's high half (compared
-            // shifted down, which spares two 64-bit mask constants).
-            if v >> 32 == (tag | COMMITTED) >> 32 {
-                return self.track_slot(v, key, tcp_flags, now);
-            }
-        } else if ctrl < OVF_ONE {
-            return None;
+        match self.first_slot(index_hash(&key.words())) {
+            First::Slot(v) => self.track_slot(v, key, tcp_flags, now),
+            First::Absent => None,
+            First::Probe => self.track_probe(key, tcp_flags, now),
         }
-        self.track_probe(key, tcp_flags, now)
     }
 
     /// [`Table::track`] for a key given as its five [`FlowKey::words`],
@@ -570,23 +566,16 @@ impl Table {
     /// [`Table::track_lean`] with the key's [`Table::key_hash`] `h` given.
     #[inline(always)]
     pub fn track_hashed(&self, kw: &[u64; 5], h: u64, tcp_flags: u8, now: u64) -> Option<LeanHit> {
-        let (b, tag) = self.home(h);
-        let bucket = self.index.get(b)?;
-        let ctrl = bucket.0[CTRL].load(Acquire);
-        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
-        if m != 0 {
-            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
-            if v >> 32 == (tag | COMMITTED) >> 32 {
-                match self.hit_lean(v, kw, tcp_flags, now) {
-                    Found::Hit(h) => return Some(h),
-                    Found::Expired => return None,
-                    Found::Other => {}
-                }
-            }
-        } else if ctrl < OVF_ONE {
-            return None;
+        let v = match self.first_slot(h) {
+            First::Slot(v) => v,
+            First::Absent => return None,
+            First::Probe => return self.probe_lean(kw, tcp_flags, now),
+        };
+        match self.hit_lean(v, kw, tcp_flags, now) {
+            Found::Hit(h) => Some(h),
+            Found::Expired => None,
+            Found::Other => self.probe_lean(kw, tcp_flags, now),
         }
-        self.probe_lean(kw, tcp_flags, now)
     }
 
     /// What [`Table::revisit`] expects of the entry of a [`LeanHit`] (its
@@ -668,23 +657,16 @@ impl Table {
         now: u64,
     ) -> Option<LeanHit> {
         let kw = [s, 0, d, 0, p];
-        let (b, tag) = self.home(h);
-        let bucket = self.index.get(b)?;
-        let ctrl = bucket.0[CTRL].load(Acquire);
-        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
-        if m != 0 {
-            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
-            if v >> 32 == (tag | COMMITTED) >> 32 {
-                match self.hit_words::<true>(v, &kw, tcp_flags, now) {
-                    Found::Hit(h) => return Some(h),
-                    Found::Expired => return None,
-                    Found::Other => {}
-                }
-            }
-        } else if ctrl < OVF_ONE {
-            return None;
+        let v = match self.first_slot(h) {
+            First::Slot(v) => v,
+            First::Absent => return None,
+            First::Probe => return self.probe_v4(s, d, p, tcp_flags, now),
+        };
+        match self.hit_words::<true>(v, &kw, tcp_flags, now) {
+            Found::Hit(h) => Some(h),
+            Found::Expired => None,
+            Found::Other => self.probe_v4(s, d, p, tcp_flags, now),
         }
-        self.probe_v4(s, d, p, tcp_flags, now)
     }
 
     /// [`Table::track_v4`]'s full probe.
@@ -863,6 +845,31 @@ impl Table {
     fn home(&self, h: u64) -> (usize, u64) {
         let b = ((h & 0xffff_ffff) * u64::from(self.geo.buckets)) >> 32;
         (b as usize, (h >> 1) & TAG_MASK)
+    }
+
+    /// A lookup's inlined first step for index hash `h` (see
+    /// [`Table::track`]): the home bucket's committed slot word whose tag
+    /// byte matches the key's, or the key surely absent (no matching tag
+    /// byte, no overflow), or the full probe needed.
+    #[inline(always)]
+    fn first_slot(&self, h: u64) -> First {
+        let (b, tag) = self.home(h);
+        let Some(bucket) = self.index.get(b) else {
+            return First::Absent;
+        };
+        let ctrl = bucket.0[CTRL].load(Acquire);
+        let m = matches(ctrl ^ (tag8(h) * BYTE_LO));
+        if m != 0 {
+            let v = bucket.0[(m.trailing_zeros() / 8) as usize & 7].load(Acquire);
+            // Committed with the key's tag: the slot's high half (compared
+            // shifted down, which spares two 64-bit mask constants).
+            if v >> 32 == (tag | COMMITTED) >> 32 {
+                return First::Slot(v);
+            }
+        } else if ctrl < OVF_ONE {
+            return First::Absent;
+        }
+        First::Probe
     }
 
     /// Hints the CPU to fetch the home bucket of `key` (the one cache line
