@@ -396,7 +396,10 @@ pub(crate) fn finish_cached(
         return None;
     }
     // Held: decapsulated (if VXLAN), counted, then sent as the slot says
-    // or, when that does not fit, by `dispatch`.
+    // or, when that does not fit, by `dispatch`. (The decapsulation and
+    // trim are written out here and in `finish`: the same lines as one
+    // inlined helper cost service-encap 13 instructions a packet in
+    // register spills.)
     if l.outer_end != 0 {
         frame.trim(l.outer_end as usize);
         frame.pull_head(OVERHEAD_V4);
