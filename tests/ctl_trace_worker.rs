@@ -145,37 +145,15 @@ fn workers_announce_their_generation_store_their_counters_and_trace_matching_fra
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.1.3"],
     );
     assert!(ping.status.success(), "pod1 -> pod2");
-    let got = std::thread::scope(|s| {
-        let rx = s.spawn(|| {
-            netns::enter_named(&pod2).expect("enter pod2");
-            let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            let mut buf = [0u8; 2048];
-            let mut got = 0u64;
-            let t0 = Instant::now();
-            while got < DATAGRAMS && t0.elapsed() < Duration::from_secs(10) {
-                match sock.recv(&mut buf) {
-                    Ok(_) => got += 1,
-                    Err(_) if got > 0 => break,
-                    Err(_) => {}
-                }
-            }
-            got
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        s.spawn(|| {
-            netns::enter_named(&pod1).expect("enter pod1");
-            let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
-            for i in 0..DATAGRAMS {
-                sock.send_to(&[0x5a; 100], "10.244.1.3:9000").unwrap();
-                if i % 8 == 7 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        });
-        rx.join().expect("receiver")
-    });
+    let got = io_support::udp_stream(
+        &pod1,
+        "10.244.1.2:0",
+        &pod2,
+        "10.244.1.3:9000",
+        &[0x5a; 100],
+        DATAGRAMS,
+        Duration::from_secs(10),
+    );
     assert!(got >= DATAGRAMS * 9 / 10, "the stream arrived: {got}");
 
     let (recs, next) = tr.read_since(0);
@@ -276,23 +254,8 @@ fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_me
             let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
             sock.set_read_timeout(Some(Duration::from_millis(500)))
                 .unwrap();
-            let mut buf = [0u8; 2048];
-            let mut got = 0u64;
-            let t0 = Instant::now();
-            while got < DATAGRAMS && t0.elapsed() < Duration::from_secs(10) {
-                match sock.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        got += 1;
-                        // Echo the first ten back: the Service's replies.
-                        if got <= 10 {
-                            sock.send_to(&buf[..n], from).unwrap();
-                        }
-                    }
-                    Err(_) if got > 0 => break,
-                    Err(_) => {}
-                }
-            }
-            got
+            // Echo the first ten back: the Service's replies.
+            io_support::count_datagrams(&sock, DATAGRAMS, Duration::from_secs(10), 10, |_| true)
         });
         std::thread::sleep(Duration::from_millis(100));
         let tx = s.spawn(|| {
@@ -300,12 +263,7 @@ fn udp_through_a_cluster_ip_is_counted_under_the_services_stable_id_in_shared_me
             let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
             sock.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
-            for i in 0..DATAGRAMS {
-                sock.send_to(&[0x5a; 100], (ECHO_VIP, 9000)).unwrap();
-                if i % 8 == 7 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
+            io_support::send_paced(&sock, (ECHO_VIP, 9000), &[0x5a; 100], DATAGRAMS, 8, |_| {});
             let mut buf = [0u8; 2048];
             let mut echoed = 0u64;
             while let Ok((_, from)) = sock.recv_from(&mut buf) {

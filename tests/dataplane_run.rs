@@ -296,46 +296,21 @@ fn no_xdp_left(n: &Node) {
     }
 }
 
-fn udp_stream(n: &Node, count: u32) -> u32 {
-    std::thread::scope(|s| {
-        let rx = s.spawn(|| {
-            netns::enter_named(&n.pod2).expect("enter pod2");
-            let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            let mut buf = [0u8; 2048];
-            let mut got = 0u32;
-            let t0 = Instant::now();
-            while got < count && t0.elapsed() < Duration::from_secs(20) {
-                match sock.recv(&mut buf) {
-                    Ok(len) if len == 512 && buf[..4] == *b"twil" => got += 1,
-                    Ok(_) => {}
-                    Err(_) if got > 0 => break,
-                    Err(_) => {}
-                }
-            }
-            got
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        s.spawn(|| {
-            netns::enter_named(&n.pod1).expect("enter pod1");
-            let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
-            let mut msg = [0x5au8; 512];
-            msg[..4].copy_from_slice(b"twil");
-            for i in 0..count {
-                sock.send_to(&msg, "10.244.1.3:9000").unwrap();
-                if i % 8 == 7 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        });
-        rx.join().expect("receiver")
-    })
+fn udp_stream(n: &Node, count: u64) -> u64 {
+    io_support::udp_stream(
+        &n.pod1,
+        "10.244.1.2:0",
+        &n.pod2,
+        "10.244.1.3:9000",
+        &io_support::stream_datagram(),
+        count,
+        Duration::from_secs(20),
+    )
 }
 
 #[test]
 fn the_dataplane_process_forwards_pings_and_a_udp_stream_between_pods_and_detaches_on_sigterm() {
-    const N: u32 = 1000;
+    const N: u64 = 1000;
     let (n, cfg) = node("rn", "cpus = []");
     let mut dp = Dataplane::start(&n.node, &cfg);
     dp.wait_running();
@@ -456,7 +431,7 @@ fn a_cpu_that_does_not_exist_is_a_clear_error_and_nothing_stays_attached() {
 
 #[test]
 fn with_two_pinned_workers_the_uplink_queues_are_split_and_pods_on_different_workers_talk() {
-    const N: u32 = 1000;
+    const N: u64 = 1000;
     let cpus = dataplane::io::available_cpus();
     assert!(cpus.len() >= 2, "this test needs 2 CPUs, has {cpus:?}");
     let (c0, c1) = (cpus[0], cpus[1]);

@@ -262,50 +262,25 @@ fn two_pods_ping_each_other_over_ipv4_and_ipv6_through_the_pipeline_which_answer
 
 #[test]
 fn a_udp_stream_between_pods_arrives_whole_and_leaks_no_frame() {
-    const N: u32 = 2000;
+    const N: u64 = 2000;
     let (topo, node, pod1, pod2) = two_pods("ud");
     let (got, r) = with_dataplane(&topo, &node, |_| {
-        std::thread::scope(|s| {
-            let rx = s.spawn(|| {
-                netns::enter_named(&pod2).expect("enter pod2");
-                let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
-                sock.set_read_timeout(Some(Duration::from_millis(500)))
-                    .unwrap();
-                let mut buf = [0u8; 2048];
-                let mut got = 0u32;
-                let t0 = Instant::now();
-                while got < N && t0.elapsed() < Duration::from_secs(20) {
-                    match sock.recv(&mut buf) {
-                        Ok(n) if n == 512 && buf[..4] == *b"twil" => got += 1,
-                        Ok(_) => {}
-                        Err(_) if got > 0 => break, // the stream is over
-                        Err(_) => {}
-                    }
-                }
-                got
-            });
-            std::thread::sleep(Duration::from_millis(100));
-            s.spawn(|| {
-                netns::enter_named(&pod1).expect("enter pod1");
-                let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
-                let mut msg = [0x5au8; 512];
-                msg[..4].copy_from_slice(b"twil");
-                for i in 0..N {
-                    sock.send_to(&msg, "10.244.1.3:9000").unwrap();
-                    if i % 8 == 7 {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            });
-            rx.join().expect("receiver")
-        })
+        io_support::udp_stream(
+            &pod1,
+            "10.244.1.2:0",
+            &pod2,
+            "10.244.1.3:9000",
+            &io_support::stream_datagram(),
+            N,
+            Duration::from_secs(20),
+        )
     });
     assert_eq!(
         got, N,
         "every datagram arrived: {:?} {:?}",
         r.io, r.counters
     );
-    assert!(r.counters.tx >= N as u64, "{:?}", r.counters);
+    assert!(r.counters.tx >= N, "{:?}", r.counters);
     assert_eq!(r.account.missing(), 0, "no frame leaked: {:?}", r.account);
     assert_eq!((r.account.held, r.account.tx), (0, 0), "{:?}", r.account);
     assert_eq!(r.account.free + r.account.fill, r.account.total);
@@ -370,7 +345,7 @@ fn the_node_and_a_pod_reach_each_other_through_the_kernel_while_the_dataplane_ru
 
 #[test]
 fn a_pod_attached_while_a_stream_flows_is_served_and_the_stream_loses_nothing() {
-    const N: u32 = 3000;
+    const N: u64 = 3000;
     let (mut topo, node, pod1, pod2) = two_pods("at");
     let pod3 = topo.netns("pod3");
     topo.veth(&node, "p3", &pod3, "eth0");
@@ -379,7 +354,7 @@ fn a_pod_attached_while_a_stream_flows_is_served_and_the_stream_loses_nothing() 
         "ip", "netns", "exec", &pod3, "ethtool", "-K", "eth0", "tx", "off",
     ]);
 
-    let sent = std::sync::atomic::AtomicU32::new(0);
+    let sent = std::sync::atomic::AtomicU64::new(0);
     let ((got, attached, sent_at_attach, ping), r) = with_dataplane(&topo, &node, |ctl| {
         std::thread::scope(|s| {
             let rx = s.spawn(|| {
@@ -387,32 +362,17 @@ fn a_pod_attached_while_a_stream_flows_is_served_and_the_stream_loses_nothing() 
                 let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
                 sock.set_read_timeout(Some(Duration::from_millis(500)))
                     .unwrap();
-                let mut buf = [0u8; 2048];
-                let mut got = 0u32;
-                let t0 = Instant::now();
-                while got < N && t0.elapsed() < Duration::from_secs(30) {
-                    match sock.recv(&mut buf) {
-                        Ok(n) if n == 512 && buf[..4] == *b"twil" => got += 1,
-                        Ok(_) => {}
-                        Err(_) if got > 0 => break,
-                        Err(_) => {}
-                    }
-                }
-                got
+                let msg = io_support::stream_datagram();
+                io_support::count_datagrams(&sock, N, Duration::from_secs(30), 0, |d| d == msg)
             });
             std::thread::sleep(Duration::from_millis(100));
             s.spawn(|| {
                 netns::enter_named(&pod1).expect("enter pod1");
                 let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
-                let mut msg = [0x5au8; 512];
-                msg[..4].copy_from_slice(b"twil");
-                for i in 0..N {
-                    sock.send_to(&msg, "10.244.1.3:9000").unwrap();
-                    sent.store(i + 1, Ordering::Relaxed);
-                    if i % 4 == 3 {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
+                let msg = io_support::stream_datagram();
+                io_support::send_paced(&sock, "10.244.1.3:9000", &msg, N, 4, |i| {
+                    sent.store(i, Ordering::Relaxed)
+                });
             });
             // Mid-stream: pod 3 comes up.
             let t0 = Instant::now();

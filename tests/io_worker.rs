@@ -6,10 +6,9 @@
 
 mod io_support;
 
-use std::net::UdpSocket;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dataplane::config::fmt_mac;
 use dataplane::io::{
@@ -24,7 +23,7 @@ use io_support::Topo;
 
 #[test]
 fn pods_on_different_workers_exchange_a_bounded_stream_through_the_hand_off_without_loss() {
-    const N: u32 = 2000;
+    const N: u64 = 2000;
     let mut topo = Topo::new("wk");
     let node = topo.netns("node");
     let pod1 = topo.netns("pod1");
@@ -82,40 +81,15 @@ fn pods_on_different_workers_exchange_a_bounded_stream_through_the_hand_off_with
         &pod1,
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.3"],
     );
-    let got = std::thread::scope(|s| {
-        let rx = s.spawn(|| {
-            netns::enter_named(&pod2).expect("enter pod2");
-            let sock = UdpSocket::bind("10.244.1.3:9000").unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            let mut buf = [0u8; 2048];
-            let mut got = 0u32;
-            let t0 = Instant::now();
-            while got < N && t0.elapsed() < Duration::from_secs(20) {
-                match sock.recv(&mut buf) {
-                    Ok(n) if n == 512 && buf[..4] == *b"twil" => got += 1,
-                    Ok(_) => {}
-                    Err(_) if got > 0 => break,
-                    Err(_) => {}
-                }
-            }
-            got
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        s.spawn(|| {
-            netns::enter_named(&pod1).expect("enter pod1");
-            let sock = UdpSocket::bind("10.244.1.2:0").unwrap();
-            let mut msg = [0x5au8; 512];
-            msg[..4].copy_from_slice(b"twil");
-            for i in 0..N {
-                sock.send_to(&msg, "10.244.1.3:9000").unwrap();
-                if i % 8 == 7 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        });
-        rx.join().expect("receiver")
-    });
+    let got = io_support::udp_stream(
+        &pod1,
+        "10.244.1.2:0",
+        &pod2,
+        "10.244.1.3:9000",
+        &io_support::stream_datagram(),
+        N,
+        Duration::from_secs(20),
+    );
     let _ = done_tx.send(());
     let (reports, (pool, pool_cap)) = dp.join().expect("dataplane thread");
 
@@ -131,11 +105,11 @@ fn pods_on_different_workers_exchange_a_bounded_stream_through_the_hand_off_with
         (&[CLIENT_PORT][..], &[WEB_LOCAL_PORT][..])
     );
     assert!(
-        r0.io.handed_off >= N as u64 + 3,
+        r0.io.handed_off >= N + 3,
         "worker 0 handed the stream and the echo requests to worker 1: {r0:#?}"
     );
     assert!(
-        r1.handoff.received >= N as u64 + 3,
+        r1.handoff.received >= N + 3,
         "worker 1 sent them on p2: {r1:#?}"
     );
     assert!(

@@ -162,3 +162,91 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     assert!(p.exists(), "{} was not built", p.display());
     p
 }
+
+/// The datagram of the UDP streams between test pods: 512 bytes that
+/// begin with "twil".
+pub fn stream_datagram() -> [u8; 512] {
+    let mut msg = [0x5au8; 512];
+    msg[..4].copy_from_slice(b"twil");
+    msg
+}
+
+/// The receiving half of a UDP stream between test pods: counts what
+/// `sock` gets that `keep` accepts, echoing the first `echo` of those back
+/// to their sender, until `want` came, `limit` passed, or the stream paused
+/// for the socket's read timeout after its first datagram.
+pub fn count_datagrams(
+    sock: &std::net::UdpSocket,
+    want: u64,
+    limit: std::time::Duration,
+    echo: u64,
+    keep: impl Fn(&[u8]) -> bool,
+) -> u64 {
+    let mut buf = [0u8; 2048];
+    let mut got = 0u64;
+    let t0 = std::time::Instant::now();
+    while got < want && t0.elapsed() < limit {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if keep(&buf[..n]) => {
+                got += 1;
+                if got <= echo {
+                    sock.send_to(&buf[..n], from).unwrap();
+                }
+            }
+            Ok(_) => {}
+            Err(_) if got > 0 => break, // the stream is over
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+/// The sending half: `count` copies of `msg` to `to`, with a millisecond's
+/// pause after every `burst` (so a copy-mode ring keeps up), `sent(i)`
+/// told after each.
+pub fn send_paced(
+    sock: &std::net::UdpSocket,
+    to: impl std::net::ToSocketAddrs + Copy,
+    msg: &[u8],
+    count: u64,
+    burst: u64,
+    sent: impl Fn(u64),
+) {
+    for i in 0..count {
+        sock.send_to(msg, to).unwrap();
+        sent(i + 1);
+        if i % burst == burst - 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// A paced stream of `count` copies of `msg` from pod namespace `from_ns`
+/// (bound to `from`) to `to` in `to_ns`, 8 datagrams a millisecond: how
+/// many equal to `msg` arrived within `limit`.
+pub fn udp_stream(
+    from_ns: &str,
+    from: &str,
+    to_ns: &str,
+    to: &str,
+    msg: &[u8],
+    count: u64,
+    limit: std::time::Duration,
+) -> u64 {
+    std::thread::scope(|s| {
+        let rx = s.spawn(|| {
+            dataplane::io::netns::enter_named(to_ns).expect("enter the receiving pod");
+            let sock = std::net::UdpSocket::bind(to).unwrap();
+            sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+                .unwrap();
+            count_datagrams(&sock, count, limit, 0, |d| d == msg)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.spawn(|| {
+            dataplane::io::netns::enter_named(from_ns).expect("enter the sending pod");
+            let sock = std::net::UdpSocket::bind(from).unwrap();
+            send_paced(&sock, to, msg, count, 8, |_| {});
+        });
+        rx.join().expect("receiver")
+    })
+}
